@@ -1,0 +1,358 @@
+"""AnchorActor: a trained SB3 policy's action distribution as a plain torch module.
+
+An anchor is whatever SB3 agent a user trained at one reward weight: PPO or A2C (diagonal Gaussian,
+with or without gSDE), SAC (Gaussian squashed by tanh) or TD3/DDPG (deterministic, squashed by tanh).
+:func:`actor_from_sb3` reads the policy network's layers into a JSON-able description, copies the
+weights and the VecNormalize observation statistics, and returns an :class:`AnchorActor` that needs
+no SB3 object (and no pickle) to be saved and rebuilt.
+
+Everything is expressed in the policy's *unsquashed* action space y:
+
+- ``"gaussian"`` (PPO, A2C): y ~ N(mean, std); the env action is ``clip(y, low, high)``.
+- ``"squashed_gaussian"`` (SAC): y ~ N(mean, std) before tanh; the env action is
+  ``low + (tanh(y) + 1) (high - low) / 2``.
+- ``"deterministic"`` (TD3, DDPG): y = mean, the actor's output before its final tanh; the env action
+  is squashed and rescaled as for SAC. A Dirac has no log-std: :func:`AnchorActor.distribution`
+  returns the finite constant :data:`DETERMINISTIC_LOG_STD` (std ≈ 2e-9), so that stored datasets stay
+  finite; test ``actor.kind == "deterministic"`` rather than the log-std.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from hti_rl.errors import AnchorError, FileFormatError, SpaceError
+
+STATE_FORMAT = "hti-rl-actor"
+STATE_VERSION = 1
+KINDS = ("gaussian", "squashed_gaussian", "deterministic")
+DETERMINISTIC_LOG_STD = -20.0
+
+# Layers an SB3 MlpPolicy is built from, with the constructor arguments that define them.
+_ACTIVATIONS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
+    "Tanh": (nn.Tanh, ()),
+    "ReLU": (nn.ReLU, ()),
+    "ELU": (nn.ELU, ("alpha",)),
+    "LeakyReLU": (nn.LeakyReLU, ("negative_slope",)),
+    "SiLU": (nn.SiLU, ()),
+    "GELU": (nn.GELU, ()),
+    "Sigmoid": (nn.Sigmoid, ()),
+    "Softplus": (nn.Softplus, ("beta", "threshold")),
+    "Hardtanh": (nn.Hardtanh, ("min_val", "max_val")),
+    "Identity": (nn.Identity, ()),
+}
+
+
+# ----------------------------------------------------------------------------- layer descriptions
+def _flat_layers(module: nn.Module) -> list[nn.Module]:
+    """Unroll nested ``nn.Sequential`` into its leaf layers, in call order."""
+    if isinstance(module, nn.Sequential):
+        return [leaf for child in module for leaf in _flat_layers(child)]
+    return [module]
+
+
+def describe_layers(module: nn.Module) -> list[dict[str, Any]]:
+    """A JSON-able description of a feed-forward stack (Linear layers and activations).
+
+    :param module: an ``nn.Linear``, an activation, or an ``nn.Sequential`` of them (nested allowed).
+    :raises AnchorError: for any other layer (a custom network is not an MlpPolicy).
+    """
+    layers = []
+    for layer in _flat_layers(module):
+        name = type(layer).__name__
+        if isinstance(layer, nn.Linear):
+            layers.append({"type": "Linear", "in": layer.in_features, "out": layer.out_features, "bias": layer.bias is not None})
+        elif name in _ACTIVATIONS and type(layer) is _ACTIVATIONS[name][0]:
+            layers.append({"type": name, **{arg: float(getattr(layer, arg)) for arg in _ACTIVATIONS[name][1]}})
+        else:
+            raise AnchorError(
+                f"the policy network contains a {name} layer; hti-rl reads MlpPolicy networks made of "
+                f"Linear layers and the activations {sorted(_ACTIVATIONS)}. Train the anchor with MlpPolicy."
+            )
+    return layers
+
+
+def build_layers(description: list[dict[str, Any]]) -> nn.Sequential:
+    """Rebuild the stack described by :func:`describe_layers` (weights left at their initial values)."""
+    layers: list[nn.Module] = []
+    for d in description:
+        if d["type"] == "Linear":
+            layers.append(nn.Linear(d["in"], d["out"], bias=d["bias"]))
+        elif d["type"] in _ACTIVATIONS:
+            cls, args = _ACTIVATIONS[d["type"]]
+            layers.append(cls(**{arg: d[arg] for arg in args}))
+        else:
+            raise FileFormatError(f"unknown layer type {d['type']!r} in an actor description; was it written by a newer hti-rl?")
+    return nn.Sequential(*layers)
+
+
+def _copy_layers(source: nn.Module, target: nn.Sequential) -> None:
+    for src, dst in zip(_flat_layers(source), target):
+        dst.load_state_dict({k: v.detach().cpu().float() for k, v in src.state_dict().items()})
+
+
+# ----------------------------------------------------------------------------- the module
+class AnchorActor(nn.Module):
+    """One anchor policy's action distribution: raw env observation -> (mean, log_std) of y.
+
+    :param arch: JSON-able description: ``kind``, ``obs_dim`` C, ``action_dim`` D, ``trunk`` and
+        ``mean`` layer lists (see :func:`describe_layers`), ``std`` (``{"type": "param"}`` for a
+        state-independent log-std, ``{"type": "layers", "layers": [...], "min": a, "max": b}`` for
+        SAC's clamped log-std head, ``{"type": "sde", "latent_dim": L, "full_std": bool,
+        "use_expln": bool, "epsilon": float}`` for gSDE, ``{"type": "none"}`` for deterministic),
+        ``obs_norm`` (``{"clip": float, "epsilon": float}`` or ``None``) and ``source`` (provenance).
+    """
+
+    def __init__(self, arch: dict[str, Any]):
+        super().__init__()
+        if arch.get("kind") not in KINDS:
+            raise FileFormatError(f"actor kind {arch.get('kind')!r} is not one of {KINDS}")
+        self.arch = arch
+        self.kind: str = arch["kind"]
+        c, d = arch["obs_dim"], arch["action_dim"]
+        self.trunk = build_layers(arch["trunk"])
+        self.mean_head = build_layers(arch["mean"])
+        std = arch["std"]
+        if std["type"] == "param":
+            self.log_std = nn.Parameter(torch.zeros(d))
+        elif std["type"] == "layers":
+            self.log_std_head = build_layers(std["layers"])
+        elif std["type"] == "sde":
+            self.sde_log_std = nn.Parameter(torch.zeros(std["latent_dim"], d if std["full_std"] else 1))
+        elif std["type"] != "none":
+            raise FileFormatError(f"unknown std type {std['type']!r} in an actor description")
+        self.register_buffer("obs_mean", torch.zeros(c, dtype=torch.float64))
+        self.register_buffer("obs_var", torch.ones(c, dtype=torch.float64))
+        self.register_buffer("action_low", torch.zeros(d))
+        self.register_buffer("action_high", torch.zeros(d))
+
+    @property
+    def obs_dim(self) -> int:
+        return self.arch["obs_dim"]
+
+    @property
+    def action_dim(self) -> int:
+        return self.arch["action_dim"]
+
+    @property
+    def squashes(self) -> bool:
+        """Whether env actions are tanh(y) rescaled to the Box (SAC, TD3) rather than clip(y) (PPO)."""
+        return self.kind != "gaussian"
+
+    def normalize(self, obs: Tensor) -> Tensor:
+        """raw obs [B, C] -> the observation the policy network sees [B, C] float32 (VecNormalize's formula)."""
+        norm = self.arch["obs_norm"]
+        if norm is None:
+            return obs.float()
+        # In float64 like VecNormalize, so that the result matches SB3 bit for bit.
+        x = (obs.double() - self.obs_mean) / torch.sqrt(self.obs_var + norm["epsilon"])
+        return x.clamp(-norm["clip"], norm["clip"]).float()
+
+    def distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """raw env obs [B, C] -> (mean [B, D], log_std [B, D]) of the unsquashed action y."""
+        latent = self.trunk(self.normalize(obs.reshape(obs.shape[0], -1)))
+        mean = self.mean_head(latent)
+        return mean, self._log_std(latent, mean)
+
+    def _log_std(self, latent: Tensor, mean: Tensor) -> Tensor:
+        """latent [B, L], mean [B, D] -> log_std [B, D]."""
+        std = self.arch["std"]
+        if std["type"] == "param":
+            return self.log_std.expand_as(mean)
+        if std["type"] == "layers":
+            return self.log_std_head(latent).clamp(std["min"], std["max"])
+        if std["type"] == "sde":
+            return 0.5 * torch.log(sde_variance(latent, self.sde_log_std, std["use_expln"], std["epsilon"]) + std["epsilon"])
+        return torch.full_like(mean, DETERMINISTIC_LOG_STD)
+
+    def to_env_action(self, y: Tensor) -> Tensor:
+        """unsquashed y [B, D] -> env action [B, D], as SB3's ``predict`` maps its policy's output."""
+        if not self.squashes:
+            return torch.maximum(torch.minimum(y, self.action_high), self.action_low)
+        return self.action_low + 0.5 * (torch.tanh(y) + 1.0) * (self.action_high - self.action_low)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        return self.distribution(obs)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, Any]:
+        """Tensors, numbers, strings, lists and dicts only: safe for ``torch.load(weights_only=True)``."""
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "arch": self.arch,
+            "tensors": {k: v.detach().clone() for k, v in self.state_dict().items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "AnchorActor":
+        """Rebuild an actor from :meth:`state`.
+
+        :raises FileFormatError: for a state of another format or version, or with missing tensors.
+        """
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise FileFormatError("not an hti-rl actor state (missing format tag); was it written by hti-rl?")
+        if state.get("version") != STATE_VERSION:
+            raise FileFormatError(
+                f"actor state version {state.get('version')!r}, this hti-rl reads version {STATE_VERSION}; "
+                "re-create it with this version (e.g. re-run `hti-rl fit --force`)."
+            )
+        actor = cls(state["arch"])
+        try:
+            actor.load_state_dict(state["tensors"])
+        except (RuntimeError, KeyError) as exc:
+            raise FileFormatError(f"actor tensors do not match its description: {exc}") from exc
+        return actor.eval()
+
+
+def sde_variance(latent: Tensor, log_std: Tensor, use_expln: bool, epsilon: float) -> Tensor:
+    """gSDE's per-state action variance: latent [B, L], log_std [L, D or 1] -> (latent²) @ std² [B, D].
+
+    The noise is latent @ W with W_ij ~ N(0, std_ij²), so each action's marginal variance is
+    Σ_i latent_i² std_ij² (SB3's ``StateDependentNoiseDistribution``).
+    """
+    if use_expln:
+        below = torch.exp(log_std) * (log_std <= 0)
+        above = (torch.log1p(log_std * (log_std > 0) + epsilon) + 1.0) * (log_std > 0)
+        std = below + above
+    else:
+        std = torch.exp(log_std)
+    return (latent**2) @ (std**2)
+
+
+# ----------------------------------------------------------------------------- from SB3
+def actor_from_sb3(model: Any, vecnormalize: Any = None) -> AnchorActor:
+    """Extract an :class:`AnchorActor` from a trained SB3 model.
+
+    :param model: a PPO, A2C (MlpPolicy, with or without gSDE), SAC, TD3 or DDPG model.
+    :param vecnormalize: the ``VecNormalize`` the model was trained with, or ``None``.
+    :raises SpaceError: for a non-Box action space or a non-flat observation space.
+    :raises AnchorError: for an unsupported algorithm or policy network.
+    """
+    from stable_baselines3.common.policies import ActorCriticPolicy
+    from stable_baselines3.sac.policies import SACPolicy
+    from stable_baselines3.td3.policies import TD3Policy
+
+    policy = getattr(model, "policy", model)
+    if not isinstance(policy, (ActorCriticPolicy, SACPolicy, TD3Policy)):
+        raise AnchorError(
+            f"cannot read a {type(policy).__name__} ({type(model).__name__}); hti-rl reads PPO, A2C, SAC, TD3 and DDPG "
+            "models with MlpPolicy."
+        )
+    _check_spaces(policy)
+    if isinstance(policy, ActorCriticPolicy):
+        arch, parts = _from_actor_critic(policy)
+    elif isinstance(policy, SACPolicy):
+        arch, parts = _from_sac(policy)
+    else:
+        arch, parts = _from_td3(policy)
+    arch.update(
+        obs_dim=int(spaces.flatdim(policy.observation_space)),
+        action_dim=int(policy.action_space.shape[0]),
+        obs_norm=_obs_norm(vecnormalize),
+        source={"algo": type(model).__name__, "policy": type(policy).__name__},
+    )
+    actor = AnchorActor(arch)
+    for name, module in parts.items():
+        if isinstance(module, nn.Parameter):
+            getattr(actor, name).data.copy_(module.detach().cpu().float())
+        else:
+            _copy_layers(module, getattr(actor, name))
+    actor.action_low.copy_(torch.as_tensor(policy.action_space.low, dtype=torch.float32))
+    actor.action_high.copy_(torch.as_tensor(policy.action_space.high, dtype=torch.float32))
+    if arch["obs_norm"] is not None:
+        actor.obs_mean.copy_(torch.as_tensor(vecnormalize.obs_rms.mean, dtype=torch.float64).reshape(-1))
+        actor.obs_var.copy_(torch.as_tensor(vecnormalize.obs_rms.var, dtype=torch.float64).reshape(-1))
+    return actor.eval()
+
+
+def _check_spaces(policy: Any) -> None:
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    act, obs = policy.action_space, policy.observation_space
+    if not isinstance(act, spaces.Box) or len(act.shape) != 1:
+        raise SpaceError(f"action space {act} is not supported: hti-rl needs a 1-D Box action space (continuous actions).")
+    if not isinstance(obs, spaces.Box) or is_image_space(obs):
+        raise SpaceError(f"observation space {obs} is not supported: hti-rl needs a Box of vector observations.")
+
+
+def _check_flatten(extractor: nn.Module) -> None:
+    from stable_baselines3.common.torch_layers import FlattenExtractor
+
+    if not isinstance(extractor, FlattenExtractor):
+        raise AnchorError(
+            f"the policy uses a {type(extractor).__name__} features extractor; hti-rl reads MlpPolicy "
+            "(FlattenExtractor) networks only."
+        )
+
+
+def _from_actor_critic(policy: Any) -> tuple[dict[str, Any], dict[str, nn.Module | Tensor]]:
+    """PPO/A2C: latent = mlp_extractor.policy_net(obs); mean = action_net(latent); log_std a parameter or gSDE."""
+    from stable_baselines3.common.distributions import DiagGaussianDistribution, StateDependentNoiseDistribution
+
+    _check_flatten(policy.pi_features_extractor)
+    dist = policy.action_dist
+    arch = {"trunk": describe_layers(policy.mlp_extractor.policy_net), "mean": describe_layers(policy.action_net)}
+    parts: dict[str, nn.Module | Tensor] = {"trunk": policy.mlp_extractor.policy_net, "mean_head": policy.action_net}
+    if isinstance(dist, StateDependentNoiseDistribution):
+        arch["std"] = _sde_std(dist, policy.log_std)
+        parts["sde_log_std"] = policy.log_std
+        arch["kind"] = "squashed_gaussian" if dist.bijector is not None else "gaussian"
+    elif isinstance(dist, DiagGaussianDistribution):
+        arch["std"] = {"type": "param"}
+        parts["log_std"] = policy.log_std
+        arch["kind"] = "gaussian"
+    else:
+        raise AnchorError(f"unsupported action distribution {type(dist).__name__}; expected a Gaussian policy.")
+    return arch, parts
+
+
+def _from_sac(policy: Any) -> tuple[dict[str, Any], dict[str, nn.Module | Tensor]]:
+    """SAC: latent = latent_pi(obs); mean = mu(latent); log_std = clamp(log_std(latent)) or gSDE; tanh-squashed."""
+    from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
+
+    actor = policy.actor
+    _check_flatten(actor.features_extractor)
+    arch = {"kind": "squashed_gaussian", "trunk": describe_layers(actor.latent_pi), "mean": describe_layers(actor.mu)}
+    parts: dict[str, nn.Module | Tensor] = {"trunk": actor.latent_pi, "mean_head": actor.mu}
+    if actor.use_sde:
+        arch["std"] = _sde_std(actor.action_dist, actor.log_std)
+        parts["sde_log_std"] = actor.log_std
+    else:
+        arch["std"] = {"type": "layers", "layers": describe_layers(actor.log_std), "min": float(LOG_STD_MIN), "max": float(LOG_STD_MAX)}
+        parts["log_std_head"] = actor.log_std
+    return arch, parts
+
+
+def _from_td3(policy: Any) -> tuple[dict[str, Any], dict[str, nn.Module | Tensor]]:
+    """TD3/DDPG: mu = stack ending in tanh; mean = the stack without its final tanh."""
+    actor = policy.actor
+    _check_flatten(actor.features_extractor)
+    layers = _flat_layers(actor.mu)
+    if not layers or not isinstance(layers[-1], nn.Tanh):
+        raise AnchorError("the TD3/DDPG actor does not end in tanh; hti-rl reads the standard MlpPolicy actor only.")
+    trunk = nn.Sequential(*layers[:-1])
+    arch = {"kind": "deterministic", "trunk": describe_layers(trunk), "mean": [], "std": {"type": "none"}}
+    return arch, {"trunk": trunk}
+
+
+def _sde_std(dist: Any, log_std: Tensor) -> dict[str, Any]:
+    return {
+        "type": "sde",
+        "latent_dim": int(log_std.shape[0]),
+        "full_std": bool(dist.full_std),
+        "use_expln": bool(dist.use_expln),
+        "epsilon": float(dist.epsilon),
+    }
+
+
+def _obs_norm(vecnormalize: Any) -> dict[str, float] | None:
+    if vecnormalize is None or not vecnormalize.norm_obs:
+        return None
+    if isinstance(vecnormalize.obs_rms, dict):
+        raise SpaceError("VecNormalize over a Dict observation space is not supported; hti-rl needs Box observations.")
+    return {"clip": float(vecnormalize.clip_obs), "epsilon": float(vecnormalize.epsilon)}
