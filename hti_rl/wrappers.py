@@ -1,0 +1,140 @@
+"""RewardWeightWrapper: the env's reward rebuilt from unweighted components and a weight λ."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Union
+
+import gymnasium as gym
+import numpy as np
+
+from hti_rl.errors import HTIError, SpecError, WeightError
+
+ComponentFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+Source = Union[str, int, ComponentFn]
+"""Where a component is read: a key of ``info`` (str), an index of a vector reward (int), or ``fn(obs, action, next_obs)``."""
+
+COMPONENTS_KEY = "hti_rl/components"
+WEIGHT_KEY = "hti_rl/weight"
+
+
+class RewardWeightWrapper(gym.Wrapper):
+    """Replace the reward by ``Σ fixed[c]·component[c] + λ·component[weighted]``.
+
+    Each component is read *unweighted*, as a reward (costs negative), from one of three sources: a key
+    of the step's ``info`` (str), an index of the env's vector reward (int; MO-Gymnasium envs), or a
+    function ``fn(obs, action, next_obs) -> float`` of the observation before the step, the action given
+    to ``step`` and the observation after it. Every ``info`` (of ``reset`` and ``step``) gets the current
+    weight under ``"hti_rl/weight"``; every step's ``info`` also gets the dict of unweighted components
+    under ``"hti_rl/components"``. The weight holds for a whole episode: :meth:`set_weight` takes effect
+    at the next ``reset``, so under a VecEnv (``venv.env_method("set_weight", λ)``) each copy switches
+    between its episodes.
+
+    :param env: the env to wrap.
+    :param components: component name -> source.
+    :param weighted: name of the component multiplied by λ.
+    :param weight: λ of the first episode; any finite number.
+    :param fixed: weights of the other components; a component not named here has weight 1.
+
+    Example::
+
+        env = RewardWeightWrapper(
+            gym.make("Reacher-v5", reward_control_weight=1),
+            components={"dist": "reward_dist", "ctrl": "reward_ctrl"},
+            weighted="ctrl",
+            weight=3.0,
+        )
+        obs, info = env.reset(seed=0)
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        # reward == info["hti_rl/components"]["dist"] + 3.0 * info["hti_rl/components"]["ctrl"]
+        env.set_weight(5.0)  # from the next episode on
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        components: Mapping[str, Source],
+        weighted: str,
+        weight: float,
+        fixed: Mapping[str, float] | None = None,
+    ):
+        super().__init__(env)
+        fixed = dict(fixed or {})
+        if weighted not in components:
+            raise SpecError(f"weighted component {weighted!r} is not one of the components {sorted(components)}; name one of them.")
+        extra = set(fixed) - (set(components) - {weighted})
+        if extra:
+            raise SpecError(
+                f"fixed weights given for {sorted(extra)}, which are not unweighted components; "
+                f"fixed weights apply to {sorted(set(components) - {weighted})}."
+            )
+        for name, source in components.items():
+            if isinstance(source, bool) or not (isinstance(source, (str, int)) or callable(source)):
+                raise SpecError(f"component {name!r} has source {source!r}; use an info key (str), a vector index (int) or a function.")
+        self.components = dict(components)
+        self.weighted = weighted
+        self.coefficients = {name: fixed.get(name, 1.0) for name in components if name != weighted}
+        self._weight = _check_weight(weight)
+        self._next_weight = self._weight
+        self._obs: np.ndarray | None = None
+        self._step = 0
+
+    @property
+    def weight(self) -> float:
+        """λ of the current episode."""
+        return self._weight
+
+    def set_weight(self, weight: float) -> None:
+        """Use ``weight`` from the next ``reset`` on.
+
+        :param weight: the new λ; any finite number.
+        :raises WeightError: ``weight`` is NaN or infinite.
+        """
+        self._next_weight = _check_weight(weight)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._weight = self._next_weight
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._obs, self._step = obs, 0
+        return obs, {**info, WEIGHT_KEY: self._weight}
+
+    def step(self, action):
+        next_obs, env_reward, terminated, truncated, info = self.env.step(action)
+        values = {name: self._read(name, source, env_reward, info, action, next_obs) for name, source in self.components.items()}
+        reward = self._weight * values[self.weighted] + sum(c * values[n] for n, c in self.coefficients.items())
+        self._obs = next_obs
+        self._step += 1
+        return next_obs, reward, terminated, truncated, {**info, COMPONENTS_KEY: values, WEIGHT_KEY: self._weight}
+
+    def _read(self, name: str, source: Source, env_reward: Any, info: dict, action: Any, next_obs: Any) -> float:
+        if isinstance(source, str):
+            if source not in info:
+                raise SpecError(
+                    f"reward component {name!r} reads info[{source!r}], but {self.env.spec.id if self.env.spec else self.env} "
+                    f"gives info keys {sorted(info)}; set the component's `info` to one of them."
+                )
+            value = info[source]
+        elif isinstance(source, int):
+            vector = np.asarray(env_reward)
+            if vector.ndim != 1 or not -vector.size <= source < vector.size:
+                raise SpecError(
+                    f"reward component {name!r} reads index {source} of the env's vector reward, but the reward "
+                    f"is {env_reward!r} (shape {vector.shape}); use an index below {vector.size} or read it another way."
+                )
+            value = vector[source]
+        else:
+            value = source(self._obs, action, next_obs)
+        value = float(value)
+        if not math.isfinite(value):
+            raise HTIError(
+                f"reward component {name!r} is {value} at step {self._step} of the episode (weight {self._weight:g}); "
+                "the env or the component function produced a non-finite value. Fix the env or the function."
+            )
+        return value
+
+
+def _check_weight(weight: float) -> float:
+    weight = float(weight)
+    if not math.isfinite(weight):
+        raise WeightError(f"reward weight {weight} is not finite; give a finite number.")
+    return weight
