@@ -75,7 +75,7 @@ class LQREnv(gym.Env):
         init_std: float = 1.0,
         horizon: int = 50,
         state_bound: float = 10.0,
-        action_bound: float = 4.0,
+        action_bound: float = 5.0,
         render_mode: str | None = None,
     ):
         self.A = np.asarray(A, dtype=np.float64)
@@ -118,8 +118,9 @@ class LQREnv(gym.Env):
 
 LQR_ENVS: dict[str, dict[str, Any]] = {
     "hti_rl/LQR1D-v0": {"A": [[1.0]], "B": [[1.0]]},
-    # Coupled, anisotropic dynamics and inputs: the direction of the optimal action turns with λ.
-    "hti_rl/LQR2D-v0": {"A": [[1.0, 0.2], [-0.1, 0.9]], "B": [[1.0, 0.0], [0.6, 0.4]], "R": [[1.0, 0.0], [0.0, 0.3]]},
+    # Coupled, slightly unstable dynamics and anisotropic inputs: from λ = 0.1 to 10 the optimal action
+    # at x = (1, 1)/√2 turns by 18 degrees and bends away from the straight chord by 42% of its length.
+    "hti_rl/LQR2D-v0": {"A": [[1.2, 0.3], [-0.2, 0.8]], "B": [[-0.6, -0.7], [0.1, -0.5]], "R": [[1.0, 0.0], [0.0, 0.1]]},
 }
 """Registered ids and their ``LQREnv`` arguments (the rest take ``LQREnv``'s defaults)."""
 

@@ -167,7 +167,9 @@ class TaskSpec:
         kwargs = dict(self.env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
-        env = gym.make(self.env_id, max_episode_steps=self.max_episode_steps, **kwargs)
+        # Gymnasium's checker warns on every vector reward, which is what a `vector` component reads.
+        vector = any(c.kind == "vector" for c in self.reward.components.values())
+        env = gym.make(self.env_id, max_episode_steps=self.max_episode_steps, disable_env_checker=vector or None, **kwargs)
         env = RewardWeightWrapper(
             env,
             components={name: c.source() for name, c in self.reward.components.items()},
