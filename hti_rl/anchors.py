@@ -1,0 +1,443 @@
+"""Train one SB3 agent per anchor weight, in parallel, resumably; load trained anchors.
+
+Layout of ``runs/<task>/``::
+
+    anchors/.lock                     held while training (RunLock)
+    anchors/w=<λ>/model.zip           the trained agent
+    anchors/w=<λ>/vecnormalize.pkl    its VecNormalize statistics (when the task normalises)
+    anchors/w=<λ>/meta.json           written last: the anchor is finished
+    anchors/w=<λ>/checkpoints/        model_<steps>.zip, vecnormalize_<steps>.pkl, latest.json
+                                      (removed once the anchor is finished)
+    tb/anchor_w=<λ>_1/                TensorBoard logs
+
+An anchor whose ``meta.json`` exists is skipped unless ``force``; one with a checkpoint resumes from
+it (``learn(remaining, reset_num_timesteps=False)``) after an interruption. Each anchor's seed
+derives from ``spec.seed`` and its index (:func:`anchor_seed`).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from tqdm.auto import tqdm
+
+from hti_rl import __version__
+from hti_rl.actors import AnchorActor, actor_from_sb3
+from hti_rl.errors import AnchorError, HTIError
+from hti_rl.io import RunLock, atomic_write, write_json
+
+CHECKPOINTS_PER_RUN = 10  # default checkpoint interval: a tenth of the anchor's budget
+
+
+# ----------------------------------------------------------------------------- layout
+def anchors_root(spec: Any, run_root: str | Path = "runs") -> Path:
+    """``runs/<task>/anchors``: the directory locked while anchors train."""
+    return Path(spec.run_dir(run_root)) / "anchors"
+
+
+def anchor_dir(spec: Any, weight: float, run_root: str | Path = "runs") -> Path:
+    """``runs/<task>/anchors/w=<λ>`` with λ formatted by ``f"{λ:g}"``."""
+    return anchors_root(spec, run_root) / f"w={weight:g}"
+
+
+def anchor_seed(spec: Any, index: int) -> int:
+    """The training seed of anchor ``index``: a reproducible function of ``spec.seed`` and the index."""
+    return int(np.random.SeedSequence([spec.seed, index]).generate_state(1)[0] % 2**31)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour an artefact depends on."""
+    import gymnasium
+    import stable_baselines3
+
+    return {
+        "hti_rl": __version__,
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+    }
+
+
+# ----------------------------------------------------------------------------- loading
+def load_anchor(spec: Any, weight: float, run_root: str | Path = "runs") -> tuple[Any, Any]:
+    """Load a finished anchor.
+
+    :return: ``(model, vecnormalize)``; ``vecnormalize`` is ``None`` when the task does not normalise,
+        else a ``VecNormalize`` in evaluation mode (``training=False``, rewards not normalised).
+    :raises AnchorError: the anchor is not trained (or not finished), or was trained for another spec.
+    """
+    directory = anchor_dir(spec, weight, run_root)
+    meta = _read_meta(directory)
+    if meta is None:
+        raise AnchorError(
+            f"anchor w={weight:g} of task {spec.name!r} is not trained ({directory / 'meta.json'} is missing). "
+            f"Run `hti-rl train-anchors {_spec_hint(spec)}` first."
+        )
+    if meta.get("task_fingerprint") != spec.fingerprint():
+        raise AnchorError(
+            f"anchor w={weight:g} in {directory} was trained for another version of task {spec.name!r} "
+            f"(fingerprint {meta.get('task_fingerprint')}, spec has {spec.fingerprint()}). "
+            f"Retrain it with `hti-rl train-anchors {_spec_hint(spec)} --force`."
+        )
+    model = spec.sb3_algo().load(directory / "model.zip", device="cpu")
+    vecnormalize = None
+    if (directory / "vecnormalize.pkl").exists():
+        vecnormalize = VecNormalize.load(str(directory / "vecnormalize.pkl"), DummyVecEnv([lambda: spec.make_env(weight)]))
+        vecnormalize.training = False
+        vecnormalize.norm_reward = False
+    return model, vecnormalize
+
+
+def load_anchor_actor(spec: Any, weight: float, run_root: str | Path = "runs") -> AnchorActor:
+    """The finished anchor at ``weight`` as an :class:`AnchorActor` (policy + VecNormalize statistics)."""
+    model, vecnormalize = load_anchor(spec, weight, run_root)
+    return actor_from_sb3(model, vecnormalize)
+
+
+def is_finished(spec: Any, weight: float, run_root: str | Path = "runs") -> bool:
+    """Whether the anchor at ``weight`` has finished training (its ``meta.json`` exists)."""
+    return (anchor_dir(spec, weight, run_root) / "meta.json").exists()
+
+
+def _read_meta(directory: Path) -> dict[str, Any] | None:
+    path = directory / "meta.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AnchorError(f"{path} is not valid JSON ({exc}); delete the file and re-run `hti-rl train-anchors`.") from exc
+
+
+def _spec_hint(spec: Any) -> str:
+    return str(getattr(spec, "path", None) or "envs/<task>.yaml")
+
+
+# ----------------------------------------------------------------------------- one anchor
+@dataclass(frozen=True)
+class AnchorJob:
+    """Everything a worker needs to train (or resume) one anchor; picklable.
+
+    :param spec: the task spec.
+    :param index: the anchor's index in ``spec.anchors``.
+    :param run_root: root of the run directories.
+    :param checkpoint_every: steps between checkpoints.
+    """
+
+    spec: Any
+    index: int
+    run_root: str
+    checkpoint_every: int
+
+    @property
+    def weight(self) -> float:
+        return self.spec.anchors[self.index]
+
+    @property
+    def directory(self) -> Path:
+        return anchor_dir(self.spec, self.weight, self.run_root)
+
+
+def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
+    """Train (or resume) one anchor and write ``model.zip``, ``vecnormalize.pkl`` and, last, ``meta.json``.
+
+    :param job: which anchor.
+    :param progress: a queue receiving ``(index, steps done)`` as training proceeds, or ``None``.
+    :return: the meta data written.
+    """
+    spec, directory = job.spec, job.directory
+    hp = spec.hyperparams()
+    total = int(hp["n_timesteps"])
+    start = time.perf_counter()
+    model, resumed_from = _resume_or_create(job, hp)
+    callback = _CheckpointCallback(job, progress)
+    model.learn(
+        total_timesteps=total - model.num_timesteps,
+        callback=callback,
+        tb_log_name=f"anchor_w={job.weight:g}",
+        reset_num_timesteps=resumed_from is None,
+        progress_bar=False,
+    )
+    _save_model(model, directory / "model.zip", directory / "vecnormalize.pkl")
+    meta = {
+        "task": spec.name,
+        "task_fingerprint": spec.fingerprint(),
+        "weight": job.weight,
+        "algo": spec.algo,
+        "steps": int(model.num_timesteps),
+        "seed": anchor_seed(spec, job.index),
+        "normalize": model.get_vec_normalize_env() is not None,
+        "wall_time_s": round(time.perf_counter() - start, 3),
+        "resumed_from": resumed_from,
+        "versions": package_versions(),
+    }
+    write_json(directory / "meta.json", meta)
+    shutil.rmtree(directory / "checkpoints", ignore_errors=True)
+    model.get_env().close()
+    return meta
+
+
+def _make_venv(job: AnchorJob, hp: dict[str, Any]):
+    """The spec's env at the anchor's weight, vectorised (``n_envs`` copies), seeded by the anchor's seed."""
+    spec, weight = job.spec, job.weight
+    return make_vec_env(lambda: spec.make_env(weight), n_envs=int(hp.get("n_envs", 1)), seed=anchor_seed(spec, job.index))
+
+
+def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, int | None]:
+    """-> (model ready to learn, the checkpoint's step count or ``None`` for a fresh start)."""
+    spec, directory = job.spec, job.directory
+    algo = spec.sb3_algo()
+    tb = str(Path(spec.run_dir(job.run_root)) / "tb")
+    venv = _make_venv(job, hp)
+    latest = _latest_checkpoint(job)
+    if latest is not None:
+        checkpoints = directory / "checkpoints"
+        if latest.get("vecnormalize"):
+            venv = VecNormalize.load(str(checkpoints / latest["vecnormalize"]), venv)
+        model = algo.load(checkpoints / latest["model"], env=venv, device="cpu", tensorboard_log=tb)
+        return model, int(model.num_timesteps)
+    if hp.get("normalize"):
+        venv = VecNormalize(venv, **_normalize_kwargs(hp["normalize"]))
+    model = algo(env=venv, seed=anchor_seed(spec, job.index), tensorboard_log=tb, device="cpu", verbose=0, **hp["algo_kwargs"])
+    return model, None
+
+
+def _normalize_kwargs(normalize: Any) -> dict[str, Any]:
+    """rl-zoo3's ``normalize``: ``true`` or a dict of VecNormalize kwargs (e.g. ``{norm_reward: false}``)."""
+    return dict(normalize) if isinstance(normalize, dict) else {}
+
+
+def _latest_checkpoint(job: AnchorJob) -> dict[str, Any] | None:
+    path = job.directory / "checkpoints" / "latest.json"
+    if not path.exists():
+        return None
+    latest = json.loads(path.read_text())
+    if latest.get("task_fingerprint") != job.spec.fingerprint():
+        raise AnchorError(
+            f"the checkpoint in {path.parent} belongs to another version of task {job.spec.name!r}; "
+            f"start over with `hti-rl train-anchors {_spec_hint(job.spec)} --force`."
+        )
+    return latest
+
+
+def _save_model(model: Any, model_path: Path, vecnormalize_path: Path) -> None:
+    """Write the model (and its VecNormalize, if any) atomically."""
+    with atomic_write(model_path) as f:
+        model.save(f)
+    vecnormalize = model.get_vec_normalize_env()
+    if vecnormalize is not None:
+        with atomic_write(vecnormalize_path) as f:
+            pickle.dump(vecnormalize, f)  # what VecNormalize.save writes, but atomically
+
+
+def _checkpoint(job: AnchorJob, model: Any) -> None:
+    """Write ``checkpoints/model_<n>.zip`` (+ VecNormalize), then ``latest.json`` naming them, then drop older ones."""
+    checkpoints = job.directory / "checkpoints"
+    n = int(model.num_timesteps)
+    normalized = model.get_vec_normalize_env() is not None
+    _save_model(model, checkpoints / f"model_{n}.zip", checkpoints / f"vecnormalize_{n}.pkl")
+    latest = {
+        "steps": n,
+        "model": f"model_{n}.zip",
+        "vecnormalize": f"vecnormalize_{n}.pkl" if normalized else None,
+        "task_fingerprint": job.spec.fingerprint(),
+    }
+    write_json(checkpoints / "latest.json", latest)
+    for old in checkpoints.iterdir():
+        if old.suffix in (".zip", ".pkl") and old.name not in (latest["model"], latest["vecnormalize"]):
+            old.unlink(missing_ok=True)
+
+
+class _CheckpointCallback(BaseCallback):
+    """Checkpoints every ``job.checkpoint_every`` steps, reports ``(index, steps)`` to a queue, and, in
+    a worker process, ends the process at once if the process that started it has died: its run lock
+    is gone, and a resumed run may already be writing into the same directory."""
+
+    def __init__(self, job: AnchorJob, progress: Any):
+        super().__init__()
+        self.job = job
+        self.progress = progress
+        self.parent = mp.parent_process()
+        self.last_checkpoint = 0
+        self.last_report = 0
+
+    def _on_training_start(self) -> None:
+        self.last_checkpoint = self.last_report = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        if self.parent is not None and not self.parent.is_alive():
+            os._exit(1)
+        if self.num_timesteps - self.last_checkpoint >= self.job.checkpoint_every:
+            _checkpoint(self.job, self.model)
+            self.last_checkpoint = self.num_timesteps
+        if self.progress is not None and self.num_timesteps - self.last_report >= 256:
+            self.progress.put((self.job.index, self.num_timesteps))
+            self.last_report = self.num_timesteps
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.progress is not None:
+            self.progress.put((self.job.index, self.num_timesteps))
+
+
+# ----------------------------------------------------------------------------- all anchors
+def train_anchors(
+    spec: Any,
+    run_root: str | Path = "runs",
+    workers: int = 1,
+    backend: str = "local",
+    force: bool = False,
+    progress: bool = True,
+    checkpoint_every: int | None = None,
+) -> list[dict[str, Any]]:
+    """Train one SB3 agent per anchor weight of ``spec``; skip finished anchors unless ``force``.
+
+    :param spec: the task spec (algorithm, hyperparameters, anchors, seed).
+    :param run_root: root of the run directories; anchors go to ``<run_root>/<task>/anchors/w=<λ>/``.
+    :param workers: anchors trained at once (local processes, one torch thread each).
+    :param backend: ``"local"`` (multiprocessing, forkserver) or ``"ray"`` (``pip install hti-rl[ray]``).
+    :param force: retrain finished anchors and discard checkpoints.
+    :param progress: show a progress bar of steps over all anchors.
+    :param checkpoint_every: steps between checkpoints; a tenth of the budget when ``None``.
+    :return: the meta data of every anchor, in weight order (finished earlier or now).
+    :raises RunLockedError: another process is training this task's anchors.
+    """
+    if backend not in ("local", "ray"):
+        raise HTIError(f"backend {backend!r} is not one of 'local', 'ray'.")
+    if int(workers) < 1:
+        raise HTIError(f"workers must be ≥ 1, got {workers}.")
+    total = int(spec.hyperparams()["n_timesteps"])
+    every = int(checkpoint_every or max(total // CHECKPOINTS_PER_RUN, 1))
+    with RunLock(anchors_root(spec, run_root), "hti-rl train-anchors"):
+        todo = []
+        for index, weight in enumerate(spec.anchors):
+            directory = anchor_dir(spec, weight, run_root)
+            if force:
+                (directory / "meta.json").unlink(missing_ok=True)
+                shutil.rmtree(directory / "checkpoints", ignore_errors=True)
+            if not is_finished(spec, weight, run_root):
+                todo.append(AnchorJob(spec, index, str(run_root), every))
+        bar = _StepBar(total * len(todo), {job.index: _checkpoint_steps(job) for job in todo}, progress)
+        try:
+            if backend == "ray":
+                _run_ray(todo, workers, bar)
+            elif workers == 1 or len(todo) <= 1:
+                _run_inline(todo, bar)
+            else:
+                _run_processes(todo, workers, bar)
+        finally:
+            bar.close()
+        return [_read_meta(anchor_dir(spec, w, run_root)) for w in spec.anchors]
+
+
+def _checkpoint_steps(job: AnchorJob) -> int:
+    latest = _latest_checkpoint(job)
+    return 0 if latest is None else int(latest["steps"])
+
+
+class _StepBar:
+    """A progress bar of environment steps summed over anchors; ``put((index, steps))`` like a queue.
+
+    :param total: steps of all anchors to train.
+    :param start: steps already done per anchor index (from checkpoints).
+    :param enabled: show the bar.
+    """
+
+    def __init__(self, total: int, start: dict[int, int], enabled: bool):
+        self.steps = dict(start)
+        self.bar = tqdm(total=total, initial=sum(start.values()), unit="step", desc="train anchors", disable=not enabled)
+
+    def put(self, report: tuple[int, int]) -> None:
+        index, steps = report
+        self.steps[index] = steps
+        self.bar.n = sum(self.steps.values())
+        self.bar.refresh()
+
+    def drain(self, reports: Any) -> None:
+        """Move every pending report from a queue (multiprocessing or Ray) onto the bar."""
+        while not reports.empty():
+            self.put(reports.get())
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_inline(jobs: list[AnchorJob], bar: _StepBar) -> None:
+    """One anchor after another in this process (torch keeps all its threads)."""
+    for job in jobs:
+        train_anchor(job, progress=bar)
+
+
+def _run_processes(jobs: list[AnchorJob], workers: int, bar: _StepBar) -> None:
+    """``workers`` local processes (one torch thread each); a failure in one anchor is raised here."""
+    # forkserver: one clean server process imports torch and SB3 once, then forks each worker from it.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["hti_rl.anchors", "hti_rl.tasks"])
+    reports = ctx.Queue()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(reports,)) as pool:
+        pending = {pool.submit(_train_in_worker, job) for job in jobs}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                bar.drain(reports)
+                for future in done:
+                    future.result()
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        bar.drain(reports)
+
+
+_worker_reports: Any = None  # in a worker process only: its progress queue (set by _init_worker)
+
+
+def _init_worker(reports: Any) -> None:
+    global _worker_reports
+    _worker_reports = reports
+    torch.set_num_threads(1)
+
+
+def _train_in_worker(job: AnchorJob) -> dict[str, Any]:
+    return train_anchor(job, progress=_worker_reports)
+
+
+def _train_on_ray(job: AnchorJob, reports: Any) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    return train_anchor(job, progress=reports)
+
+
+def _run_ray(jobs: list[AnchorJob], workers: int, bar: _StepBar) -> None:
+    """The same jobs as Ray tasks (one CPU each), at most ``workers`` at a time."""
+    try:
+        import ray
+        from ray.util.queue import Queue
+    except ImportError as exc:
+        raise HTIError("the ray backend needs Ray, which is not installed: pip install hti-rl[ray]") from exc
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(_train_on_ray)
+    reports = Queue()
+    waiting, running = list(jobs), []
+    while waiting or running:
+        while waiting and len(running) < workers:
+            running.append(remote.remote(waiting.pop(0), reports))
+        done, running = ray.wait(running, timeout=0.5)
+        bar.drain(reports)
+        ray.get(done)
+    bar.drain(reports)

@@ -1,0 +1,298 @@
+"""PolicyDataset: the states every anchor visits and each anchor's action distribution there.
+
+:func:`record` rolls out every anchor policy at its own weight (stochastic actions), pools the visited
+raw env observations, subsamples them to ``spec.record.max_states``, and at each kept state stores
+each anchor's Gaussian over the unsquashed action y (mean, log-std) and M samples from it. Everything
+random is drawn from generators built from one seed, so the same seed gives the same file.
+
+File ``runs/<task>/dataset.npz`` (``np.savez``, no pickles), arrays:
+
+- ``obs [N, C] float32``: raw env observations; each anchor actor applies its own VecNormalize
+  statistics internally (anchors trained separately have different ones).
+- ``weights [K] float64``: anchor weights, increasing.
+- ``mean [K, N, D] float32``, ``log_std [K, N, D] float32``: unsquashed action distribution.
+  Deterministic anchors (TD3/DDPG) store ``log_std = DETERMINISTIC_LOG_STD`` (-20, finite) and
+  samples equal to the mean; ``header["actor_kinds"]`` says which anchors are deterministic.
+- ``samples [K, N, M, D] float32``.
+- ``header``: 0-d string array holding JSON: format and version, task name and fingerprint, package
+  versions, action bounds, actor kinds, seeds and recording settings, and the SHA-256 of the arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from tqdm.auto import tqdm
+
+from hti_rl import __version__
+from hti_rl.actors import AnchorActor
+from hti_rl.anchors import anchors_root, load_anchor_actor, package_versions
+from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceError
+from hti_rl.io import RunLock, atomic_write, sha256_bytes
+
+FORMAT = "hti-rl-dataset"
+FORMAT_VERSION = 1
+# name -> (dtype, ndim), in checksum order
+ARRAYS: dict[str, tuple[np.dtype, int]] = {
+    "obs": (np.dtype(np.float32), 2),
+    "weights": (np.dtype(np.float64), 1),
+    "mean": (np.dtype(np.float32), 3),
+    "log_std": (np.dtype(np.float32), 3),
+    "samples": (np.dtype(np.float32), 4),
+}
+_BATCH = 1024  # states per actor evaluation
+
+
+@dataclass(frozen=True)
+class PolicyDataset:
+    """Anchor action distributions at shared states.
+
+    :param obs: ``[N, C]`` raw env observations.
+    :param weights: ``[K]`` anchor weights.
+    :param mean: ``[K, N, D]`` mean of each anchor's unsquashed action at each state.
+    :param log_std: ``[K, N, D]`` its log standard deviation.
+    :param samples: ``[K, N, M, D]`` samples of it.
+    :param header: provenance (see the module docstring); ``checksum`` is filled in by :meth:`save`.
+    """
+
+    obs: np.ndarray
+    weights: np.ndarray
+    mean: np.ndarray
+    log_std: np.ndarray
+    samples: np.ndarray
+    header: dict[str, Any]
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in ARRAYS}
+
+    def save(self, path: str | Path) -> None:
+        """Write the dataset to ``path`` (.npz) atomically, with the arrays' checksum in the header."""
+        header = {**self.header, "checksum": checksum(self.arrays)}
+        with atomic_write(path) as f:
+            np.savez(f, header=np.array(json.dumps(header, sort_keys=True)), **self.arrays)
+
+    @classmethod
+    def load(cls, path: str | Path, spec: Any = None) -> "PolicyDataset":
+        """Read and validate a dataset written by :meth:`save`. Never unpickles.
+
+        :param path: the ``.npz`` file.
+        :param spec: the task spec; when given, a dataset recorded for another task or spec is refused.
+        :raises FileFormatError: missing, truncated or edited file, wrong keys, shapes or dtypes,
+            non-finite values, a checksum mismatch, another format version, or another task.
+        """
+        path = Path(path)
+        fix = f"re-run `hti-rl record {_spec_hint(spec)} --force`"
+        if not path.is_file():
+            raise FileFormatError(f"{path} does not exist; record it with `hti-rl record {_spec_hint(spec)}`.")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {name: z[name] for name in z.files}
+        except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as exc:
+            raise FileFormatError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); {fix}.") from exc
+        header = _read_header(data, path, fix)
+        _check_arrays(data, path, fix)
+        if header.get("checksum") != checksum({name: data[name] for name in ARRAYS}):
+            raise FileFormatError(f"{path}: the arrays do not match the checksum in the header (edited or corrupted file); {fix}.")
+        for name in ARRAYS:
+            if not np.all(np.isfinite(data[name])):
+                raise FileFormatError(f"{path}: array '{name}' contains NaN or inf values; {fix}.")
+        if spec is not None and header.get("task_fingerprint") != spec.fingerprint():
+            raise FileFormatError(
+                f"{path} was recorded for task {header.get('task')!r} with another spec (fingerprint "
+                f"{header.get('task_fingerprint')}, this spec has {spec.fingerprint()}); {fix}."
+            )
+        return cls(**{name: data[name] for name in ARRAYS}, header=header)
+
+
+def checksum(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over each array's name, dtype, shape and bytes, in :data:`ARRAYS` order."""
+    chunks = []
+    for name in ARRAYS:
+        a = np.ascontiguousarray(arrays[name])
+        chunks += [name.encode(), a.dtype.str.encode(), repr(a.shape).encode(), a.tobytes()]
+    return sha256_bytes(*chunks)
+
+
+def _spec_hint(spec: Any) -> str:
+    return str(getattr(spec, "path", None) or "envs/<task>.yaml")
+
+
+def _read_header(data: dict[str, np.ndarray], path: Path, fix: str) -> dict[str, Any]:
+    if "header" not in data or data["header"].shape != () or data["header"].dtype.kind != "U":
+        raise FileFormatError(f"{path} has no JSON header; it is not an hti-rl dataset. {fix[0].upper() + fix[1:]}.")
+    try:
+        header = json.loads(str(data["header"]))
+    except json.JSONDecodeError as exc:
+        raise FileFormatError(f"{path}: the header is not valid JSON ({exc}); {fix}.") from exc
+    if header.get("format") != FORMAT:
+        raise FileFormatError(f"{path} is not an hti-rl dataset (format {header.get('format')!r}); {fix}.")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise FileFormatError(
+            f"{path} has dataset format version {header.get('format_version')!r}; this hti-rl ({__version__}) "
+            f"reads version {FORMAT_VERSION}; {fix}."
+        )
+    return header
+
+
+def _check_arrays(data: dict[str, np.ndarray], path: Path, fix: str) -> None:
+    """Keys, dtypes, ranks, and consistent K, N, D, M across arrays."""
+    missing = sorted(set(ARRAYS) - set(data))
+    extra = sorted(set(data) - set(ARRAYS) - {"header"})
+    if missing or extra:
+        raise FileFormatError(f"{path}: missing arrays {missing}, unexpected arrays {extra}; {fix}.")
+    for name, (dtype, ndim) in ARRAYS.items():
+        a = data[name]
+        if a.dtype != dtype or a.ndim != ndim:
+            raise FileFormatError(f"{path}: array '{name}' is {a.dtype} with {a.ndim} dims, expected {dtype} with {ndim}; {fix}.")
+    n, _ = data["obs"].shape
+    k = data["weights"].shape[0]
+    d = data["mean"].shape[2]
+    m = data["samples"].shape[2]
+    expected = {"mean": (k, n, d), "log_std": (k, n, d), "samples": (k, n, m, d)}
+    for name, shape in expected.items():
+        if data[name].shape != shape:
+            raise FileFormatError(
+                f"{path}: array '{name}' has shape {data[name].shape}, expected {shape} "
+                f"(K={k} weights, N={n} states, M={m} samples, D={d} action dims); {fix}."
+            )
+    if n == 0 or k < 2 or m == 0 or d == 0:
+        raise FileFormatError(f"{path}: empty dataset (K={k}, N={n}, M={m}, D={d}); {fix}.")
+
+
+# ----------------------------------------------------------------------------- recording
+def dataset_path(spec: Any, run_root: str | Path = "runs") -> Path:
+    """``runs/<task>/dataset.npz``."""
+    return Path(spec.run_dir(run_root)) / "dataset.npz"
+
+
+def record(spec: Any, run_root: str | Path = "runs", seed: int | None = None, progress: bool = True) -> PolicyDataset:
+    """Roll out every anchor, keep the states, evaluate every anchor there, and save the dataset.
+
+    :param spec: the task spec (anchors must be trained: ``hti-rl train-anchors``).
+    :param run_root: root of the run directories.
+    :param seed: seed of the rollouts, the subsampling and the samples; ``spec.seed`` when ``None``.
+    :param progress: show a progress bar.
+    :return: the dataset, also written to ``runs/<task>/dataset.npz``.
+    :raises SpaceError: the env's action space is not a Box.
+    :raises AnchorError: an anchor is missing.
+    :raises ObservationError: the env produced NaN or inf observations.
+    """
+    seed = spec.seed if seed is None else int(seed)
+    _check_action_space(spec)
+    streams = np.random.SeedSequence(seed).spawn(len(spec.anchors) + 2)
+    with RunLock(anchors_root(spec, run_root), "hti-rl record"):
+        actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
+        with tqdm(total=len(actors) * spec.record.episodes, unit="episode", desc="record", disable=not progress) as bar:
+            visited = [_rollout(spec, w, actor, spec.record.episodes, stream, bar) for w, actor, stream in zip(spec.anchors, actors, streams)]
+    obs = _subsample(np.concatenate(visited), spec.record.max_states, np.random.default_rng(streams[-2]))
+    generator = torch.Generator().manual_seed(int(streams[-1].generate_state(1)[0]))
+    mean, log_std, samples = zip(*(_distribution_at(actor, obs, spec.record.samples, generator) for actor in actors))
+    dataset = PolicyDataset(
+        obs=obs,
+        weights=np.asarray(spec.anchors, dtype=np.float64),
+        mean=np.stack(mean),
+        log_std=np.stack(log_std),
+        samples=np.stack(samples),
+        header=_header(spec, actors, seed, states_visited=sum(len(v) for v in visited)),
+    )
+    dataset.save(dataset_path(spec, run_root))
+    return dataset
+
+
+def _check_action_space(spec: Any) -> None:
+    env = spec.make_env(spec.anchors[0])
+    try:
+        if not isinstance(env.action_space, spaces.Box):
+            raise SpaceError(
+                f"task {spec.name!r} has action space {env.action_space}; hti-rl records continuous (Box) "
+                "actions only. Use an env with a Box action space."
+            )
+    finally:
+        env.close()
+
+
+@torch.no_grad()
+def _rollout(spec: Any, weight: float, actor: AnchorActor, episodes: int, stream: np.random.SeedSequence, bar: tqdm) -> np.ndarray:
+    """Run ``episodes`` episodes of ``actor`` (sampled actions) at ``weight`` -> visited obs [T, C] float32."""
+    env_seed, torch_seed = (int(s) for s in stream.generate_state(2))
+    generator = torch.Generator().manual_seed(torch_seed)
+    env = spec.make_env(weight, seed=env_seed)
+    visited = []
+    try:
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=env_seed + episode)
+            done = False
+            while not done:
+                _check_finite(obs, spec, weight, episode, len(visited))
+                visited.append(np.asarray(obs, dtype=np.float32).reshape(-1))
+                mean, log_std = actor.distribution(torch.as_tensor(visited[-1])[None])
+                y = mean if actor.kind == "deterministic" else mean + log_std.exp() * torch.randn(mean.shape, generator=generator)
+                action = actor.to_env_action(y)[0].numpy()
+                obs, _, terminated, truncated, _ = env.step(action)
+                done = terminated or truncated
+            bar.update(1)
+    finally:
+        env.close()
+    return np.stack(visited)
+
+
+def _check_finite(obs: np.ndarray, spec: Any, weight: float, episode: int, step: int) -> None:
+    if not np.all(np.isfinite(obs)):
+        raise ObservationError(
+            f"task {spec.name!r}: the env returned a non-finite observation {obs!r} (anchor w={weight:g}, "
+            f"episode {episode}, {step} states recorded). Fix the env (or its wrappers) so that it stays finite."
+        )
+
+
+def _subsample(obs: np.ndarray, max_states: int, rng: np.random.Generator) -> np.ndarray:
+    """obs [T, C] -> at most ``max_states`` rows, drawn without replacement, in visit order."""
+    if len(obs) <= max_states:
+        return obs
+    return obs[np.sort(rng.choice(len(obs), size=max_states, replace=False))]
+
+
+@torch.no_grad()
+def _distribution_at(
+    actor: AnchorActor, obs: np.ndarray, m: int, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """obs [N, C] -> (mean [N, D], log_std [N, D], samples [N, M, D]) float32."""
+    means, log_stds = zip(*(actor.distribution(torch.as_tensor(obs[i : i + _BATCH])) for i in range(0, len(obs), _BATCH)))
+    mean, log_std = torch.cat(means), torch.cat(log_stds)
+    if actor.kind == "deterministic":
+        samples = mean[:, None].expand(-1, m, -1)
+    else:
+        samples = mean[:, None] + log_std.exp()[:, None] * torch.randn((*mean.shape[:1], m, mean.shape[1]), generator=generator)
+    return mean.numpy().astype(np.float32), log_std.numpy().astype(np.float32), samples.numpy().astype(np.float32)
+
+
+def _header(spec: Any, actors: list[AnchorActor], seed: int, states_visited: int) -> dict[str, Any]:
+    low, high = actors[0].action_low, actors[0].action_high
+    for w, actor in zip(spec.anchors, actors):
+        if not (torch.equal(actor.action_low, low) and torch.equal(actor.action_high, high)):
+            raise AnchorError(
+                f"anchor w={w:g} has action bounds {actor.action_low.tolist()}..{actor.action_high.tolist()}, "
+                f"anchor w={spec.anchors[0]:g} has {low.tolist()}..{high.tolist()}; all anchors must act in one env."
+            )
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "task": spec.name,
+        "task_fingerprint": spec.fingerprint(),
+        "versions": package_versions(),
+        "action_low": low.tolist(),
+        "action_high": high.tolist(),
+        "actor_kinds": [a.kind for a in actors],
+        "seed": seed,
+        "episodes": spec.record.episodes,
+        "max_states": spec.record.max_states,
+        "states_visited": states_visited,
+    }

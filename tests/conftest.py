@@ -1,0 +1,74 @@
+"""Small shared fixtures: a tiny, fast 1-D LQR task spec, and its anchors trained once per session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+TINY_PPO: dict[str, Any] = {
+    "n_timesteps": 6000,
+    "policy": "MlpPolicy",
+    "n_envs": 2,
+    "n_steps": 100,
+    "batch_size": 100,
+    "n_epochs": 5,
+    "gamma": 0.95,
+    "gae_lambda": 0.9,
+    "learning_rate": 3e-3,
+    "ent_coef": 0.0,
+    "policy_kwargs": "dict(net_arch=dict(pi=[8], vf=[16]), log_std_init=-1.0)",
+}
+TINY_LQR: dict[str, Any] = {
+    "name": "lqr1d",
+    "env_id": "hti_rl/LQR1D-v0",
+    "reward": {"components": {"state": {"info": "reward_state"}, "ctrl": {"info": "reward_ctrl"}}, "weighted": "ctrl"},
+    "weight_scale": "log",
+    "anchors": [0.1, 1.0, 10.0],
+    "held_out": [0.3, 3.0],
+    "algo": "ppo",
+    "record": {"episodes": 2, "samples": 4, "max_states": 150},
+}
+
+
+def write_lqr_spec(root: Path, agent: dict[str, Any] | None = None, **fields: Any) -> Path:
+    """Write ``root/envs/<name>.yaml`` and ``root/agents/ppo.yml``: the tiny LQR spec, with
+    ``agent`` updating its PPO entry and ``fields`` the spec. Returns the spec's path."""
+    (root / "envs").mkdir(parents=True, exist_ok=True)
+    (root / "agents").mkdir(exist_ok=True)
+    spec = {**TINY_LQR, **fields}
+    (root / "agents" / "ppo.yml").write_text(yaml.safe_dump({spec["name"]: {**TINY_PPO, **(agent or {})}}))
+    path = root / "envs" / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture
+def make_lqr_spec(tmp_path: Path) -> Callable[..., Path]:
+    """``make_lqr_spec(agent=None, **fields) -> path``: :func:`write_lqr_spec` into ``tmp_path``."""
+    return lambda agent=None, **fields: write_lqr_spec(tmp_path, agent, **fields)
+
+
+@pytest.fixture(scope="session")
+def trained_lqr(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(spec path, run root) of the tiny LQR task with its three anchors trained once per session."""
+    from hti_rl.anchors import train_anchors
+    from hti_rl.tasks import load_task
+
+    root = tmp_path_factory.mktemp("trained_lqr")
+    path = write_lqr_spec(root)
+    train_anchors(load_task(path), run_root=root / "runs", progress=False)
+    return path, root / "runs"
+
+
+@pytest.fixture
+def lqr_run(trained_lqr: tuple[Path, Path], tmp_path: Path) -> tuple[Any, Path]:
+    """(spec, run root): a private copy of the trained tiny LQR anchors, free to write into."""
+    from hti_rl.tasks import load_task
+
+    path, runs = trained_lqr
+    shutil.copytree(runs, tmp_path / "runs", ignore=shutil.ignore_patterns(".lock", "tb"))
+    return load_task(path), tmp_path / "runs"

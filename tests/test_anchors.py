@@ -1,0 +1,153 @@
+"""Anchor training: layout, learned LQR gains ordered by weight, skip, resume after SIGKILL, run lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hti_rl.anchors import anchor_dir, anchor_seed, load_anchor, load_anchor_actor, train_anchors
+from hti_rl.errors import AnchorError, HTIError
+from hti_rl.lqr import optimal_gain
+from hti_rl.tasks import load_task
+
+
+def _cli(*args: str, run_root: Path) -> list[str]:
+    return [sys.executable, "-m", "hti_rl.cli", *args, "--run-root", str(run_root)]
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.1)
+
+
+def _gain(spec, weight: float, run_root: Path) -> float:
+    """The deterministic policy's slope −du/dx over states in [−1, 1] (the LQR optimum is u = −K x)."""
+    actor = load_anchor_actor(spec, weight, run_root)
+    x = torch.linspace(-1, 1, 21)[:, None]
+    with torch.no_grad():
+        u = actor.to_env_action(actor.distribution(x)[0])[:, 0].numpy()
+    return -np.polyfit(x[:, 0].numpy(), u, 1)[0]
+
+
+def test_layout_meta_and_gain_order(trained_lqr):
+    path, runs = trained_lqr
+    spec = load_task(path)
+    gains = [_gain(spec, w, runs) for w in spec.anchors]
+    exact = [optimal_gain([[1.0]], [[1.0]], [[1.0]], [[1.0]], w).item() for w in spec.anchors]
+    assert exact[0] > exact[1] > exact[2]
+    assert gains[0] > gains[1] > gains[2] > 0, (gains, exact)
+    for index, weight in enumerate(spec.anchors):
+        directory = anchor_dir(spec, weight, runs)
+        assert directory.name == f"w={weight:g}"
+        assert (directory / "model.zip").is_file() and not (directory / "checkpoints").exists()
+        meta = json.loads((directory / "meta.json").read_text())
+        assert meta["steps"] >= 6000 and meta["seed"] == anchor_seed(spec, index) and meta["resumed_from"] is None
+        assert meta["task_fingerprint"] == spec.fingerprint() and meta["algo"] == "ppo" and meta["versions"]["hti_rl"]
+        assert (runs / "lqr1d" / "tb" / f"anchor_w={weight:g}_1").is_dir()
+
+
+def test_finished_anchors_are_skipped(lqr_run):
+    spec, runs = lqr_run
+    model = anchor_dir(spec, 1.0, runs) / "model.zip"
+    before = model.stat().st_mtime_ns
+    metas = train_anchors(spec, run_root=runs, progress=False)
+    assert [m["weight"] for m in metas] == list(spec.anchors)
+    assert model.stat().st_mtime_ns == before
+
+
+def test_vecnormalize_saved_and_loaded(make_lqr_spec, tmp_path):
+    spec = load_task(make_lqr_spec(agent={"n_timesteps": 400, "normalize": True}, anchors=[0.1, 10.0], held_out=[1.0]))
+    train_anchors(spec, run_root=tmp_path / "runs", progress=False)
+    model, vecnormalize = load_anchor(spec, 0.1, tmp_path / "runs")
+    assert (anchor_dir(spec, 0.1, tmp_path / "runs") / "vecnormalize.pkl").is_file()
+    assert vecnormalize is not None and not vecnormalize.training
+    actor = load_anchor_actor(spec, 0.1, tmp_path / "runs")
+    obs = np.linspace(-2, 2, 9, dtype=np.float32)[:, None]
+    with torch.no_grad():
+        action = actor.to_env_action(actor.distribution(torch.as_tensor(obs))[0]).numpy()
+    np.testing.assert_allclose(action, model.predict(vecnormalize.normalize_obs(obs), deterministic=True)[0], atol=1e-5)
+
+
+def test_seeds_reproducible_and_distinct(make_lqr_spec):
+    spec = load_task(make_lqr_spec())
+    seeds = [anchor_seed(spec, i) for i in range(3)]
+    assert len(set(seeds)) == 3 and seeds == [anchor_seed(spec, i) for i in range(3)]
+    assert anchor_seed(load_task(make_lqr_spec(seed=1)), 0) != seeds[0]
+
+
+def test_missing_anchor_names_the_fix(make_lqr_spec, tmp_path):
+    spec = load_task(make_lqr_spec())
+    with pytest.raises(AnchorError, match="hti-rl train-anchors"):
+        load_anchor(spec, 1.0, tmp_path / "runs")
+
+
+def test_resume_after_sigkill(make_lqr_spec, tmp_path):
+    path = make_lqr_spec(agent={"n_timesteps": 3000})
+    spec, runs = load_task(path), tmp_path / "runs"
+    first = subprocess.Popen(_cli("train-anchors", str(path), "--workers", "2", "--checkpoint-every", "400", run_root=runs))
+    latest = [anchor_dir(spec, w, runs) / "checkpoints" / "latest.json" for w in spec.anchors]
+    _wait_for(lambda: any(p.exists() for p in latest))
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    time.sleep(1.0)  # its orphaned workers notice and exit
+    checkpoint = {w: json.loads(p.read_text())["steps"] for w, p in zip(spec.anchors, latest) if p.exists()}
+    assert checkpoint and all(0 < s < 3000 for s in checkpoint.values())
+
+    done = subprocess.run(_cli("train-anchors", str(path), "--workers", "2", run_root=runs), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for weight in spec.anchors:
+        meta = json.loads((anchor_dir(spec, weight, runs) / "meta.json").read_text())
+        assert meta["resumed_from"] == checkpoint.get(weight), (weight, meta, checkpoint)
+        assert meta["steps"] >= 3000
+    assert "resumed from step" in done.stdout
+
+
+def test_second_process_gets_lock_error(make_lqr_spec, tmp_path):
+    path = make_lqr_spec(agent={"n_timesteps": 10**6})
+    runs = tmp_path / "runs"
+    lock = runs / "lqr1d" / "anchors" / ".lock"
+    first = subprocess.Popen(_cli("train-anchors", str(path), run_root=runs))
+    try:
+        _wait_for(lambda: lock.exists() and "pid" in lock.read_text())
+        second = subprocess.run(_cli("train-anchors", str(path), run_root=runs), capture_output=True, text=True, timeout=120)
+        assert first.poll() is None, "the first run ended before the second tried the lock"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert second.returncode == 2
+    assert second.stderr.startswith("error: ") and "is in use by hti-rl train-anchors" in second.stderr
+    assert "Traceback" not in second.stderr
+
+
+def test_bad_backend_and_workers(make_lqr_spec, tmp_path):
+    spec = load_task(make_lqr_spec())
+    with pytest.raises(HTIError, match="backend 'dask'"):
+        train_anchors(spec, run_root=tmp_path, backend="dask")
+    with pytest.raises(HTIError, match="workers must be"):
+        train_anchors(spec, run_root=tmp_path, workers=0)
+
+
+def test_ray_backend(make_lqr_spec, tmp_path):
+    pytest.importorskip("ray")
+    spec = load_task(make_lqr_spec(agent={"n_timesteps": 400}, anchors=[0.1, 10.0], held_out=[1.0]))
+    metas = train_anchors(spec, run_root=tmp_path / "runs", workers=2, backend="ray", progress=False)
+    assert [m["weight"] for m in metas] == [0.1, 10.0] and all(m["steps"] >= 400 for m in metas)
+
+
+def test_ray_missing_names_the_extra(make_lqr_spec, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    spec = load_task(make_lqr_spec())
+    with pytest.raises(HTIError, match=r"pip install hti-rl\[ray\]"):
+        train_anchors(spec, run_root=tmp_path / "runs", backend="ray", progress=False)
