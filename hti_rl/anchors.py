@@ -23,6 +23,7 @@ import os
 import pickle
 import shutil
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,14 +164,13 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
     spec, directory = job.spec, job.directory
     hp = spec.hyperparams()
     total = int(hp["n_timesteps"])
-    start = time.perf_counter()
-    model, resumed_from = _resume_or_create(job, hp)
-    callback = _CheckpointCallback(job, progress)
+    model, latest = _resume_or_create(job, hp)
+    callback = _CheckpointCallback(job, progress, wall_time_before=latest["wall_time_s"] if latest else 0.0)
     model.learn(
-        total_timesteps=total - model.num_timesteps,
+        total_timesteps=max(total - model.num_timesteps, 0),
         callback=callback,
         tb_log_name=f"anchor_w={job.weight:g}",
-        reset_num_timesteps=resumed_from is None,
+        reset_num_timesteps=latest is None,
         progress_bar=False,
     )
     _save_model(model, directory / "model.zip", directory / "vecnormalize.pkl")
@@ -182,8 +182,8 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
         "steps": int(model.num_timesteps),
         "seed": anchor_seed(spec, job.index),
         "normalize": model.get_vec_normalize_env() is not None,
-        "wall_time_s": round(time.perf_counter() - start, 3),
-        "resumed_from": resumed_from,
+        "wall_time_s": round(callback.wall_time(), 3),
+        "resumed_from": latest["steps"] if latest else None,
         "versions": package_versions(),
     }
     write_json(directory / "meta.json", meta)
@@ -195,11 +195,11 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
 def _make_venv(job: AnchorJob, hp: dict[str, Any]):
     """The spec's env at the anchor's weight, vectorised (``n_envs`` copies), seeded by the anchor's seed."""
     spec, weight = job.spec, job.weight
-    return make_vec_env(lambda: spec.make_env(weight), n_envs=int(hp.get("n_envs", 1)), seed=anchor_seed(spec, job.index))
+    return make_vec_env(lambda: spec.make_env(weight), n_envs=int(hp["n_envs"]), seed=anchor_seed(spec, job.index))
 
 
-def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, int | None]:
-    """-> (model ready to learn, the checkpoint's step count or ``None`` for a fresh start)."""
+def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """-> (model ready to learn, the checkpoint's ``latest.json`` or ``None`` for a fresh start)."""
     spec, directory = job.spec, job.directory
     algo = spec.sb3_algo()
     tb = str(Path(spec.run_dir(job.run_root)) / "tb")
@@ -209,8 +209,7 @@ def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, int | No
         checkpoints = directory / "checkpoints"
         if latest.get("vecnormalize"):
             venv = VecNormalize.load(str(checkpoints / latest["vecnormalize"]), venv)
-        model = algo.load(checkpoints / latest["model"], env=venv, device="cpu", tensorboard_log=tb)
-        return model, int(model.num_timesteps)
+        return algo.load(checkpoints / latest["model"], env=venv, device="cpu", tensorboard_log=tb), latest
     if hp.get("normalize"):
         venv = VecNormalize(venv, **_normalize_kwargs(hp["normalize"]))
     model = algo(env=venv, seed=anchor_seed(spec, job.index), tensorboard_log=tb, device="cpu", verbose=0, **hp["algo_kwargs"])
@@ -245,7 +244,7 @@ def _save_model(model: Any, model_path: Path, vecnormalize_path: Path) -> None:
             pickle.dump(vecnormalize, f)  # what VecNormalize.save writes, but atomically
 
 
-def _checkpoint(job: AnchorJob, model: Any) -> None:
+def _checkpoint(job: AnchorJob, model: Any, wall_time_s: float) -> None:
     """Write ``checkpoints/model_<n>.zip`` (+ VecNormalize), then ``latest.json`` naming them, then drop older ones."""
     checkpoints = job.directory / "checkpoints"
     n = int(model.num_timesteps)
@@ -256,6 +255,7 @@ def _checkpoint(job: AnchorJob, model: Any) -> None:
         "model": f"model_{n}.zip",
         "vecnormalize": f"vecnormalize_{n}.pkl" if normalized else None,
         "task_fingerprint": job.spec.fingerprint(),
+        "wall_time_s": wall_time_s,
     }
     write_json(checkpoints / "latest.json", latest)
     for old in checkpoints.iterdir():
@@ -268,11 +268,17 @@ class _CheckpointCallback(BaseCallback):
     a worker process, ends the process at once if the process that started it has died: its run lock
     is gone, and a resumed run may already be writing into the same directory."""
 
-    def __init__(self, job: AnchorJob, progress: Any):
+    def __init__(self, job: AnchorJob, progress: Any, wall_time_before: float):
         super().__init__()
         self.job = job
         self.progress = progress
         self.parent = mp.parent_process()
+        self.wall_time_before = wall_time_before
+        self.start = time.perf_counter()
+
+    def wall_time(self) -> float:
+        """Seconds of training of this anchor so far, over every session (resumed ones included)."""
+        return self.wall_time_before + time.perf_counter() - self.start
         self.last_checkpoint = 0
         self.last_report = 0
 
@@ -283,7 +289,7 @@ class _CheckpointCallback(BaseCallback):
         if self.parent is not None and not self.parent.is_alive():
             os._exit(1)
         if self.num_timesteps - self.last_checkpoint >= self.job.checkpoint_every:
-            _checkpoint(self.job, self.model)
+            _checkpoint(self.job, self.model, self.wall_time())
             self.last_checkpoint = self.num_timesteps
         if self.progress is not None and self.num_timesteps - self.last_report >= 256:
             self.progress.put((self.job.index, self.num_timesteps))
@@ -321,6 +327,11 @@ def train_anchors(
         raise HTIError(f"backend {backend!r} is not one of 'local', 'ray'.")
     if int(workers) < 1:
         raise HTIError(f"workers must be ≥ 1, got {workers}.")
+    if spec.seeds_per_anchor > 1:
+        warnings.warn(
+            f"{spec.path}: seeds_per_anchor={spec.seeds_per_anchor} is not implemented yet; training one seed per anchor.",
+            stacklevel=2,
+        )
     total = int(spec.hyperparams()["n_timesteps"])
     every = int(checkpoint_every or max(total // CHECKPOINTS_PER_RUN, 1))
     with RunLock(anchors_root(spec, run_root), "hti-rl train-anchors"):
@@ -365,7 +376,7 @@ class _StepBar:
     def put(self, report: tuple[int, int]) -> None:
         index, steps = report
         self.steps[index] = steps
-        self.bar.n = sum(self.steps.values())
+        self.bar.n = min(sum(self.steps.values()), self.bar.total)  # SB3 overshoots to whole rollouts
         self.bar.refresh()
 
     def drain(self, reports: Any) -> None:
