@@ -37,6 +37,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             "Choose another run directory (--run-dir) or fix the permissions."
         ) from exc
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -67,6 +68,12 @@ def sha256_bytes(*chunks: bytes) -> str:
     for c in chunks:
         h.update(c)
     return h.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _remove_quietly(path: str) -> None:
