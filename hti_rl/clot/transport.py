@@ -1,0 +1,98 @@
+"""Per-interval conditional transport: Kantorovich potential g_k(y|x) and map T_k(y|x), trained with
+the semi-dual of OT under a cost c(y0, y1|x) (DESIGN.md §5.5).
+
+The semi-dual maximises E[c(y_k, T(y_k)) − g(T(y_k))] + E[g(y_{k+1})], where T(y_k) stands for the
+c-transform's argmin_y' c(y_k, y') − g(y'). T's guess is refined by a few gradient steps on that
+objective and T is regressed onto the refined point, so T tracks the argmin without being the thing
+that g plays against directly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from hti_rl.clot.film import FiLMMLP
+
+Cost = Callable[[Tensor, Tensor, Tensor], Tensor]  # (y0 [B, D], y1 [B, D], x [B, C]) -> c [B]
+
+
+def euclidean_cost(y0: Tensor, y1: Tensor, x: Tensor) -> Tensor:
+    """½‖y1 − y0‖². y0, y1 [B, D], x [B, C] (unused) -> [B]"""
+    return 0.5 * (y1 - y0).square().sum(-1)
+
+
+class IntervalTransport(nn.Module):
+    """g_k and T_k for one interval between adjacent anchors.
+
+    :param dim: output dimension D.
+    :param cond_dim: condition dimension C.
+    :param hidden: width of both MLPs.
+    :param depth: hidden layers of both MLPs.
+    """
+
+    def __init__(self, dim: int, cond_dim: int, hidden: int, depth: int):
+        super().__init__()
+        self.g_net = FiLMMLP(dim, cond_dim, 1, hidden, depth)
+        self.t_net = FiLMMLP(dim, cond_dim, dim, hidden, depth)
+
+    def g(self, y: Tensor, x: Tensor) -> Tensor:
+        """Kantorovich potential. y [B, D], x [B, C] -> [B]"""
+        return self.g_net(y, x).squeeze(-1)
+
+    def forward(self, y: Tensor, x: Tensor) -> Tensor:
+        """The map T(y|x) = y + MLP(y|x). y [B, D], x [B, C] -> [B, D]"""
+        return y + self.t_net(y, x)
+
+
+def refine(y0: Tensor, guess: Tensor, x: Tensor, g: Callable[[Tensor, Tensor], Tensor], cost: Cost,
+           steps: int, lr: float) -> Tensor:
+    """A few gradient steps on f(y') = c(y0, y'|x) − g(y'|x) from ``guess``.
+    y0, guess [B, D], x [B, C] -> refined argmin [B, D] (detached)
+
+    Each row keeps its own step size and only accepts a step that lowers its f (halving the step
+    otherwise), so the refined point is never worse than T's guess even where g is steep; a plain
+    gradient step there overshoots and feeds g ever wilder targets.
+    """
+
+    def value_and_grad(y: Tensor) -> tuple[Tensor, Tensor]:
+        y = y.detach().requires_grad_(True)
+        f = cost(y0, y, x) - g(y, x)
+        # f is separable over the batch, so the gradient of its sum is each row's gradient.
+        (grad,) = torch.autograd.grad(f.sum(), y)
+        return f.detach(), grad
+
+    y = guess.detach()
+    f, grad = value_and_grad(y)
+    step = torch.full_like(f, lr).unsqueeze(-1)
+    for _ in range(steps):
+        candidate = y - step * grad
+        f_new, grad_new = value_and_grad(candidate)
+        better = (f_new < f).unsqueeze(-1)
+        y = torch.where(better, candidate, y)
+        f = torch.where(better.squeeze(-1), f_new, f)
+        grad = torch.where(better, grad_new, grad)
+        step = torch.where(better, step, 0.5 * step)
+    return y
+
+
+def semi_dual_losses(
+    transport: IntervalTransport, y0: Tensor, y1: Tensor, x: Tensor, cost: Cost, refine_steps: int, refine_lr: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Losses of one semi-dual step on a batch of pairs drawn at the same conditions.
+    y0 [B, D] from anchor k, y1 [B, D] from anchor k+1, x [B, C] ->
+    (loss_g, loss_T, dual value, mean cost c(y0, T(y0))), all scalars.
+
+    loss_g is minus the semi-dual (its c term is constant in g); loss_T regresses T onto the refined
+    argmin. The two losses touch disjoint parameters, so their sum can be stepped by one optimiser.
+    """
+    mapped = transport(y0, x)
+    target = refine(y0, mapped, x, transport.g, cost, refine_steps, refine_lr)
+    g_target, g_y1 = transport.g(target, x), transport.g(y1, x)
+    loss_g = g_target.mean() - g_y1.mean()
+    loss_t = (mapped - target).square().sum(-1).mean()
+    with torch.no_grad():
+        c = cost(y0, target, x).mean()
+    return loss_g, loss_t, c - loss_g.detach(), c
