@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hti_rl.errors import AnchorError, FileFormatError, SpaceError
+from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceError
 
 STATE_FORMAT = "hti-rl-actor"
 STATE_VERSION = 1
@@ -129,6 +130,7 @@ class AnchorActor(nn.Module):
         self.register_buffer("obs_var", torch.ones(c, dtype=torch.float64))
         self.register_buffer("action_low", torch.zeros(d))
         self.register_buffer("action_high", torch.zeros(d))
+        self.generator: torch.Generator | None = None
 
     @property
     def obs_dim(self) -> int:
@@ -177,6 +179,43 @@ class AnchorActor(nn.Module):
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         return self.distribution(obs)
+
+    def seed(self, seed: int) -> None:
+        """Draw the samples of stochastic :meth:`predict` calls from a generator seeded with ``seed``."""
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> tuple[np.ndarray, None]:
+        """SB3's ``predict`` on *raw* env observations (the actor normalises them itself).
+
+        :param observation: one observation ``[C]`` or a batch ``[B, C]``.
+        :param state: ignored (no recurrent state); returned as ``None``.
+        :param episode_start: ignored.
+        :param deterministic: the mean action; otherwise a sample of each state's Gaussian marginal
+            (under gSDE too, as in the recorded dataset).
+        :param generator: draws the sample; default the actor's own (:meth:`seed`), else torch's global one.
+        :return: ``(action [D] or [B, D] float32, None)``, squashed or clipped to the Box as SB3 does.
+        :raises ObservationError: the observation's last axis is not ``obs_dim``.
+        """
+        obs = np.asarray(observation)
+        if obs.ndim not in (1, 2) or obs.shape[-1] != self.obs_dim:
+            raise ObservationError(
+                f"observation of shape {obs.shape}; this anchor takes [{self.obs_dim}] or [batch, {self.obs_dim}] raw env observations."
+            )
+        with torch.no_grad():
+            mean, log_std = self.distribution(torch.as_tensor(obs.reshape(-1, self.obs_dim)))
+            y = mean
+            if not deterministic:
+                noise = torch.randn(mean.shape, generator=generator if generator is not None else self.generator, dtype=mean.dtype)
+                y = mean + noise * log_std.exp()
+            action = self.to_env_action(y).numpy()
+        return (action[0] if obs.ndim == 1 else action), None
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:

@@ -136,6 +136,9 @@ class TaskSpec:
     :param seeds_per_anchor: seeds trained per anchor (the best at its own weight is kept).
     :param record: dataset recording settings.
     :param eval_episodes: episodes per evaluation.
+    :param monotone_weighted_component: whether the anchor check (``hti-rl check-anchors``) expects the
+        per-episode sum of the weighted component to be non-decreasing in the anchor weight (true of
+        optimal policies of the discounted objective; turn it off where undiscounted sums need not follow).
     """
 
     name: str
@@ -156,6 +159,7 @@ class TaskSpec:
     seeds_per_anchor: int = 1
     record: RecordSpec = RecordSpec()
     eval_episodes: int = 10
+    monotone_weighted_component: bool = True
 
     def make_env(self, weight: float, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
         """The env at reward weight ``weight``: ``gym.make`` (+ TimeLimit) + :class:`RewardWeightWrapper`.
@@ -236,10 +240,11 @@ class TaskSpec:
 
         Covers the validated spec and the content of its hyperparameters entry; leaves out where the
         files lie (``path``, ``hyperparams_file``, ``hyperparams_key``) and the evaluation-only fields
-        (``held_out``, ``eval_episodes``), so editing those keeps trained anchors valid.
+        (``held_out``, ``eval_episodes``, ``monotone_weighted_component``), so editing those keeps
+        trained anchors valid.
         """
         content = dataclasses.asdict(self)
-        for key in ("path", "hyperparams_file", "hyperparams_key", "held_out", "eval_episodes"):
+        for key in ("path", "hyperparams_file", "hyperparams_key", "held_out", "eval_episodes", "monotone_weighted_component"):
             del content[key]
         return sha256_bytes(json.dumps(content, sort_keys=True).encode())[:16]
 
@@ -263,7 +268,8 @@ def load_task(path: str | Path) -> TaskSpec:
     top = _Fields(path, raw)
     defaults = TaskSpec.__dataclass_fields__
     top.allow(("name", "env_id", "env_kwargs", "max_episode_steps", "reward", "weight_scale", "anchors", "held_out", "algo",
-               "hyperparams_file", "hyperparams_key", "n_timesteps", "seed", "seeds_per_anchor", "record", "eval_episodes"))
+               "hyperparams_file", "hyperparams_key", "n_timesteps", "seed", "seeds_per_anchor", "record", "eval_episodes",
+               "monotone_weighted_component"))
 
     name = top.string("name")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -312,6 +318,7 @@ def load_task(path: str | Path) -> TaskSpec:
         seeds_per_anchor=top.integer("seeds_per_anchor", default=defaults["seeds_per_anchor"].default, minimum=1),
         record=record,
         eval_episodes=top.integer("eval_episodes", default=defaults["eval_episodes"].default, minimum=1),
+        monotone_weighted_component=top.boolean("monotone_weighted_component", default=defaults["monotone_weighted_component"].default),
     )
 
 
@@ -366,6 +373,12 @@ class _Fields:
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
             raise self.error(key, f"is {value!r}; give an integer ≥ {minimum}.")
+        return value
+
+    def boolean(self, key: str, default: Any = _REQUIRED) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(key, f"is {value!r}; give true or false.")
         return value
 
     def floats(self, key: str) -> tuple[float, ...]:

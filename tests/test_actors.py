@@ -13,7 +13,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
 from hti_rl.actors import DETERMINISTIC_LOG_STD, AnchorActor, actor_from_sb3
-from hti_rl.errors import AnchorError, FileFormatError, SpaceError
+from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceError
 
 NET = dict(net_arch=[16, 16])
 
@@ -88,6 +88,25 @@ def test_actor_matches_sb3(trained):
     expected, _ = model.predict(obs_norm, deterministic=True)
     np.testing.assert_allclose(action, expected, atol=1e-5)
     assert actor.kind == ("squashed_gaussian" if isinstance(model, SAC) else "gaussian")
+
+
+def test_predict_matches_sb3_on_raw_obs(trained):
+    (model, vecnorm), env_id = trained
+    obs = _obs(env_id)
+    obs_norm = vecnorm.normalize_obs(obs) if vecnorm is not None else obs
+    actor = actor_from_sb3(model, vecnorm)
+    action, state = actor.predict(obs)
+    assert state is None and action.shape == (len(obs), actor.action_dim)
+    np.testing.assert_allclose(action, model.predict(obs_norm, deterministic=True)[0], atol=1e-5)
+    single, _ = actor.predict(obs[0])
+    np.testing.assert_allclose(single, model.predict(obs_norm[0], deterministic=True)[0], atol=1e-5)
+    actor.seed(3)
+    sample, _ = actor.predict(obs, deterministic=False)
+    again, _ = actor.predict(obs, deterministic=False, generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(sample, again)
+    assert not np.allclose(sample, action) and np.all((sample >= actor.action_low.numpy()) & (sample <= actor.action_high.numpy()))
+    with pytest.raises(ObservationError, match=r"shape \(3, 99\)"):
+        actor.predict(np.zeros((3, 99), dtype=np.float32))
 
 
 def test_state_round_trip_weights_only(trained):

@@ -94,6 +94,7 @@ INVALID = [
     ("record", _edit(record={"episodes": 0}), "field `record.episodes` is 0; give an integer ≥ 1"),
     ("record unknown", _edit(record={"states": 10}), "field `record.states` is unknown"),
     ("name", _edit(name="a/b"), "field `name` is 'a/b'; use letters"),
+    ("monotone", _edit(monotone_weighted_component="yes"), "field `monotone_weighted_component` is 'yes'; give true or false"),
 ]
 
 
@@ -139,6 +140,8 @@ def test_defaults_and_overrides(tmp_path):
     assert spec.hyperparams_key == "toy" and spec.algo == "ppo" and spec.hyperparams_file.name == "ppo.yml"
     assert spec.reward.fixed == {"state": 1.0}
     assert spec.record.episodes == 5 and spec.seeds_per_anchor == 1 and spec.eval_episodes == 10
+    assert spec.monotone_weighted_component is True
+    assert load_task(_write(tmp_path, _edit(monotone_weighted_component=False))).monotone_weighted_component is False
     assert spec.hyperparams()["n_timesteps"] == 500
     env = spec.make_env(1.0, seed=0)
     steps = 0
@@ -207,7 +210,7 @@ def test_fingerprint(tmp_path):
     copy = tmp_path / "envs" / "lqr1d.yaml"
     assert load_task(copy).fingerprint() == original.fingerprint()  # content, not location
     raw = yaml.safe_load(copy.read_text())
-    copy.write_text(yaml.safe_dump({**raw, "held_out": [2.0], "eval_episodes": 3}))
+    copy.write_text(yaml.safe_dump({**raw, "held_out": [2.0], "eval_episodes": 3, "monotone_weighted_component": False}))
     assert load_task(copy).fingerprint() == original.fingerprint()  # evaluation-only fields
     copy.write_text(yaml.safe_dump({**raw, "anchors": [0.1, 10]}))
     assert load_task(copy).fingerprint() != original.fingerprint()
