@@ -62,9 +62,10 @@ def _train_anchors_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="anchors trained at once (default: 1)")
     parser.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: budget/10)")
+    parser.add_argument("--no-check", action="store_true", help="skip the anchor check (check-anchors) after training")
 
 
-@command("train-anchors", "train one SB3 agent per anchor weight (resumes after an interruption)", _train_anchors_arguments)
+@command("train-anchors", "train one SB3 agent per anchor weight (resumes after an interruption), then check them", _train_anchors_arguments)
 def train_anchors_command(args: argparse.Namespace) -> int:
     from hti_rl.anchors import anchor_dir, is_finished, train_anchors
     from hti_rl.tasks import load_task
@@ -74,20 +75,47 @@ def train_anchors_command(args: argparse.Namespace) -> int:
     if not args.force:
         for w in finished:
             print(f"anchor w={w:g}: finished ({anchor_dir(spec, w, args.run_root)}), skipped; --force retrains it")
-        if len(finished) == len(spec.anchors):
-            return 0
-    metas = train_anchors(
-        spec,
-        run_root=args.run_root,
-        workers=args.workers,
-        backend=args.backend,
-        force=args.force,
-        checkpoint_every=args.checkpoint_every,
-    )
-    for meta in metas:
-        resumed = f", resumed from step {meta['resumed_from']}" if meta.get("resumed_from") else ""
-        print(f"anchor w={meta['weight']:g}: {meta['algo']} {meta['steps']} steps, {meta['wall_time_s']:.1f} s{resumed}")
+    if args.force or len(finished) < len(spec.anchors):
+        metas = train_anchors(
+            spec,
+            run_root=args.run_root,
+            workers=args.workers,
+            backend=args.backend,
+            force=args.force,
+            checkpoint_every=args.checkpoint_every,
+        )
+        for meta in metas:
+            resumed = f", resumed from step {meta['resumed_from']}" if meta.get("resumed_from") else ""
+            seeds = ", ".join(f"{s['return_mean']:.4g}" for s in meta.get("seeds", []))
+            best = f", best of seeds scoring [{seeds}] at its weight: seed {meta['seed_index']}" if seeds else ""
+            print(f"anchor w={meta['weight']:g}: {meta['algo']} {meta['steps']} steps, {meta['wall_time_s']:.1f} s{resumed}{best}")
+    if not args.no_check:
+        _check_anchors(spec, args.run_root, force=False)
     return 0
+
+
+# ----------------------------------------------------------------------------- check-anchors
+def _check_anchors_arguments(parser: argparse.ArgumentParser) -> None:
+    spec_arguments(parser)
+
+
+@command("check-anchors", "evaluate every anchor at every anchor weight and warn about bad anchors", _check_anchors_arguments)
+def check_anchors_command(args: argparse.Namespace) -> int:
+    from hti_rl.tasks import load_task
+
+    _check_anchors(load_task(args.spec), args.run_root, args.force)
+    return 0
+
+
+def _check_anchors(spec, run_root: str, force: bool) -> None:
+    """Cross-evaluate (or reuse the up-to-date ``cross_eval.json``) and print the table and warnings."""
+    from hti_rl.quality import check_anchors, cross_eval_path, print_report, stale_reason
+
+    fresh = not force and stale_reason(spec, run_root) is None
+    cross = check_anchors(spec, run_root, force=force, log_warnings=False)
+    print_report(cross)
+    path = cross_eval_path(spec, run_root)
+    print(f"{path} is up to date (--force evaluates again)" if fresh else f"wrote {path} and {path.with_suffix('.png')}")
 
 
 # ----------------------------------------------------------------------------- record
@@ -109,6 +137,77 @@ def record_command(args: argparse.Namespace) -> int:
     data = record(spec, run_root=args.run_root, seed=args.seed)
     k, n, m, d = data.samples.shape
     print(f"wrote {path}: {k} anchors × {n} states × {m} samples, action dim {d}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- fit
+def _fit_arguments(parser: argparse.ArgumentParser) -> None:
+    spec_arguments(parser)
+    parser.add_argument("--accept-anchors", action="store_true", help="fit even when check-anchors warned about the anchors")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a CLOT setting, e.g. --set steps=1000 --set metric=euclidean (repeatable)",
+    )
+
+
+@command("fit", "fit the CLOT surrogate on the recorded dataset (runs/<task>/surrogate.zip)", _fit_arguments)
+def fit_command(args: argparse.Namespace) -> int:
+    from hti_rl.quality import require_good_anchors
+    from hti_rl.surrogate import clot_config, fit, surrogate_path
+    from hti_rl.tasks import load_task
+
+    spec = load_task(args.spec)
+    path = surrogate_path(spec, args.run_root)
+    if path.exists() and not args.force:
+        print(f"{path} exists, skipped; --force fits again")
+        return 0
+    require_good_anchors(spec, args.run_root, accept=args.accept_anchors)
+    config = clot_config(_key_values(args.set), seed=spec.seed)
+    policy = fit(spec, args.run_root, config)
+    print(f"wrote {path} (fit {policy.header['fit_seconds']:.1f} s); TensorBoard: {spec.run_dir(args.run_root) / 'tb'}")
+    return 0
+
+
+def _key_values(pairs: Sequence[str]) -> dict[str, str]:
+    """["a=1", "b=x"] -> {"a": "1", "b": "x"}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise HTIError(f"--set takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# ----------------------------------------------------------------------------- deploy
+def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("surrogate", help="a surrogate file, e.g. runs/lqr2d/surrogate.zip")
+    parser.add_argument("--weight", type=float, required=True, help="reward weight to deploy at")
+    parser.add_argument("--spec", default=None, help="task spec (default: envs/<task>.yaml of the surrogate's task)")
+    parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic ones")
+    parser.add_argument("--allow-extrapolation", action="store_true", help="accept a weight outside the anchor range")
+    parser.add_argument("--render", action="store_true", help="show one episode on screen (render_mode='human')")
+    parser.add_argument("--video", default=None, metavar="PATH.gif", help="record one episode to a GIF")
+
+
+@command("deploy", "evaluate a surrogate at a reward weight: mean return with its 95%% CI", _deploy_arguments)
+def deploy_command(args: argparse.Namespace) -> int:
+    from hti_rl.evaluate import evaluate_at, record_episode
+    from hti_rl.policy import SurrogatePolicy, read_policy_file
+    from hti_rl.tasks import load_task
+
+    header, _ = read_policy_file(args.surrogate)
+    spec = load_task(args.spec or f"envs/{header.get('task')}.yaml")
+    policy = SurrogatePolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation)
+    policy.set_weight(args.weight)
+    mean, half = evaluate_at(policy, spec, args.weight, args.episodes, args.seed, deterministic=not args.stochastic)
+    print(f"{spec.name} at weight {args.weight:g}: return {mean:.4g} ± {half:.3g} (95% CI, {args.episodes} episodes)")
+    if args.render or args.video:
+        path = record_episode(policy, spec, args.weight, args.seed, video=args.video, human=args.render)
+        if path:
+            print(f"wrote {path}")
     return 0
 
 

@@ -1,0 +1,154 @@
+"""Returns at reward weights, per-state distribution distances, and timing.
+
+A fixed policy's return at any weight follows from one set of rollouts: sum each *unweighted*
+reward component per episode, then weigh the sums (:func:`returns_at`). So a curve of return
+against weight, or a K×K cross-evaluation of anchors, costs one rollout set per policy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import ot
+from scipy import stats
+
+from hti_rl.errors import HTIError
+
+
+class Predictor(Protocol):
+    """Anything with SB3's ``predict``: SB3 models, SurrogatePolicy, the baselines."""
+
+    def predict(self, observation: np.ndarray, state=None, episode_start=None, deterministic: bool = False) -> tuple[np.ndarray, Any]: ...
+
+
+@dataclass(frozen=True)
+class ComponentReturns:
+    """Per-episode sums of each unweighted reward component.
+
+    :param names: component names, in column order.
+    :param sums: ``[E, n_components]`` one row per episode.
+    :param lengths: ``[E]`` episode lengths.
+    """
+
+    names: tuple[str, ...]
+    sums: np.ndarray
+    lengths: np.ndarray
+
+
+def rollout_components(
+    policy: Predictor,
+    make_env: Callable[[], Any],
+    episodes: int,
+    seed: int,
+    deterministic: bool = True,
+) -> ComponentReturns:
+    """Run ``episodes`` episodes side by side (one batched ``predict`` per step) and sum components.
+
+    :param policy: takes raw env observations ``[B, C]``.
+    :param make_env: builds one env wrapped in :class:`RewardWeightWrapper` (its weight does not matter).
+    :param episodes: number of episodes; episode i is reset with seed ``seed + i``.
+    :param seed: base seed.
+    :param deterministic: deterministic actions (SB3 ``evaluate_policy``'s default).
+    """
+    envs = [make_env() for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+    alive = np.ones(episodes, dtype=bool)
+    sums: list[dict[str, float]] = [{} for _ in range(episodes)]
+    lengths = np.zeros(episodes, dtype=np.int64)
+    while alive.any():
+        idx = np.flatnonzero(alive)
+        actions, _ = policy.predict(obs[idx], deterministic=deterministic)
+        for j, i in enumerate(idx):
+            next_obs, _, terminated, truncated, info = envs[i].step(actions[j])
+            for name, value in info["hti_rl/components"].items():
+                sums[i][name] = sums[i].get(name, 0.0) + float(value)
+            lengths[i] += 1
+            obs[i] = next_obs
+            if terminated or truncated:
+                alive[i] = False
+    for env in envs:
+        env.close()
+    names = tuple(sorted(sums[0]))
+    return ComponentReturns(names, np.array([[s[n] for n in names] for s in sums]), lengths)
+
+
+def returns_at(components: ComponentReturns, weighted: str, fixed: dict[str, float], weight: float) -> np.ndarray:
+    """Episode returns ``[E]`` at reward weight ``weight``: Σ fixed·sums + weight·sums[weighted]."""
+    coef = np.array([weight if n == weighted else fixed.get(n, 1.0) for n in components.names])
+    return components.sums @ coef
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of its Student-t confidence interval (0 for a single value)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return float(x.mean()), 0.0
+    half = stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return float(x.mean()), float(half)
+
+
+def per_state_w2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact W2 between two empirical distributions at each state (POT ``emd2``).
+
+    :param a: ``[N, M, D]`` M samples of method A at each of N states.
+    :param b: ``[N, M', D]`` samples of method B at the same states.
+    :return: ``[N]`` W2 distances.
+    """
+    if a.shape[0] != b.shape[0] or a.shape[2] != b.shape[2]:
+        raise HTIError(f"per_state_w2 needs samples at the same states and dimension, got {a.shape} and {b.shape}")
+    out = np.empty(a.shape[0])
+    for n in range(a.shape[0]):
+        cost = ot.dist(a[n].astype(np.float64), b[n].astype(np.float64))  # squared Euclidean
+        out[n] = np.sqrt(max(ot.emd2([], [], cost), 0.0))
+    return out
+
+
+def time_call(fn: Callable[[], Any], repeat: int = 200, warmup: int = 10) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeat`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def evaluate_at(policy: Predictor, spec: Any, weight: float, episodes: int, seed: int, deterministic: bool = True) -> tuple[float, float]:
+    """Mean return of ``policy`` in the task's env at reward ``weight`` and its 95% CI half-width."""
+    components = rollout_components(policy, lambda: spec.make_env(weight), episodes, seed, deterministic)
+    return mean_ci(returns_at(components, spec.reward.weighted, spec.reward.fixed, weight))
+
+
+def record_episode(policy: Predictor, spec: Any, weight: float, seed: int, video: str | None = None, human: bool = False) -> str | None:
+    """Run one episode with rendering: on screen (``human``) and/or into a GIF at ``video``.
+
+    :raises HTIError: the env cannot render.
+    """
+    import imageio.v2 as imageio
+
+    from hti_rl.io import atomic_write
+
+    env = spec.make_env(weight, render_mode="human" if human else "rgb_array")
+    if env.metadata.get("render_modes") is not None and env.render_mode not in env.metadata["render_modes"]:
+        raise HTIError(f"{spec.env_id} cannot render in mode {env.render_mode!r} (it supports {env.metadata['render_modes']}).")
+    obs, _ = env.reset(seed=seed)
+    frames, done = [], False
+    while not done:
+        action, _ = policy.predict(obs, deterministic=True)
+        obs, _, terminated, truncated, _ = env.step(action)
+        done = terminated or truncated
+        if video and not human:
+            frames.append(env.render())
+    env.close()
+    if not video or human:
+        return None
+    if not frames or frames[0] is None:
+        raise HTIError(f"{spec.env_id} returned no frames; it may not support render_mode='rgb_array'.")
+    with atomic_write(video) as f:
+        imageio.mimwrite(f, frames, format="GIF", duration=1 / 30)
+    return video

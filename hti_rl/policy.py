@@ -1,0 +1,344 @@
+"""Drop-in Stable-Baselines3 policies at any reward weight in the anchor range.
+
+:class:`AnchoredPolicy` holds the anchor actors and the current weight and does everything that is
+the same for every method: weight validation, observation checks, SB3's ``predict`` contract, exact
+anchor actions at anchor weights, and a safe file format. A method only says how an action moves
+between anchors k and k+1 at local time s (:meth:`AnchoredPolicy._between`).
+
+:class:`SurrogatePolicy` is hti-rl's method: at weight λ inside [λ_k, λ_{k+1}] it takes anchor k's
+action at the observation (the mean when deterministic, a sample otherwise) and moves it along the
+CLOT path towards anchor k+1, then maps it to the env's action space as the anchors' own SB3 policy
+would. The baselines (hti_rl/baselines.py) are other subclasses.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.policies import BasePolicy
+
+from hti_rl import __version__
+from hti_rl.actors import AnchorActor
+from hti_rl.clot import CLOTModel
+from hti_rl.errors import FileFormatError, ObservationError, SpaceError, WeightError
+from hti_rl.io import atomic_write, sha256_bytes
+
+FILE_FORMAT = "hti-rl-surrogate"
+FILE_VERSION = 1
+
+
+def weight_to_time(weight: float, scale: str) -> float:
+    """Map a reward weight to the surrogate's time coordinate (``log`` or ``linear`` scale)."""
+    return math.log(weight) if scale == "log" else float(weight)
+
+
+class AnchoredPolicy(BasePolicy):
+    """Base of every policy built from anchor actors: SB3's interface plus a reward weight.
+
+    :param observation_space: the task env's observation space (Box).
+    :param action_space: the task env's action space (Box).
+    :param actors: one :class:`AnchorActor` per anchor weight, in weight order.
+    :param weights: anchor weights λ_0 < … < λ_K.
+    :param weight_scale: ``"linear"`` or ``"log"``: the coordinate in which local time is measured.
+    :param x_mean: mean of the recorded observations ``[C]``, to standardise learned models' input.
+    :param x_std: their standard deviation ``[C]``.
+    :param header: provenance (task name, fingerprint, versions, fit settings, seed).
+    :param weight: initial weight; the first anchor's weight when ``None``.
+    :param allow_extrapolation: accept weights outside the anchor range (extends the end intervals).
+    """
+
+    _registry: dict[str, type["AnchoredPolicy"]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        AnchoredPolicy._registry[cls.__name__] = cls
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        actors: Sequence[AnchorActor],
+        weights: Sequence[float],
+        weight_scale: str,
+        x_mean: np.ndarray,
+        x_std: np.ndarray,
+        header: dict[str, Any] | None = None,
+        weight: float | None = None,
+        allow_extrapolation: bool = False,
+    ):
+        if not isinstance(action_space, spaces.Box):
+            raise SpaceError(
+                f"{type(self).__name__} needs a Box action space, got {action_space}. "
+                "Only continuous (Box) actions can be interpolated between anchors."
+            )
+        super().__init__(observation_space, action_space)
+        if len(actors) != len(weights) or len(weights) < 2:
+            raise ValueError(f"need one actor per anchor weight and ≥ 2 anchors, got {len(actors)} actors, {len(weights)} weights")
+        self.actors = torch.nn.ModuleList(actors)
+        self.weights = [float(w) for w in weights]
+        self.weight_scale = weight_scale
+        self.times = [weight_to_time(w, weight_scale) for w in self.weights]
+        self.register_buffer("x_mean", torch.as_tensor(np.asarray(x_mean), dtype=torch.float32))
+        self.register_buffer("x_std", torch.as_tensor(np.asarray(x_std), dtype=torch.float32))
+        self.header = dict(header or {})
+        self.allow_extrapolation = allow_extrapolation
+        self.generator = torch.Generator().manual_seed(int(self.header.get("seed", 0)))
+        self._interval: tuple[int, float] = (0, 0.0)
+        self.weight = self.weights[0]
+        self.set_weight(self.weights[0] if weight is None else weight)
+        self.eval()
+
+    # ------------------------------------------------------------------ weight
+    def set_weight(self, weight: float) -> None:
+        """Deploy the policy at reward weight ``weight``; takes effect at the next ``predict``.
+
+        :raises WeightError: NaN/inf, non-positive on a log scale, or outside the anchor range
+            (unless ``allow_extrapolation``).
+        """
+        try:
+            weight = float(weight)
+        except (TypeError, ValueError):
+            raise WeightError(f"weight must be a number, got {weight!r}") from None
+        lo, hi = self.weights[0], self.weights[-1]
+        if not math.isfinite(weight):
+            raise WeightError(f"weight must be finite, got {weight}; the anchors span [{lo:g}, {hi:g}].")
+        if self.weight_scale == "log" and weight <= 0:
+            raise WeightError(f"weight must be > 0 on this task's log weight scale, got {weight:g}.")
+        if not (lo <= weight <= hi) and not self.allow_extrapolation:
+            raise WeightError(
+                f"weight {weight:g} is outside the anchor range [{lo:g}, {hi:g}]. Pick a weight in range, "
+                "train an anchor beyond it, or pass allow_extrapolation=True to accept an untested extrapolation."
+            )
+        self.weight = weight
+        self._interval = self._local_time(weight_to_time(weight, self.weight_scale))
+
+    def _local_time(self, t: float) -> tuple[int, float]:
+        """Time coordinate -> (interval k, local time s); s may leave [0, 1] only when extrapolating."""
+        times = self.times
+        k = int(np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2))
+        s = (t - times[k]) / (times[k + 1] - times[k])
+        return k, float(s)
+
+    # ----------------------------------------------------------------- predict
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """SB3's ``predict``: one observation ``[C]`` or a batch ``[B, C]`` -> action(s), state.
+
+        :raises ObservationError: wrong shape, non-numeric dtype, or NaN/inf in the observation.
+        """
+        self._check_observation(observation)
+        return super().predict(observation, state, episode_start, deterministic)
+
+    def _check_observation(self, observation: Any) -> None:
+        expected = self.observation_space.shape
+        try:
+            obs = np.asarray(observation)
+        except Exception as exc:  # ragged lists and the like
+            raise ObservationError(f"observation cannot be read as an array: {exc}") from None
+        if obs.dtype.kind not in "fiub":
+            raise ObservationError(f"observation must be numeric, got dtype {obs.dtype}; expected float arrays of shape {expected}.")
+        if obs.shape != expected and obs.shape[1:] != expected:
+            raise ObservationError(
+                f"observation has shape {obs.shape}; this policy expects {expected} or a batch (B, *{expected}). "
+                "Is the env the one the policy was fitted on?"
+            )
+        if not np.all(np.isfinite(obs)):
+            raise ObservationError("observation contains NaN or inf; check the env (or its wrappers) that produced it.")
+
+    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """obs [B, C] (raw env observations) -> env actions [B, D]."""
+        obs = observation.float().reshape(observation.shape[0], -1)
+        k, s = self._interval
+        start, end = self.actors[k], self.actors[k + 1]
+        if s == 0.0:
+            return start.to_env_action(self.anchor_draw(start, obs, deterministic)[0])
+        if s == 1.0:
+            return end.to_env_action(self.anchor_draw(end, obs, deterministic)[0])
+        x = (obs - self.x_mean) / self.x_std
+        y = self._between(obs, x, k, s, deterministic)
+        # Anchors k and k+1 may squash differently (imported SAC next to PPO): the start decides.
+        return start.to_env_action(y)
+
+    def _between(self, obs: torch.Tensor, x: torch.Tensor, k: int, s: float, deterministic: bool) -> torch.Tensor:
+        """The method: unsquashed action [B, D] at local time s of interval k.
+
+        :param obs: raw observations [B, C] (for the anchor actors).
+        :param x: standardised observations [B, C] (for learned models).
+        """
+        raise NotImplementedError
+
+    def anchor_draw(
+        self, actor: AnchorActor, obs: torch.Tensor, deterministic: bool, noise: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """obs [B, C] -> (unsquashed action [B, D], the standard-normal noise used or None).
+
+        Reusing the noise for anchor k+1 pairs the two diagonal Gaussians by their monotone
+        (W2-optimal) coupling.
+        """
+        mean, log_std = actor.distribution(obs)
+        if deterministic or actor.kind == "deterministic":
+            return mean, None
+        if noise is None:
+            noise = torch.randn(mean.shape, generator=self.generator)
+        return mean + log_std.exp() * noise, noise
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return self._predict(obs, deterministic)
+
+    # --------------------------------------------------------------- save/load
+    def method_state(self) -> dict[str, Any]:
+        """The method's own tensors/numbers/strings (weights_only-safe); empty for parameter-free methods."""
+        return {}
+
+    @classmethod
+    def from_method_state(cls, state: dict[str, Any], **base: Any) -> "AnchoredPolicy":
+        """Rebuild from :meth:`method_state` and the base constructor's keyword arguments."""
+        return cls(**base)
+
+    def save(self, path: str | Path) -> None:
+        """Write the policy to ``path`` (a zip holding ``header.json`` and a tensors-only payload), atomically."""
+        payload = {
+            "actors": [a.state() for a in self.actors],
+            "method": self.method_state(),
+            "x_mean": self.x_mean.clone(),
+            "x_std": self.x_std.clone(),
+        }
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        blob = buf.getvalue()
+        header = {
+            **self.header,
+            "format": FILE_FORMAT,
+            "format_version": FILE_VERSION,
+            "hti_rl_version": __version__,
+            "policy_class": type(self).__name__,
+            "weights": self.weights,
+            "weight_scale": self.weight_scale,
+            "observation_space": _box_to_json(self.observation_space),
+            "action_space": _box_to_json(self.action_space),
+            "payload_sha256": sha256_bytes(blob),
+        }
+        with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr("header.json", json.dumps(header, indent=2, sort_keys=True))
+            zf.writestr("payload.pt", blob)
+
+    @classmethod
+    def load(cls, path: str | Path, expect_fingerprint: str | None = None, **kwargs: Any) -> "AnchoredPolicy":
+        """Read a policy written by :meth:`save`. Runs no code from the file (tensors and JSON only).
+
+        :param path: the policy file (``surrogate.zip``).
+        :param expect_fingerprint: the task's fingerprint; a policy of another task is refused.
+        :param kwargs: ``weight``, ``allow_extrapolation``.
+        :raises FileFormatError: missing, truncated, edited, another task's, or another version's file.
+        """
+        header, blob = read_policy_file(path)
+        if expect_fingerprint is not None and header.get("task_fingerprint") != expect_fingerprint:
+            raise FileFormatError(
+                f"{path} was fitted for task {header.get('task')!r} with another spec "
+                f"(fingerprint {header.get('task_fingerprint')}, expected {expect_fingerprint}). "
+                "Fit a surrogate for this task with `hti-rl fit <spec>`."
+            )
+        policy_cls = AnchoredPolicy._registry.get(header.get("policy_class", ""))
+        if policy_cls is None or not issubclass(policy_cls, cls):
+            raise FileFormatError(
+                f"{path} holds a {header.get('policy_class')!r} policy, not a {cls.__name__}. "
+                "Load it with AnchoredPolicy.load, or import the module that defines it first."
+            )
+        try:
+            payload = torch.load(io.BytesIO(blob), weights_only=True)
+            base = dict(
+                observation_space=_box_from_json(header["observation_space"]),
+                action_space=_box_from_json(header["action_space"]),
+                actors=[AnchorActor.from_state(a) for a in payload["actors"]],
+                weights=header["weights"],
+                weight_scale=header["weight_scale"],
+                x_mean=payload["x_mean"].numpy(),
+                x_std=payload["x_std"].numpy(),
+                header=header,
+                **kwargs,
+            )
+            return policy_cls.from_method_state(payload["method"], **base)
+        except (WeightError, SpaceError):
+            raise
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise FileFormatError(f"{path} is not a usable policy file ({type(exc).__name__}: {exc}). Re-run `hti-rl fit`.") from exc
+
+
+class SurrogatePolicy(AnchoredPolicy):
+    """hti-rl's policy at any weight: anchor actions moved along the fitted CLOT paths.
+
+    :param clot: the CLOT model fitted on the anchors' action samples.
+    :param base: the :class:`AnchoredPolicy` arguments.
+
+    Example::
+
+        policy = SurrogatePolicy.load("runs/lqr2d/surrogate.zip")
+        policy.set_weight(3.0)
+        action, _ = policy.predict(obs, deterministic=True)
+    """
+
+    def __init__(self, *args: Any, clot: CLOTModel, **base: Any):
+        super().__init__(*args, **base)
+        self.clot = clot
+
+    def _between(self, obs: torch.Tensor, x: torch.Tensor, k: int, s: float, deterministic: bool) -> torch.Tensor:
+        y_k, noise = self.anchor_draw(self.actors[k], obs, deterministic)
+        y_end = None
+        if self.clot.endpoint:
+            y_end, _ = self.anchor_draw(self.actors[k + 1], obs, deterministic, noise)
+        t = torch.full((obs.shape[0],), self.times[k] + s * (self.times[k + 1] - self.times[k]))
+        return self.clot.push(y_k, x, t, y_end=y_end)
+
+    def method_state(self) -> dict[str, Any]:
+        return {"clot": self.clot.state()}
+
+    @classmethod
+    def from_method_state(cls, state: dict[str, Any], **base: Any) -> "SurrogatePolicy":
+        return cls(clot=CLOTModel.from_state(state["clot"]), **base)
+
+
+def read_policy_file(path: str | Path) -> tuple[dict[str, Any], bytes]:
+    """Open a policy zip and check its format, version and checksum -> (header, payload bytes)."""
+    path = Path(path)
+    fix = "Re-create it with `hti-rl fit <spec> --force`."
+    if not path.is_file():
+        raise FileFormatError(f"no surrogate file at {path}. Fit one with `hti-rl fit <spec>`.")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            header = json.loads(zf.read("header.json"))
+            blob = zf.read("payload.pt")
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError, OSError) as exc:
+        raise FileFormatError(f"{path} is truncated or not a surrogate file ({exc}). {fix}") from None
+    if header.get("format") != FILE_FORMAT:
+        raise FileFormatError(f"{path} is not an hti-rl surrogate file (format {header.get('format')!r}). {fix}")
+    if header.get("format_version") != FILE_VERSION:
+        raise FileFormatError(
+            f"{path} has surrogate format version {header.get('format_version')}; this hti-rl "
+            f"({__version__}) reads version {FILE_VERSION}. {fix}"
+        )
+    if sha256_bytes(blob) != header.get("payload_sha256"):
+        raise FileFormatError(f"{path} was modified after it was written (checksum mismatch). {fix}")
+    return header, blob
+
+
+def _box_to_json(box: spaces.Box) -> dict[str, Any]:
+    return {"low": box.low.tolist(), "high": box.high.tolist(), "shape": list(box.shape), "dtype": str(box.dtype)}
+
+
+def _box_from_json(d: dict[str, Any]) -> spaces.Box:
+    low = np.array(d["low"], dtype=d["dtype"]).reshape(d["shape"])
+    high = np.array(d["high"], dtype=d["dtype"]).reshape(d["shape"])
+    return spaces.Box(low=low, high=high, dtype=np.dtype(d["dtype"]))

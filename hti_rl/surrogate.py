@@ -1,0 +1,118 @@
+"""The fit stage: recorded dataset + anchor actors -> CLOT fit -> ``runs/<task>/surrogate.zip``.
+
+This is the one place where the RL side meets the CLOT core: observations become standardised
+conditions x, anchor weights become times in the task's weight scale, and the anchors' action
+samples become the marginals the core transports between.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hti_rl import __version__
+from hti_rl.anchors import load_anchor_actor, package_versions
+from hti_rl.clot import CLOTConfig, CLOTData, fit_clot
+from hti_rl.dataset import PolicyDataset, dataset_path
+from hti_rl.errors import FileFormatError, SpecError
+from hti_rl.policy import SurrogatePolicy, weight_to_time
+
+
+def surrogate_path(spec: Any, run_root: str | Path = "runs") -> Path:
+    """``runs/<task>/surrogate.zip``."""
+    return spec.run_dir(run_root) / "surrogate.zip"
+
+
+def clot_config(overrides: dict[str, Any] | None = None, seed: int = 0) -> CLOTConfig:
+    """The default :class:`CLOTConfig` with ``overrides`` (strings from the command line are converted
+    to each field's type).
+
+    :raises SpecError: an unknown field or a value of the wrong type.
+    """
+    fields = {f.name: f for f in dataclasses.fields(CLOTConfig)}
+    values: dict[str, Any] = {"seed": seed}
+    for name, value in (overrides or {}).items():
+        if name not in fields:
+            raise SpecError(f"unknown CLOT setting {name!r}; known: {', '.join(sorted(fields))}.")
+        default = getattr(CLOTConfig(), name)
+        try:
+            if isinstance(default, bool) and isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                value = value.lower() in ("true", "1")
+            elif not isinstance(default, str):
+                value = type(default)(value)
+        except (TypeError, ValueError):
+            raise SpecError(f"CLOT setting {name}={value!r} must be a {type(default).__name__} (default {default!r}).") from None
+        values[name] = value
+    return CLOTConfig(**values)
+
+
+def standardiser(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """obs [N, C] -> (mean [C], std [C]); constant coordinates get std 1 so they stay finite."""
+    mean = obs.mean(axis=0)
+    std = obs.std(axis=0)
+    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+
+def fit(
+    spec: Any,
+    run_root: str | Path = "runs",
+    config: CLOTConfig | None = None,
+    progress: bool = True,
+    dataset: PolicyDataset | None = None,
+) -> SurrogatePolicy:
+    """Fit the CLOT surrogate on the task's recorded dataset and write ``runs/<task>/surrogate.zip``.
+
+    :param spec: the task.
+    :param run_root: root of the run directories.
+    :param config: CLOT settings; the defaults with ``seed = spec.seed`` when ``None``.
+    :param progress: show a progress bar.
+    :param dataset: an already loaded dataset (read from ``runs/<task>/dataset.npz`` when ``None``).
+    :return: the fitted policy (already saved).
+    """
+    config = config or clot_config(seed=spec.seed)
+    if dataset is None:
+        path = dataset_path(spec, run_root)
+        if not path.exists():
+            raise FileFormatError(f"no dataset at {path}. Record one first: `hti-rl record {spec.path}`.")
+        dataset = PolicyDataset.load(path, spec=spec)
+    actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
+    x_mean, x_std = standardiser(dataset.obs)
+    data = CLOTData(
+        x=torch.from_numpy((dataset.obs - x_mean) / x_std),
+        times=torch.tensor([weight_to_time(w, spec.weight_scale) for w in spec.anchors], dtype=torch.float32),
+        y=torch.from_numpy(dataset.samples),
+    )
+    started = time.perf_counter()
+    model = fit_clot(data, config, log_dir=str(spec.run_dir(run_root) / "tb" / "clot"), progress=progress)
+    fit_seconds = time.perf_counter() - started
+    env = spec.make_env(spec.anchors[0])
+    policy = SurrogatePolicy(
+        env.observation_space,
+        env.action_space,
+        actors,
+        clot=model,
+        weights=spec.anchors,
+        weight_scale=spec.weight_scale,
+        x_mean=x_mean,
+        x_std=x_std,
+        header={
+            "task": spec.name,
+            "task_fingerprint": spec.fingerprint(),
+            "seed": config.seed,
+            "clot_config": dataclasses.asdict(config),
+            "dataset_sha256": dataset.header.get("checksum"),
+            "fit_seconds": round(fit_seconds, 2),
+            "versions": package_versions(),
+            "hti_rl_version": __version__,
+        },
+    )
+    env.close()
+    policy.save(surrogate_path(spec, run_root))
+    return policy
