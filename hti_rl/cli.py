@@ -211,6 +211,21 @@ def deploy_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- demo
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-root", default="runs", help="where runs/demo goes (default: runs)")
+    parser.add_argument("--workers", type=int, default=2, help="anchors trained at once (default: 2)")
+    parser.add_argument("--force", action="store_true", help="redo every stage")
+
+
+@command("demo", "run the whole pipeline on the built-in 2-D LQR task and write a report", _demo_arguments)
+def demo_command(args: argparse.Namespace) -> int:
+    from hti_rl.demo import run_demo
+
+    run_demo(args.run_root, workers=args.workers, force=args.force)
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hti-rl", description="Change a reward weight after training (CLOT surrogate policies for SB3).")

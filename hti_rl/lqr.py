@@ -127,3 +127,22 @@ LQR_ENVS: dict[str, dict[str, Any]] = {
 for _env_id, _kwargs in LQR_ENVS.items():
     if _env_id not in registry:
         register(id=_env_id, entry_point="hti_rl.lqr:LQREnv", kwargs=_kwargs)
+
+
+class OptimalPolicy:
+    """The exact optimum u = −K(λ) x of an :class:`LQREnv`, with SB3's ``predict`` (for comparisons).
+
+    :param env: the LQR env (or a wrapper of it).
+    :param weight: the control-cost weight λ.
+    :param discount: the discount the gain optimises (1: the undiscounted infinite-horizon optimum).
+    """
+
+    def __init__(self, env: gym.Env, weight: float, discount: float = 1.0):
+        lqr = env.unwrapped
+        self.gain = lqr.optimal_gain(weight, discount)
+        self.low, self.high = lqr.action_space.low, lqr.action_space.high
+
+    def predict(self, observation: np.ndarray, state=None, episode_start=None, deterministic: bool = True):
+        """obs [C] or [B, C] -> (action [D] or [B, D], state)."""
+        action = np.asarray(observation, dtype=np.float64) @ -self.gain.T
+        return np.clip(action, self.low, self.high).astype(np.float32), state

@@ -28,15 +28,22 @@ def surrogate_path(spec: Any, run_root: str | Path = "runs") -> Path:
     return spec.run_dir(run_root) / "surrogate.zip"
 
 
+# The deployed policy holds every anchor actor, so the end of each path is anchor k+1's own action at
+# the observation (exact) rather than a learned map T_k(y): "endpoint" mode (DESIGN.md §5). For Gaussian
+# anchors, drawing both ends with the same noise is the exact W2 coupling of the two diagonal
+# Gaussians, which is what T_k would have to learn. Map mode stays one override away (--set mode=map).
+PIPELINE_DEFAULTS: dict[str, Any] = {"mode": "endpoint"}
+
+
 def clot_config(overrides: dict[str, Any] | None = None, seed: int = 0) -> CLOTConfig:
-    """The default :class:`CLOTConfig` with ``overrides`` (strings from the command line are converted
-    to each field's type).
+    """The pipeline's :class:`CLOTConfig`: the core's defaults, then :data:`PIPELINE_DEFAULTS`, then
+    ``overrides`` (strings from the command line are converted to each field's type).
 
     :raises SpecError: an unknown field or a value of the wrong type.
     """
     fields = {f.name: f for f in dataclasses.fields(CLOTConfig)}
     values: dict[str, Any] = {"seed": seed}
-    for name, value in (overrides or {}).items():
+    for name, value in {**PIPELINE_DEFAULTS, **(overrides or {})}.items():
         if name not in fields:
             raise SpecError(f"unknown CLOT setting {name!r}; known: {', '.join(sorted(fields))}.")
         default = getattr(CLOTConfig(), name)

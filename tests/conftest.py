@@ -72,3 +72,26 @@ def lqr_run(trained_lqr: tuple[Path, Path], tmp_path: Path) -> tuple[Any, Path]:
     path, runs = trained_lqr
     shutil.copytree(runs, tmp_path / "runs", ignore=shutil.ignore_patterns(".lock", "tb"))
     return load_task(path), tmp_path / "runs"
+
+
+def save_lqr_anchor(spec: Any, weight: float, run_root: Path, exact: bool = True, log_std: float = -2.0) -> None:
+    """Write an anchor through the training layout without training: a linear PPO policy u = −K(λ) x
+    with the exact (undiscounted) Riccati gain when ``exact``, else a freshly initialised, untrained
+    PPO policy (u ≈ 0). ``log_std`` sets the Gaussian's spread."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from hti_rl.anchors import anchor_dir
+    from hti_rl.io import write_json
+
+    env = spec.make_env(weight)
+    model = PPO("MlpPolicy", env, seed=0, device="cpu", n_steps=64, batch_size=64,
+                policy_kwargs=dict(net_arch=[] if exact else [8], log_std_init=log_std))
+    if exact:
+        with torch.no_grad():
+            model.policy.action_net.weight.copy_(-torch.as_tensor(env.unwrapped.optimal_gain(weight), dtype=torch.float32))
+            model.policy.action_net.bias.zero_()
+    directory = anchor_dir(spec, weight, run_root)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / "model.zip")
+    write_json(directory / "meta.json", {"task": spec.name, "task_fingerprint": spec.fingerprint(), "weight": weight, "algo": "ppo", "exact": exact})
