@@ -68,7 +68,7 @@ class CLOTConfig:
     hidden: int = 64
     depth: int = 3
     lr: float = 1e-3
-    refine_steps: int = 3
+    refine_steps: int = 2
     refine_lr: float = 0.5
     metric: str = "learned"
     metric_hidden: int = 64
@@ -81,8 +81,8 @@ class CLOTConfig:
     h_y: float = 0.2
     h_x: float = 1.0
     eps: float = 1e-3
-    kde_max_ref: int = 2048
-    kde_neighbours: int = 512
+    kde_max_ref: int = 1024
+    kde_neighbours: int = 256
     n_knots: int = 7
     n_points: int = 12
     path_hidden: int = 256

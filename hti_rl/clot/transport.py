@@ -83,15 +83,25 @@ def semi_dual_losses(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Losses of one semi-dual step on a batch of pairs drawn at the same conditions.
     y0 [B, D] from anchor k, y1 [B, D] from anchor k+1, x [B, C] ->
-    (loss_g, loss_T, dual value, mean cost c(y0, T(y0))), all scalars.
+    (loss_g, loss_T, dual value, mean cost c(y0, y*)), all scalars.
+
+    The argmin search starts from the better of T's guess and the batch's own target sample y1[j] that
+    minimises ½‖y0 − y1[j]‖² − g(y1[j]). Local refinement alone lets g grow a spike on a target sample
+    that no search from T's guess reaches, and the semi-dual then diverges; offering the targets
+    themselves as candidates makes such a spike cost g at once.
 
     loss_g is minus the semi-dual (its c term is constant in g); loss_T regresses T onto the refined
     argmin. The two losses touch disjoint parameters, so their sum can be stepped by one optimiser.
     """
     mapped = transport(y0, x)
-    target = refine(y0, mapped, x, transport.g, cost, refine_steps, refine_lr)
-    g_target, g_y1 = transport.g(target, x), transport.g(y1, x)
-    loss_g = g_target.mean() - g_y1.mean()
+    with torch.no_grad():
+        g1 = transport.g(y1, x)
+        nearest = (0.5 * torch.cdist(y0, y1).square() - g1).argmin(-1)
+        starts = torch.cat([mapped, y1[nearest]])
+        both = (cost(y0.repeat(2, 1), starts, x.repeat(2, 1)) - transport.g(starts, x.repeat(2, 1))).view(2, -1)
+        guess = torch.where((both[1] < both[0]).unsqueeze(-1), y1[nearest], mapped)
+    target = refine(y0, guess, x, transport.g, cost, refine_steps, refine_lr)
+    loss_g = transport.g(target, x).mean() - transport.g(y1, x).mean()
     loss_t = (mapped - target).square().sum(-1).mean()
     with torch.no_grad():
         c = cost(y0, target, x).mean()
