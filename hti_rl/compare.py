@@ -1,0 +1,536 @@
+"""``hti-rl compare``: the surrogate against retrained agents and baselines at held-out weights.
+
+An experiment (``experiments/<name>.yaml``, :class:`Experiment`) names a task spec, how many agents
+to retrain from scratch at every held-out weight (the ground truth, same budget and hyperparameters
+as an anchor; two or more, so the seed-to-seed spread is measured), the evaluation episodes and
+seeds, the methods, and the CLOT variants (named config overrides: the ablations).
+
+:func:`run_compare` does every stage, skipping what is already on disk:
+
+1. train the anchors (:func:`hti_rl.anchors.train_anchors`) and the retrained agents with the same
+   job machinery (:class:`RetrainJob`, ``runs/<task>/retrained/w=<λ>/seed=<i>/``), all at once
+   over ``workers`` processes;
+2. cross-evaluate the anchors (:func:`hti_rl.quality.check_anchors`), record the dataset;
+3. fit every method (CLOT variants and the trainable baselines) to ``runs/<task>/compare/<method>.zip``;
+4. evaluate: every anchor, retrained agent and the random policy once (their returns at any weight
+   follow from one rollout set: evaluate once, weigh many), every method at every held-out weight;
+   per-state W2 of every method's action distribution to each retrained agent's on a shared state set
+   (the dataset's states, subsampled), beside the retrained agents' seed-to-seed W2 (the floor);
+5. write ``experiments/<name>/report.md`` and ``returns.png`` (:mod:`hti_rl.report`) and log to
+   TensorBoard (``runs/<task>/tb/compare``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+
+from hti_rl.anchors import AnchorJob, _run_inline, _run_processes, _StepBar, anchor_dir, train_anchors
+from hti_rl.errors import SpecError
+from hti_rl.evaluate import ComponentReturns, mean_ci, per_state_w2, returns_at, rollout_components
+from hti_rl.io import RunLock, write_json
+
+BASELINES = ("nearest", "linear", "regression", "cfm")
+KNOWN_METHODS = ("surrogate", *BASELINES, "optimum")
+_RETRAIN_KEY = 2**32 - 3  # seeds retrained agents apart from anchors, selection and cross-evaluation
+_EVAL_KEY = 2**32 - 4  # seeds the evaluation episodes
+
+
+# ----------------------------------------------------------------------------- the experiment spec
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment spec, validated (``experiments/<name>.yaml``).
+
+    :param name: the experiment's name (its file's stem); results go to ``experiments/<name>/``.
+    :param path: the YAML file.
+    :param task: the task spec's path (resolved).
+    :param retrained_seeds: agents retrained from scratch at each held-out weight (≥ 2).
+    :param eval_episodes: episodes per evaluation seed (≥ 10).
+    :param eval_seeds: evaluation seeds; each gives ``eval_episodes`` episodes with its own reset seeds.
+    :param methods: of ``surrogate`` (every CLOT variant), ``nearest``, ``linear``, ``regression``,
+        ``cfm``, ``optimum`` (LQR tasks only: the exact Riccati policy).
+    :param variants: CLOT variants, ``{name: {CLOTConfig field: value}}`` on top of the pipeline's defaults.
+    :param w2_states: states of the dataset on which W2 is measured.
+    :param w2_samples: action samples per state and method for W2.
+    :param grid: weights on the return-vs-weight curves (plus the anchors and held-out weights).
+    :param seed: seeds the baselines' fits, the W2 states and samples.
+    """
+
+    name: str
+    path: Path
+    task: Path
+    retrained_seeds: int = 2
+    eval_episodes: int = 10
+    eval_seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = ("surrogate", *BASELINES)
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"full": {}})
+    w2_states: int = 300
+    w2_samples: int = 32
+    grid: int = 25
+    seed: int = 0
+
+    def method_names(self) -> list[str]:
+        """Every evaluated method: ``clot/<variant>`` for each variant, then the others."""
+        names = []
+        for m in self.methods:
+            names += [f"clot/{v}" for v in self.variants] if m == "surrogate" else [m]
+        return names
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment spec.
+
+    :raises SpecError: a missing file, unknown or missing field, or a bad value; the message starts with
+        the file and names the field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such experiment spec.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML ({exc}).") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: must be a mapping of fields, got {type(raw).__name__}.")
+
+    def bad(name: str, why: str) -> SpecError:
+        return SpecError(f"{path}: field `{name}` {why}")
+
+    allowed = {f for f in Experiment.__dataclass_fields__ if f not in ("name", "path")}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise bad(unknown[0], f"is not an experiment field; known: {', '.join(sorted(allowed))}.")
+    if "task" not in raw:
+        raise bad("task", "is missing: the task spec, e.g. `task: envs/lqr2d.yaml`.")
+    candidates = [path.parent / str(raw["task"]), path.parent.parent / str(raw["task"])]
+    task = next((c for c in candidates if c.is_file()), None)
+    if task is None:
+        raise bad("task", f"= {raw['task']!r}: no such file (looked in {path.parent} and {path.parent.parent}).")
+    values: dict[str, Any] = {"task": task}
+    for name, low in (("retrained_seeds", 2), ("eval_episodes", 10), ("w2_states", 10), ("w2_samples", 2), ("grid", 2), ("seed", 0)):
+        if name in raw:
+            v = raw[name]
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise bad(name, f"= {v!r}: must be an integer ≥ {low}.")
+            values[name] = v
+    if "eval_seeds" in raw:
+        v = raw["eval_seeds"]
+        if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) for s in v) or len(set(v)) != len(v):
+            raise bad("eval_seeds", f"= {v!r}: must be a non-empty list of distinct integers.")
+        values["eval_seeds"] = tuple(v)
+    if "methods" in raw:
+        v = raw["methods"]
+        if not isinstance(v, list) or not v or any(m not in KNOWN_METHODS for m in v):
+            raise bad("methods", f"= {v!r}: must be a non-empty list of {', '.join(KNOWN_METHODS)}.")
+        values["methods"] = tuple(dict.fromkeys(v))
+    if "variants" in raw:
+        from hti_rl.surrogate import clot_config
+
+        v = raw["variants"]
+        if not isinstance(v, dict) or not v or not all(isinstance(o, dict) for o in (x or {} for x in v.values())):
+            raise bad("variants", f"= {v!r}: must map variant names to CLOT overrides, e.g. {{full: {{}}, euclidean: {{metric: euclidean}}}}.")
+        variants = {}
+        for name, overrides in v.items():
+            try:
+                clot_config(overrides or {})
+            except SpecError as exc:
+                raise bad(f"variants.{name}", f"is not a valid CLOT setting: {exc}") from None
+            variants[str(name)] = dict(overrides or {})
+        values["variants"] = variants
+    return Experiment(name=path.stem, path=path, **values)
+
+
+# ----------------------------------------------------------------------------- retrained agents
+def retrained_root(spec: Any, run_root: str | Path = "runs") -> Path:
+    """``runs/<task>/retrained``: the directory locked while retrained agents train."""
+    return Path(spec.run_dir(run_root)) / "retrained"
+
+
+def retrained_dir(spec: Any, weight: float, seed_index: int, run_root: str | Path = "runs") -> Path:
+    """``runs/<task>/retrained/w=<λ>/seed=<i>``."""
+    return retrained_root(spec, run_root) / f"w={weight:g}" / f"seed={seed_index}"
+
+
+@dataclass(frozen=True)
+class RetrainJob(AnchorJob):
+    """An agent trained from scratch at held-out weight ``retrain_weight``, as an anchor would be (same
+    algorithm, budget, hyperparameters, checkpoints and resume), in :func:`retrained_dir`.
+
+    :param retrain_weight: the held-out weight.
+    :param retrain_seed: which of the experiment's retrained seeds.
+    """
+
+    retrain_weight: float = 0.0
+    retrain_seed: int = 0
+
+    @property
+    def weight(self) -> float:
+        return self.retrain_weight
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("retrained", self.retrain_weight, self.retrain_seed)
+
+    @property
+    def seed(self) -> int:
+        index = list(self.spec.held_out).index(self.retrain_weight)
+        return int(np.random.SeedSequence([self.spec.seed, _RETRAIN_KEY, index, self.retrain_seed]).generate_state(1)[0] % 2**31)
+
+    @property
+    def directory(self) -> Path:
+        return retrained_dir(self.spec, self.retrain_weight, self.retrain_seed, self.run_root)
+
+    @property
+    def tb_name(self) -> str:
+        return f"retrained_w={self.retrain_weight:g}_seed{self.retrain_seed}"
+
+
+def train_retrained(spec: Any, seeds: int, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> list[dict]:
+    """Train (or resume) ``seeds`` agents at every held-out weight; finished ones are skipped.
+
+    :return: every retrained agent's ``meta.json`` (held-out weight order, then seed order).
+    """
+    total = int(spec.hyperparams()["n_timesteps"])
+    every = max(total // 10, 1)
+    jobs = [RetrainJob(spec, 0, str(run_root), every, None, w, i) for w in spec.held_out for i in range(seeds)]
+    with RunLock(retrained_root(spec, run_root), "hti-rl compare (retrained agents)"):
+        todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
+        bar = _StepBar(total * len(todo), {}, progress)
+        bar.bar.set_description("retrain")
+        try:
+            if workers == 1 or len(todo) <= 1:
+                _run_inline(todo, bar)
+            else:
+                _run_processes(todo, workers, bar)
+        finally:
+            bar.close()
+    return [json.loads((job.directory / "meta.json").read_text()) for job in jobs]
+
+
+def load_actor_from(spec: Any, directory: Path, weight: float) -> Any:
+    """The SB3 agent in ``directory`` (``model.zip`` + ``vecnormalize.pkl`` if any) as an AnchorActor."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from hti_rl.actors import actor_from_sb3
+
+    model = spec.sb3_algo().load(directory / "model.zip", device="cpu")
+    vecnormalize = None
+    if (directory / "vecnormalize.pkl").exists():
+        vecnormalize = VecNormalize.load(str(directory / "vecnormalize.pkl"), DummyVecEnv([lambda: spec.make_env(weight)]))
+        vecnormalize.training = False
+    return actor_from_sb3(model, vecnormalize)
+
+
+def train_all(spec: Any, exp: Experiment, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> None:
+    """Anchors and retrained agents at once: ``workers`` processes shared in proportion to their jobs."""
+    from hti_rl.anchors import is_finished
+
+    n_anchor = sum(not is_finished(spec, w, run_root) for w in spec.anchors) * max(spec.seeds_per_anchor, 1)
+    n_retrain = sum(not (retrained_dir(spec, w, i, run_root) / "meta.json").exists() for w in spec.held_out for i in range(exp.retrained_seeds))
+    if workers <= 1 or n_anchor == 0 or n_retrain == 0:
+        train_anchors(spec, run_root, workers=workers, progress=progress)
+        train_retrained(spec, exp.retrained_seeds, run_root, workers=workers, progress=progress)
+        return
+    w_anchor = min(n_anchor, max(1, round(workers * n_anchor / (n_anchor + n_retrain))))
+    w_retrain = max(1, workers - w_anchor)
+    errors: list[BaseException] = []
+
+    def anchors() -> None:
+        try:
+            train_anchors(spec, run_root, workers=w_anchor, progress=progress)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=anchors)
+    thread.start()
+    try:
+        train_retrained(spec, exp.retrained_seeds, run_root, workers=w_retrain, progress=progress)
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+# ----------------------------------------------------------------------------- methods
+def method_path(spec: Any, name: str, run_root: str | Path = "runs") -> Path:
+    """``runs/<task>/compare/<method>.zip`` (``clot/full`` -> ``clot-full.zip``)."""
+    return Path(spec.run_dir(run_root)) / "compare" / f"{name.replace('/', '-')}.zip"
+
+
+def fit_variant(spec: Any, dataset: Any, actors: list, overrides: dict[str, Any], run_root: str | Path, progress: bool = True) -> Any:
+    """Fit one CLOT variant (``clot_config(overrides, spec.seed)``) as :func:`hti_rl.surrogate.fit` does,
+    without touching ``runs/<task>/surrogate.zip``."""
+    import dataclasses
+
+    from hti_rl.anchors import package_versions
+    from hti_rl.clot import CLOTData, fit_clot
+    from hti_rl.policy import SurrogatePolicy, weight_to_time
+    from hti_rl.surrogate import clot_config, standardiser
+
+    config = clot_config(overrides, seed=spec.seed)
+    x_mean, x_std = standardiser(dataset.obs)
+    data = CLOTData(
+        x=torch.from_numpy((dataset.obs - x_mean) / x_std),
+        times=torch.tensor([weight_to_time(w, spec.weight_scale) for w in spec.anchors], dtype=torch.float32),
+        y=torch.from_numpy(dataset.samples),
+    )
+    started = time.perf_counter()
+    model = fit_clot(data, config, log_dir=None, progress=progress)
+    seconds = time.perf_counter() - started
+    env = spec.make_env(spec.anchors[0])
+    policy = SurrogatePolicy(
+        env.observation_space, env.action_space, actors, clot=model, weights=spec.anchors, weight_scale=spec.weight_scale,
+        x_mean=x_mean, x_std=x_std,
+        header={"task": spec.name, "task_fingerprint": spec.fingerprint(), "seed": config.seed,
+                "clot_config": dataclasses.asdict(config), "dataset_sha256": dataset.header.get("checksum"),
+                "fit_seconds": round(seconds, 2), "versions": package_versions()},
+    )
+    env.close()
+    return policy
+
+
+def ensure_method(spec: Any, exp: Experiment, name: str, dataset: Any, actors: list, run_root: str | Path, force: bool, progress: bool) -> tuple[Any, float | None]:
+    """Load ``name``'s fitted policy when it matches the dataset and settings, else fit and save it.
+
+    :return: (policy, fit seconds now, or None when loaded).
+    """
+    from hti_rl.baselines import FITS
+    from hti_rl.policy import AnchoredPolicy
+
+    path = method_path(spec, name, run_root)
+    settings = exp.variants[name.split("/", 1)[1]] if name.startswith("clot/") else {}
+    key = json.dumps({"method": name, "settings": settings, "seed": exp.seed}, sort_keys=True)
+    if path.exists() and not force:
+        policy = AnchoredPolicy.load(path, expect_fingerprint=spec.fingerprint())
+        if policy.header.get("dataset_sha256") == dataset.header.get("checksum") and policy.header.get("compare_key") == key:
+            return policy, None
+    started = time.perf_counter()
+    if name.startswith("clot/"):
+        policy = fit_variant(spec, dataset, actors, settings, run_root, progress)
+    else:
+        policy = FITS[name](spec, dataset, actors, exp.seed)
+    seconds = time.perf_counter() - started
+    policy.header["compare_key"] = key
+    policy.header["fit_seconds"] = round(seconds, 2)
+    policy.save(path)
+    return policy, seconds
+
+
+class RandomPolicy:
+    """Uniform random actions in the Box (the bottom of the regret scale)."""
+
+    def __init__(self, action_space: Any, seed: int):
+        self.low, self.high = action_space.low, action_space.high
+        self.rng = np.random.default_rng(seed)
+
+    def predict(self, observation: np.ndarray, state=None, episode_start=None, deterministic: bool = False):
+        obs = np.asarray(observation)
+        shape = (obs.shape[0], *self.low.shape) if obs.ndim > 1 else self.low.shape
+        return self.rng.uniform(self.low, self.high, size=shape).astype(np.float32), state
+
+
+# ----------------------------------------------------------------------------- evaluation
+def eval_seed(spec: Any, index: int) -> int:
+    """Base reset seed of evaluation seed ``index`` (episode i: base + i)."""
+    return int(np.random.SeedSequence([spec.seed, _EVAL_KEY, index]).generate_state(1)[0] % 2**31)
+
+
+def rollouts(policy: Any, spec: Any, exp: Experiment) -> ComponentReturns:
+    """Deterministic rollouts over every evaluation seed, ``eval_episodes`` each, concatenated."""
+    make_env = lambda: spec.make_env(spec.anchors[0])  # noqa: E731  (returns are re-weighed afterwards)
+    parts = [rollout_components(policy, make_env, exp.eval_episodes, eval_seed(spec, s)) for s in exp.eval_seeds]
+    return ComponentReturns(parts[0].names, np.concatenate([p.sums for p in parts]), np.concatenate([p.lengths for p in parts]))
+
+
+def action_samples(policy: Any, states: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """states [N, C] -> env-action samples [N, M, D] of ``policy`` (re-seeded, so repeatable)."""
+    obs = np.repeat(states, samples, axis=0)
+    if hasattr(policy, "generator") and isinstance(getattr(policy, "generator"), torch.Generator):
+        policy.generator.manual_seed(seed)
+    if hasattr(policy, "seed") and callable(policy.seed) and not hasattr(policy, "set_weight"):
+        policy.seed(seed)
+    actions, _ = policy.predict(obs, deterministic=False)
+    return np.asarray(actions, dtype=np.float64).reshape(states.shape[0], samples, -1)
+
+
+def gamma_of(spec: Any) -> float:
+    """The discount the task's agents optimise (the algorithm's default 0.99 when unset)."""
+    return float(spec.hyperparams()["algo_kwargs"].get("gamma", 0.99))
+
+
+def is_lqr(spec: Any) -> bool:
+    return "LQR" in spec.env_id
+
+
+def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1, force: bool = False,
+                progress: bool = True, train_only: bool = False, out_dir: str | Path | None = None,
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every stage of the comparison (see the module docstring); returns the results written to the report.
+
+    :param exp: the experiment.
+    :param run_root: root of the run directories.
+    :param workers: processes for training anchors and retrained agents.
+    :param force: refit the methods and re-evaluate (training and recording are never redone here:
+        use ``hti-rl train-anchors/record --force``).
+    :param train_only: stop after training (for a many-core machine).
+    :param out_dir: where the report goes (``experiments/<name>/`` beside the experiment file by default).
+    """
+    from hti_rl.dataset import PolicyDataset, dataset_path, record
+    from hti_rl.quality import check_anchors
+    from hti_rl.report import write_report
+    from hti_rl.tasks import load_task
+
+    spec = load_task(exp.task)
+    run_dir = Path(spec.run_dir(run_root))
+    timing_path = run_dir / "compare" / "timings.json"
+    timings: dict[str, float] = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        log(f"== {name}")
+        out = fn()
+        timings[name] = round(time.perf_counter() - started, 2)
+        write_json(timing_path, timings)
+        return out
+
+    timed("train anchors + retrained agents", lambda: train_all(spec, exp, run_root, workers, progress))
+    if train_only:
+        return {}
+    torch.set_num_threads(max(1, workers))
+    cross = timed("check anchors", lambda: check_anchors(spec, run_root, log_warnings=False))
+    path = dataset_path(spec, run_root)
+    if path.exists():
+        dataset = PolicyDataset.load(path, spec)
+    else:
+        dataset = timed("record", lambda: record(spec, run_root, progress=progress))
+    from hti_rl.anchors import load_anchor_actor
+
+    actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
+    names = exp.method_names()
+    policies: dict[str, Any] = {}
+    fit_seconds: dict[str, float] = {}
+    for name in names:
+        if name == "optimum":
+            continue
+        log(f"== fit {name}")
+        policies[name], seconds = ensure_method(spec, exp, name, dataset, actors, run_root, force, progress)
+        fit_seconds[name] = seconds if seconds is not None else float(policies[name].header.get("fit_seconds", float("nan")))
+    timings.update({f"fit {n}": round(s, 2) for n, s in fit_seconds.items()})
+    write_json(timing_path, timings)
+
+    started = time.perf_counter()
+    log("== evaluate")
+    weighted, fixed = spec.reward.weighted, spec.reward.fixed
+    anchor_metas = [json.loads((anchor_dir(spec, w, run_root) / "meta.json").read_text()) for w in spec.anchors]
+    retrained_metas = {w: [json.loads((retrained_dir(spec, w, i, run_root) / "meta.json").read_text()) for i in range(exp.retrained_seeds)]
+                       for w in spec.held_out}
+    retrained_actors = {w: [load_actor_from(spec, retrained_dir(spec, w, i, run_root), w) for i in range(exp.retrained_seeds)] for w in spec.held_out}
+
+    lo, hi = spec.anchors[0], spec.anchors[-1]
+    grid = np.geomspace(lo, hi, exp.grid) if spec.weight_scale == "log" else np.linspace(lo, hi, exp.grid)
+    grid = np.unique(np.concatenate([grid, spec.anchors, spec.held_out]))
+    anchor_rolls = [rollouts(a, spec, exp) for a in actors]
+    anchor_curves = {a: [mean_ci(returns_at(r, weighted, fixed, w)) for w in grid] for a, r in zip(spec.anchors, anchor_rolls)}
+    env = spec.make_env(lo)
+    random_rolls = rollouts(RandomPolicy(env.action_space, exp.seed), spec, exp)
+
+    rng = np.random.default_rng(exp.seed)
+    states = dataset.obs[rng.choice(len(dataset.obs), size=min(exp.w2_states, len(dataset.obs)), replace=False)]
+    M = exp.w2_samples
+    results: dict[str, Any] = {"weights": list(spec.held_out), "rows": {}, "floor": {}, "retrained": {}, "random": {}}
+    histograms: dict[float, dict[str, np.ndarray]] = {}
+    optimum_curve = []
+    for w in spec.held_out:
+        per_seed = [rollouts(a, spec, exp) for a in retrained_actors[w]]
+        seed_returns = [returns_at(r, weighted, fixed, w) for r in per_seed]
+        pooled = np.concatenate(seed_returns)
+        retrained_mean, retrained_ci = mean_ci(pooled)
+        random_mean, _ = mean_ci(returns_at(random_rolls, weighted, fixed, w))
+        seed_means = [float(np.mean(r)) for r in seed_returns]
+        retrained_samples = [action_samples(a, states, M, exp.seed + i) for i, a in enumerate(retrained_actors[w])]
+        floor = [float(per_state_w2(retrained_samples[i], retrained_samples[j]).mean())
+                 for i in range(len(retrained_samples)) for j in range(i + 1, len(retrained_samples))]
+        results["retrained"][w] = {"mean": retrained_mean, "ci": retrained_ci, "seed_means": seed_means,
+                                   "seed_spread": float(max(seed_means) - min(seed_means))}
+        results["random"][w] = random_mean
+        results["floor"][w] = float(np.mean(floor))
+        gap = retrained_mean - random_mean
+        optimum_samples = None
+        methods_here: dict[str, Any] = dict(policies)
+        if is_lqr(spec):
+            from hti_rl.lqr import OptimalPolicy
+
+            # Two optima: γ = 1 maximises the (undiscounted) return evaluated here; γ = PPO's gamma is
+            # what the anchors' own objective converges to, so W2 is measured against that one.
+            discounted = OptimalPolicy(env, w, discount=gamma_of(spec))
+            optimum_samples = action_samples(discounted, states, 1, 0)
+            if "optimum" in exp.methods:
+                methods_here.pop("optimum", None)
+                methods_here["optimum γ=1"] = OptimalPolicy(env, w, discount=1.0)
+                methods_here[f"optimum γ={gamma_of(spec):g}"] = discounted
+        histograms[w] = {"retrained seed 0": retrained_samples[0]}
+        for name, policy in methods_here.items():
+            if hasattr(policy, "set_weight"):
+                policy.set_weight(w)
+            returns = returns_at(rollouts(policy, spec, exp), weighted, fixed, w)
+            mean, ci = mean_ci(returns)
+            samples = action_samples(policy, states, M if hasattr(policy, "set_weight") else 1, exp.seed)
+            w2 = [float(per_state_w2(samples, r).mean()) for r in retrained_samples]
+            row = {"mean": mean, "ci": ci, "regret": (retrained_mean - mean) / gap if gap else float("nan"),
+                   "w2": float(np.mean(w2)), "w2_per_seed": w2}
+            if optimum_samples is not None:
+                row["w2_optimum"] = float(per_state_w2(samples, optimum_samples).mean())
+            results["rows"].setdefault(name, {})[w] = row
+            histograms[w][name] = samples
+        if optimum_samples is not None:
+            results["floor_optimum"] = results.get("floor_optimum", {})
+            results["floor_optimum"][w] = float(np.mean([per_state_w2(r, optimum_samples).mean() for r in retrained_samples]))
+    if is_lqr(spec):
+        from hti_rl.lqr import OptimalPolicy
+
+        for w in grid:
+            r = rollouts(OptimalPolicy(env, float(w), discount=gamma_of(spec)), spec, exp)
+            optimum_curve.append(mean_ci(returns_at(r, weighted, fixed, float(w))))
+    env.close()
+    timings["evaluate"] = round(time.perf_counter() - started, 2)
+    write_json(timing_path, timings)
+
+    results.update(
+        experiment=exp, spec=spec, grid=grid.tolist(), anchor_curves=anchor_curves, optimum_curve=optimum_curve,
+        anchor_metas=anchor_metas, retrained_metas=retrained_metas, timings=dict(timings), cross_warnings=list(cross.warnings),
+        episodes=exp.eval_episodes * len(exp.eval_seeds), dataset_states=len(dataset.obs), w2_states=len(states),
+        gamma=gamma_of(spec), hyperparams=spec.hyperparams(),
+    )
+    out = Path(out_dir) if out_dir else exp.path.parent / exp.name
+    report = write_report(results, out)
+    log_tensorboard(results, histograms, run_dir / "tb" / "compare", report)
+    log(f"wrote {report} and {report.with_name('returns.png')}; TensorBoard: {run_dir / 'tb' / 'compare'}")
+    return results
+
+
+def log_tensorboard(results: dict[str, Any], histograms: dict[float, dict[str, np.ndarray]], log_dir: Path, report: Path) -> None:
+    """Scalars per method and held-out weight (step = the weight's index), action histograms per weight, the report."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(log_dir))
+    for i, w in enumerate(results["weights"]):
+        writer.add_scalar("weight", w, i)
+        writer.add_scalar("return/retrained", results["retrained"][w]["mean"], i)
+        writer.add_scalar("w2/retrained seed-to-seed (floor)", results["floor"][w], i)
+        for name, rows in results["rows"].items():
+            row = rows[w]
+            writer.add_scalar(f"return/{name}", row["mean"], i)
+            writer.add_scalar(f"regret/{name}", row["regret"], i)
+            writer.add_scalar(f"w2/{name}", row["w2"], i)
+        for name, samples in histograms[w].items():
+            writer.add_histogram(f"actions_w={w:g}/{name}", samples.reshape(-1), 0)
+    writer.add_text("report", report.read_text())
+    writer.close()

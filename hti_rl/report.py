@@ -1,0 +1,172 @@
+"""Comparison reports: markdown tables and the return-vs-weight figure.
+
+Reads the results of :func:`hti_rl.compare.run_compare` (plain dicts and lists) and writes
+``report.md`` and ``returns.png``; computes nothing that needs an env or a policy.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from hti_rl.io import atomic_write
+
+TARGET_REGRET = 0.02  # the surrogate's target: within 2% of the retrained-vs-random gap
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; cells are formatted with ``str``."""
+    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(x: float, digits: int = 4) -> str:
+    """A number in ``digits`` significant digits; NaN as ``–``."""
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+
+
+def pct(x: float) -> str:
+    return "–" if x is None or math.isnan(x) else f"{100 * x:+.1f}%"
+
+
+def returns_figure(results: dict[str, Any]) -> Any:
+    """Return vs weight: every anchor's curve re-weighed, methods and retrained mean ± CI at held-out weights."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = results["spec"]
+    grid = results["grid"]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for a, curve in results["anchor_curves"].items():
+        mean = np.array([c[0] for c in curve])
+        half = np.array([c[1] for c in curve])
+        (line,) = ax.plot(grid, mean, lw=1, alpha=0.8, label=f"anchor λ={a:g} (re-weighed)")
+        ax.fill_between(grid, mean - half, mean + half, color=line.get_color(), alpha=0.1)
+        ax.plot([a], [mean[grid.index(a)]], "*", color=line.get_color(), ms=12)
+    if results.get("optimum_curve"):
+        ax.plot(grid, [c[0] for c in results["optimum_curve"]], "k--", lw=1, label=f"exact optimum (γ={results['gamma']:g})")
+    ws = results["weights"]
+    retrained = results["retrained"]
+    ax.errorbar(ws, [retrained[w]["mean"] for w in ws], yerr=[retrained[w]["ci"] for w in ws], fmt="s", color="black",
+                ms=7, capsize=4, label="retrained (seeds pooled, 95% CI)", zorder=5)
+    for w in ws:
+        ax.plot([w] * len(retrained[w]["seed_means"]), retrained[w]["seed_means"], "x", color="grey", ms=6)
+    names = list(results["rows"])
+    offsets = np.linspace(-0.25, 0.25, len(names)) if len(names) > 1 else [0.0]
+    for off, name in zip(offsets, names):
+        rows = results["rows"][name]
+        xs = [w * math.exp(0.12 * off) if spec.weight_scale == "log" else w + 0.12 * off for w in ws]
+        ax.errorbar(xs, [rows[w]["mean"] for w in ws], yerr=[rows[w]["ci"] for w in ws], fmt="o", ms=4, capsize=2, label=name)
+    for a in spec.anchors:
+        ax.axvline(a, color="grey", lw=0.5, ls=":")
+    ax.set(xscale="log" if spec.weight_scale == "log" else "linear", xlabel="weight λ", ylabel="return at λ",
+           title=f"{spec.name}: return vs weight ({results['episodes']} episodes per point)")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def method_table(results: dict[str, Any], w: float) -> str:
+    """One held-out weight: every method's return, regret and W2, beside the retrained agents and the floor."""
+    retrained = results["retrained"][w]
+    lqr = "floor_optimum" in results
+    headers = ["method", "return (95% CI)", "regret", "W2 to retrained"] + (["W2 to optimum"] if lqr else [])
+    rows = []
+    for name, by_weight in results["rows"].items():
+        r = by_weight[w]
+        rows.append([name, f"{fmt(r['mean'])} ± {fmt(r['ci'], 2)}", pct(r["regret"]), fmt(r["w2"], 3)] + ([fmt(r.get("w2_optimum"), 3)] if lqr else []))
+    seeds = ", ".join(fmt(m) for m in retrained["seed_means"])
+    rows.append([f"**retrained** ({len(retrained['seed_means'])} seeds: {seeds})", f"{fmt(retrained['mean'])} ± {fmt(retrained['ci'], 2)}",
+                 "0 (by definition)", f"{fmt(results['floor'][w], 3)} (seed-to-seed floor)"]
+                + ([fmt(results["floor_optimum"][w], 3)] if lqr else []))
+    rows.append(["random", fmt(results["random"][w]), "+100% (by definition)", "–"] + (["–"] if lqr else []))
+    return markdown_table(headers, rows)
+
+
+def verdict(results: dict[str, Any]) -> list[str]:
+    """Lines saying, per CLOT variant and held-out weight, whether the target holds, with the numbers."""
+    lines = []
+    rows = results["rows"]
+    baselines = [n for n in rows if not n.startswith("clot/") and not n.startswith("optimum")]
+    for name in [n for n in rows if n.startswith("clot/")]:
+        for w in results["weights"]:
+            r = rows[name][w]
+            within = r["regret"] <= TARGET_REGRET
+            best_base = max(baselines, key=lambda b: rows[b][w]["mean"]) if baselines else None
+            beats = best_base is None or r["mean"] > rows[best_base][w]["mean"]
+            spread = results["retrained"][w]["seed_spread"]
+            lines.append(
+                f"- {name} at λ={w:g}: regret {pct(r['regret'])} ({'within' if within else 'NOT within'} 2%); "
+                + (f"{'beats' if beats else 'does NOT beat'} the best baseline ({best_base}: {fmt(rows[best_base][w]['mean'])} vs {fmt(r['mean'])}); "
+                   if best_base else "")
+                + f"retrained seed spread {fmt(spread, 3)} (= {pct(spread / max(abs(results['retrained'][w]['mean'] - results['random'][w]), 1e-12))} of the gap)."
+            )
+    return lines
+
+
+def training_section(results: dict[str, Any]) -> list[str]:
+    """How the anchors and the retrained agents were trained."""
+    spec, hp = results["spec"], results["hyperparams"]
+    kwargs = ", ".join(f"{k}={v}" for k, v in sorted(hp["algo_kwargs"].items()))
+    anchors = [[f"{m['weight']:g}", m.get("steps", "–"), m.get("seed", "–"), fmt(m.get("wall_time_s"), 3)] for m in results["anchor_metas"]]
+    retrained = [[f"{m['weight']:g} seed {i}", m.get("steps", "–"), m.get("seed", "–"), fmt(m.get("wall_time_s"), 3)]
+                 for w, metas in results["retrained_metas"].items() for i, m in enumerate(metas)]
+    return [
+        f"Anchors and retrained agents: {spec.algo.upper()} ({spec.hyperparams_key} entry of {Path(spec.hyperparams_file).name}), "
+        f"{hp['n_timesteps']} steps, {hp['n_envs']} envs, normalize={hp['normalize']}, seeds_per_anchor={spec.seeds_per_anchor}; "
+        f"hyperparameters: {kwargs}.",
+        "",
+        markdown_table(["agent (λ)", "steps", "training seed", "wall time (s)"], anchors + retrained),
+    ]
+
+
+def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write ``out_dir/report.md`` and ``out_dir/returns.png``; return the report's path."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    exp, spec = results["experiment"], results["spec"]
+    fig = returns_figure(results)
+    with atomic_write(out / "returns.png") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+    lines = [
+        f"# {exp.name}: surrogate vs retrained agents and baselines ({spec.name}, {spec.env_id})",
+        "",
+        f"Experiment `{exp.path}`, task `{spec.path}`. Anchors λ = {', '.join(f'{a:g}' for a in spec.anchors)} "
+        f"({spec.weight_scale} weight scale); held-out λ = {', '.join(f'{w:g}' for w in spec.held_out)}. "
+        f"Returns: deterministic actions, {exp.eval_episodes} episodes × {len(exp.eval_seeds)} evaluation seeds = {results['episodes']} "
+        f"episodes per entry, reward at that λ, mean ± 95% Student-t CI. Regret = (retrained − method) / (retrained − random), "
+        f"target ≤ {TARGET_REGRET:.0%}; the retrained return pools {exp.retrained_seeds} seeds. W2: per-state exact W2 (POT) between env-action "
+        f"distributions ({exp.w2_samples} samples per state) on {results['w2_states']} of the dataset's {results['dataset_states']} states, "
+        "mean over states, averaged over the retrained seeds; the retrained seeds' W2 to each other is the floor below which no method can be judged.",
+    ]
+    if "floor_optimum" in results:
+        lines += ["", f"LQR: `optimum γ=1` is the undiscounted Riccati gain (maximises the return evaluated here); "
+                  f"`optimum γ={results['gamma']:g}` uses PPO's discount (what the anchors' objective converges to), and "
+                  "`W2 to optimum` is measured against that one (a Dirac at −K(λ)x)."]
+    for w in results["weights"]:
+        lines += ["", f"## λ = {w:g}", "", method_table(results, w)]
+    lines += ["", "## Verdict (target: regret ≤ 2% and above every baseline)", "", *verdict(results)]
+    lines += ["", "## Training", "", *training_section(results)]
+    if results["cross_warnings"]:
+        lines += ["", "Anchor check warnings (`hti-rl check-anchors`):", "", *[f"- {x}" for x in results["cross_warnings"]]]
+    lines += ["", "## Stage wall times", "", markdown_table(["stage", "seconds"], [[k, fmt(v, 4)] for k, v in results["timings"].items()])]
+    anchor_s = sum(m.get("wall_time_s", float("nan")) for m in results["anchor_metas"])
+    retrain_s = [m.get("wall_time_s", float("nan")) for ms in results["retrained_metas"].values() for m in ms]
+    lines += ["", f"Training, summed over agents (meta.json): anchors {fmt(anchor_s, 4)} s, retrained agents {fmt(sum(retrain_s), 4)} s "
+              f"({fmt(float(np.mean(retrain_s)), 3)} s per agent)."]
+    if results.get("notes"):
+        lines += ["", "## Notes", "", *results["notes"]]
+    lines += ["", "![return vs weight](returns.png)", ""]
+    report = out / "report.md"
+    with atomic_write(report, "w") as f:
+        f.write("\n".join(lines))
+    return report

@@ -1,0 +1,107 @@
+"""hti-rl compare: experiment specs validated with file and field in the error; retrained jobs laid out
+and seeded apart from anchors; and one whole comparison on exact-gain 1-D LQR agents (no training)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import write_lqr_spec
+from hti_rl.anchors import anchor_dir, anchor_seed
+from hti_rl.compare import RetrainJob, load_experiment, retrained_dir, run_compare
+from hti_rl.errors import SpecError
+from hti_rl.tasks import load_task
+
+
+def _experiment(root, **fields):
+    spec = write_lqr_spec(root)
+    body = {"task": str(spec), **fields}
+    path = root / "experiments" / "x.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def test_valid_experiment_and_method_names(tmp_path):
+    exp = load_experiment(_experiment(tmp_path, variants={"full": {}, "euclidean": {"metric": "euclidean"}}, methods=["surrogate", "linear", "optimum"]))
+    assert exp.name == "x" and exp.retrained_seeds == 2 and exp.eval_episodes == 10
+    assert exp.method_names() == ["clot/full", "clot/euclidean", "linear", "optimum"]
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"retrained_seeds": 1}, "retrained_seeds"),
+        ({"eval_episodes": 5}, "eval_episodes"),
+        ({"eval_seeds": [1, 1]}, "eval_seeds"),
+        ({"methods": ["surrogate", "magic"]}, "methods"),
+        ({"variants": {"bad": {"metric": "riemann"}}}, "variants.bad"),
+        ({"variants": {"bad": {"no_such": 1}}}, "variants.bad"),
+        ({"episodes": 10}, "episodes"),
+        ({"task": "envs/missing.yaml"}, "task"),
+    ],
+)
+def test_bad_experiment_names_file_and_field(tmp_path, fields, field):
+    path = _experiment(tmp_path, **fields)
+    with pytest.raises(SpecError) as err:
+        load_experiment(path)
+    assert str(err.value).startswith(str(path)) and f"`{field}`" in str(err.value)
+
+
+def test_retrain_jobs_have_their_own_directories_and_seeds(tmp_path):
+    spec = load_task(write_lqr_spec(tmp_path))
+    jobs = [RetrainJob(spec, 0, "runs", 100, None, w, i) for w in spec.held_out for i in range(2)]
+    assert jobs[1].directory == retrained_dir(spec, 0.3, 1, "runs") and str(jobs[1].directory).endswith("retrained/w=0.3/seed=1")
+    seeds = {job.seed for job in jobs} | {anchor_seed(spec, k) for k in range(len(spec.anchors))}
+    assert len(seeds) == len(jobs) + len(spec.anchors)
+    assert jobs[0].weight == 0.3 and jobs[0].tb_name == "retrained_w=0.3_seed0"
+
+
+def _save_exact(spec, weight, directory, log_std=-2.0):
+    """An exact-gain linear PPO agent at ``weight`` written as a finished anchor/retrained run."""
+    from stable_baselines3 import PPO
+
+    from hti_rl.io import write_json
+
+    env = spec.make_env(weight)
+    model = PPO("MlpPolicy", env, seed=0, device="cpu", n_steps=64, batch_size=64, policy_kwargs=dict(net_arch=[], log_std_init=log_std))
+    with torch.no_grad():
+        model.policy.action_net.weight.copy_(-torch.as_tensor(env.unwrapped.optimal_gain(weight, 0.95), dtype=torch.float32))
+        model.policy.action_net.bias.zero_()
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / "model.zip")
+    write_json(directory / "meta.json", {"task": spec.name, "task_fingerprint": spec.fingerprint(), "weight": weight, "algo": "ppo",
+                                         "steps": 0, "seed": 0, "wall_time_s": 1.0})
+
+
+def test_whole_comparison_on_exact_agents(tmp_path):
+    path = _experiment(
+        tmp_path, eval_episodes=10, eval_seeds=[0], methods=["surrogate", "nearest", "linear", "optimum"],
+        variants={"full": {"steps": 3}}, w2_states=20, w2_samples=4, grid=5,
+    )
+    exp = load_experiment(path)
+    spec = load_task(exp.task)
+    runs = tmp_path / "runs"
+    for w in spec.anchors:
+        _save_exact(spec, w, anchor_dir(spec, w, runs))
+    for w in spec.held_out:
+        for i in range(exp.retrained_seeds):
+            _save_exact(spec, w, retrained_dir(spec, w, i, runs), log_std=-2.0 + 0.1 * i)
+    results = run_compare(exp, runs, progress=False, log=lambda _: None)
+    report = (tmp_path / "experiments" / "x" / "report.md").read_text()
+    assert (tmp_path / "experiments" / "x" / "returns.png").stat().st_size > 10_000
+    assert "## λ = 0.3" in report and "seed-to-seed floor" in report and "optimum γ=0.95" in report
+    assert list((runs / "lqr1d" / "tb" / "compare").iterdir())
+    for w in spec.held_out:
+        rows = results["rows"]
+        # Exact-gain agents: the retrained agents' and the γ-matched optimum's returns are the same policy.
+        assert rows["optimum γ=0.95"][w]["regret"] == pytest.approx(0.0, abs=0.02)
+        assert rows["optimum γ=0.95"][w]["w2"] < 0.2 and results["floor"][w] < 0.2  # 4 samples per state; σ = e^-2 ≈ 0.14 vs a Dirac
+        assert rows["nearest"][w]["w2_optimum"] > 0.01  # the nearer anchor's gain is not the optimum
+        assert np.isfinite(rows["clot/full"][w]["mean"])
+    timings = json.loads((runs / "lqr1d" / "compare" / "timings.json").read_text())
+    assert "evaluate" in timings and "fit clot/full" in timings
