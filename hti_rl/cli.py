@@ -226,6 +226,23 @@ def demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- compare
+def _compare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", help="experiment spec, e.g. experiments/lqr2d.yaml")
+    parser.add_argument("--run-root", default="runs", help="root of the run directories (default: runs)")
+    parser.add_argument("--workers", type=int, default=1, help="agents trained at once (default: 1)")
+    parser.add_argument("--force", action="store_true", help="refit the methods (training and recording are reused)")
+    parser.add_argument("--train-only", action="store_true", help="stop after training anchors and retrained agents")
+
+
+@command("compare", "surrogate vs retrained agents and baselines at held-out weights: report + TensorBoard", _compare_arguments)
+def compare_command(args: argparse.Namespace) -> int:
+    from hti_rl.compare import load_experiment, run_compare
+
+    run_compare(load_experiment(args.experiment), args.run_root, workers=args.workers, force=args.force, train_only=args.train_only)
+    return 0
+
+
 # ----------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hti-rl", description="Change a reward weight after training (CLOT surrogate policies for SB3).")
