@@ -1,11 +1,15 @@
 """CLOT speed on a 2-core CPU: default-config fit on 3 anchors x 2,000 samples (D = 2, C = 11), then
 sampling 10,000 (x, t) pairs and a batch-1 push (the policy's per-step call).
 
-Run: python bench/clot_speed.py
+Run: python bench/clot_speed.py [--threads 2]
+
+On a machine shared with other busy processes, --threads 1 avoids OpenMP oversubscription, which can
+slow torch tenfold when more threads than free cores spin.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import torch
@@ -14,7 +18,9 @@ from hti_rl.clot import CLOTConfig, CLOTData, fit_clot
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    torch.set_num_threads(parser.parse_args().threads)
     gen = torch.Generator().manual_seed(0)
     n, m, c, d = 250, 8, 11, 2  # 250 conditions x 8 samples = 2,000 samples per anchor
     x = torch.randn(n, c, generator=gen)

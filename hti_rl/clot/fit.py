@@ -55,8 +55,9 @@ class CLOTConfig:
     :param path_hidden: width of the path net (paper: 1024).
     :param path_depth: hidden layers of the path net (paper: 2).
     :param path_lr: Adam learning rate of the path net.
-    :param path_every: steps between path-net refits (paper: 25); endpoint mode refits every step.
-    :param path_steps: gradient steps per refit.
+    :param path_every: steps between path-net refits (paper: 25).
+    :param path_steps: gradient steps per refit. Endpoint mode ignores both and takes one path-net step
+        per step.
     :param mode: "map" (learn T_k) or "endpoint" (ends given by anchor k+1's own samples, paired by
         exact Euclidean OT among the M samples at each condition; only paths and metric are learned).
     :param ref_conditions: stored conditions for :meth:`CLOTModel.sample`.
@@ -247,7 +248,8 @@ def fit_clot(
     path_opt = torch.optim.Adam(model.path_net.parameters(), lr=config.path_lr)
     metric_params = list(model.metric.parameters())
     metric_opt = torch.optim.Adam(metric_params, lr=config.metric_lr) if metric_params and D > 1 else None
-    path_every = 1 if config.mode == "endpoint" else config.path_every
+    # Endpoint mode has no transport step, so the path net takes one gradient step every step instead.
+    path_every, path_steps = (1, 1) if config.mode == "endpoint" else (config.path_every, config.path_steps)
     writer = _writer(log_dir)
     log: Callable[[str, float, int], None] = writer.add_scalar if writer else (lambda *a: None)
 
@@ -286,7 +288,7 @@ def fit_clot(
 
         # 3. Refit the path net on the current pairs (y_k, T_k(y_k)).
         if (step + 1) % path_every == 0:
-            for _ in range(config.path_steps):
+            for _ in range(path_steps):
                 path_opt.zero_grad()
                 loss = sum(cost(*path_ends(k)).mean() for k in range(K - 1))
                 loss.backward(inputs=list(model.path_net.parameters()))
