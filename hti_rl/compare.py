@@ -62,6 +62,7 @@ class Experiment:
     :param w2_samples: action samples per state and method for W2.
     :param grid: weights on the return-vs-weight curves (plus the anchors and held-out weights).
     :param seed: seeds the baselines' fits, the W2 states and samples.
+    :param notes: markdown added to the report (what the numbers mean, investigations).
     """
 
     name: str
@@ -76,6 +77,7 @@ class Experiment:
     w2_samples: int = 32
     grid: int = 25
     seed: int = 0
+    notes: str = ""
 
     def method_names(self) -> list[str]:
         """Every evaluated method: ``clot/<variant>`` for each variant, then the others."""
@@ -121,6 +123,10 @@ def load_experiment(path: str | Path) -> Experiment:
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise bad(name, f"= {v!r}: must be an integer ≥ {low}.")
             values[name] = v
+    if "notes" in raw:
+        if not isinstance(raw["notes"], str):
+            raise bad("notes", "must be a string (markdown for the report).")
+        values["notes"] = raw["notes"]
     if "eval_seeds" in raw:
         v = raw["eval_seeds"]
         if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) for s in v) or len(set(v)) != len(v):

@@ -30,7 +30,7 @@ def fmt(x: float, digits: int = 4) -> str:
 
 
 def pct(x: float) -> str:
-    return "–" if x is None or math.isnan(x) else f"{100 * x:+.1f}%"
+    return "–" if x is None or math.isnan(x) else f"{100 * x:+.2f}%"
 
 
 def returns_figure(results: dict[str, Any]) -> Any:
@@ -163,8 +163,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     retrain_s = [m.get("wall_time_s", float("nan")) for ms in results["retrained_metas"].values() for m in ms]
     lines += ["", f"Training, summed over agents (meta.json): anchors {fmt(anchor_s, 4)} s, retrained agents {fmt(sum(retrain_s), 4)} s "
               f"({fmt(float(np.mean(retrain_s)), 3)} s per agent)."]
-    if results.get("notes"):
-        lines += ["", "## Notes", "", *results["notes"]]
+    if getattr(exp, "notes", ""):
+        lines += ["", "## Notes", "", exp.notes.strip()]
     lines += ["", "![return vs weight](returns.png)", ""]
     report = out / "report.md"
     with atomic_write(report, "w") as f:

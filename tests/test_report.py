@@ -35,7 +35,7 @@ def test_markdown_table():
 def test_verdict_states_target_and_baseline_with_numbers():
     lines = verdict(_results())
     assert len(lines) == 1
-    assert "regret +1.0% (within 2%)" in lines[0] and "beats the best baseline (linear: -10.5 vs -10.1)" in lines[0]
+    assert "regret +1.00% (within 2%)" in lines[0] and "beats the best baseline (linear: -10.5 vs -10.1)" in lines[0]
     results = _results()
     results["rows"]["clot/full"][3.0].update(mean=-11.0, regret=0.1)
     assert "NOT within" in verdict(results)[0] and "does NOT beat" in verdict(results)[0]
@@ -44,6 +44,6 @@ def test_verdict_states_target_and_baseline_with_numbers():
 def test_write_report_files(tmp_path):
     report = write_report(_results(), tmp_path)
     text = report.read_text()
-    assert "## λ = 3" in text and "| clot/full | -10.1 ± 1 | +1.0% | 0.1 |" in text
+    assert "## λ = 3" in text and "| clot/full | -10.1 ± 1 | +1.00% | 0.1 |" in text
     assert "seed-to-seed floor" in text and "## Stage wall times" in text
     assert (tmp_path / "returns.png").stat().st_size > 10_000
