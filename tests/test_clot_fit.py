@@ -10,6 +10,16 @@ from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
 from hti_rl.clot.fit import ot_pairing
 from hti_rl.errors import FileFormatError, HTIError, SpecError
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors gain nothing from threads, and on a busy CI box spinning OpenMP threads slow these
+    tests tenfold."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TINY = CLOTConfig(steps=6, batch_size=32, hidden=16, depth=2, metric_hidden=16, path_hidden=32, n_knots=3,
                   n_points=6, metric_every=2, path_every=3, path_steps=2, kde_max_ref=200, kde_neighbours=50)
 

@@ -1,11 +1,22 @@
 """Semi-dual transport against exact answers: POT's emd2 on samples, the closed-form Gaussian OT map."""
 
 import numpy as np
+import pytest
 import ot
 import torch
 from scipy.linalg import sqrtm
 
 from hti_rl.clot.transport import IntervalTransport, euclidean_cost, refine, semi_dual_losses
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors gain nothing from threads, and on a busy CI box spinning OpenMP threads slow these
+    tests tenfold."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def train(transport, draw, steps, lr=1e-3):
