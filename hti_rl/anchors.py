@@ -8,11 +8,19 @@ Layout of ``runs/<task>/``::
     anchors/w=<λ>/meta.json           written last: the anchor is finished
     anchors/w=<λ>/checkpoints/        model_<steps>.zip, vecnormalize_<steps>.pkl, latest.json
                                       (removed once the anchor is finished)
-    tb/anchor_w=<λ>_1/                TensorBoard logs
+    anchors/w=<λ>/seeds/<i>/          with ``seeds_per_anchor`` > 1: seed i's run, laid out as above
+    tb/anchor_w=<λ>_1/                TensorBoard logs (``anchor_w=<λ>_seed<i>_1/`` per seed)
 
 An anchor whose ``meta.json`` exists is skipped unless ``force``; one with a checkpoint resumes from
 it (``learn(remaining, reset_num_timesteps=False)``) after an interruption. Each anchor's seed
 derives from ``spec.seed`` and its index (:func:`anchor_seed`).
+
+With ``seeds_per_anchor`` = n > 1 every (weight, seed) is one job: each seed trains in ``seeds/<i>/``
+(resumable on its own) and is then scored at its own weight (mean return of ``spec.eval_episodes``
+deterministic episodes, the same episode seeds for every seed: :func:`selection_seed`). The best seed's
+files are copied to ``w=<λ>/``, whose ``meta.json`` lists every seed's score, so that everything
+downstream reads the chosen anchor as if it had been trained alone. Seed 0 is the run that
+``seeds_per_anchor: 1`` trains.
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ import os
 import pickle
 import shutil
 import time
-import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +46,11 @@ from tqdm.auto import tqdm
 from hti_rl import __version__
 from hti_rl.actors import AnchorActor, actor_from_sb3
 from hti_rl.errors import AnchorError, HTIError
+from hti_rl.evaluate import mean_ci, returns_at, rollout_components
 from hti_rl.io import RunLock, atomic_write, write_json
 
 CHECKPOINTS_PER_RUN = 10  # default checkpoint interval: a tenth of the anchor's budget
+_SELECTION_KEY = 2**32 - 1  # seeds selection episodes apart from any anchor's training seed
 
 
 # ----------------------------------------------------------------------------- layout
@@ -55,9 +64,21 @@ def anchor_dir(spec: Any, weight: float, run_root: str | Path = "runs") -> Path:
     return anchors_root(spec, run_root) / f"w={weight:g}"
 
 
-def anchor_seed(spec: Any, index: int) -> int:
-    """The training seed of anchor ``index``: a reproducible function of ``spec.seed`` and the index."""
-    return int(np.random.SeedSequence([spec.seed, index]).generate_state(1)[0] % 2**31)
+def seed_dir(spec: Any, weight: float, seed_index: int, run_root: str | Path = "runs") -> Path:
+    """``runs/<task>/anchors/w=<λ>/seeds/<i>``: seed i's run when ``seeds_per_anchor`` > 1."""
+    return anchor_dir(spec, weight, run_root) / "seeds" / str(seed_index)
+
+
+def anchor_seed(spec: Any, index: int, seed_index: int = 0) -> int:
+    """The training seed of anchor ``index`` (its seed ``seed_index``): a reproducible function of
+    ``spec.seed``, the anchor index and the seed index; seed 0 is the single-seed anchor's."""
+    keys = [spec.seed, index] + ([seed_index] if seed_index else [])
+    return int(np.random.SeedSequence(keys).generate_state(1)[0] % 2**31)
+
+
+def selection_seed(spec: Any) -> int:
+    """Base reset seed of the episodes that score the seeds of an anchor (episode i: seed + i)."""
+    return int(np.random.SeedSequence([spec.seed, _SELECTION_KEY]).generate_state(1)[0] % 2**31)
 
 
 def package_versions() -> dict[str, str]:
@@ -138,27 +159,44 @@ class AnchorJob:
     :param index: the anchor's index in ``spec.anchors``.
     :param run_root: root of the run directories.
     :param checkpoint_every: steps between checkpoints.
+    :param seed_index: which of ``seeds_per_anchor`` seeds (trained in ``seeds/<i>/`` and scored at
+        its weight), or ``None`` for the single-seed anchor trained in ``w=<λ>/`` itself.
     """
 
     spec: Any
     index: int
     run_root: str
     checkpoint_every: int
+    seed_index: int | None = None
 
     @property
     def weight(self) -> float:
         return self.spec.anchors[self.index]
 
     @property
+    def key(self) -> tuple[int, int | None]:
+        return self.index, self.seed_index
+
+    @property
+    def seed(self) -> int:
+        return anchor_seed(self.spec, self.index, self.seed_index or 0)
+
+    @property
     def directory(self) -> Path:
-        return anchor_dir(self.spec, self.weight, self.run_root)
+        if self.seed_index is None:
+            return anchor_dir(self.spec, self.weight, self.run_root)
+        return seed_dir(self.spec, self.weight, self.seed_index, self.run_root)
+
+    @property
+    def tb_name(self) -> str:
+        return f"anchor_w={self.weight:g}" + ("" if self.seed_index is None else f"_seed{self.seed_index}")
 
 
 def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
     """Train (or resume) one anchor and write ``model.zip``, ``vecnormalize.pkl`` and, last, ``meta.json``.
 
-    :param job: which anchor.
-    :param progress: a queue receiving ``(index, steps done)`` as training proceeds, or ``None``.
+    :param job: which anchor (or which seed of it: then also scored at its weight, ``meta["selection"]``).
+    :param progress: a queue receiving ``(job.key, steps done)`` as training proceeds, or ``None``.
     :return: the meta data written.
     """
     spec, directory = job.spec, job.directory
@@ -169,7 +207,7 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
     model.learn(
         total_timesteps=max(total - model.num_timesteps, 0),
         callback=callback,
-        tb_log_name=f"anchor_w={job.weight:g}",
+        tb_log_name=job.tb_name,
         reset_num_timesteps=latest is None,
         progress_bar=False,
     )
@@ -180,12 +218,17 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
         "weight": job.weight,
         "algo": spec.algo,
         "steps": int(model.num_timesteps),
-        "seed": anchor_seed(spec, job.index),
+        "seed": job.seed,
         "normalize": model.get_vec_normalize_env() is not None,
         "wall_time_s": round(callback.wall_time(), 3),
         "resumed_from": latest["steps"] if latest else None,
         "versions": package_versions(),
     }
+    if job.seed_index is not None:
+        actor = actor_from_sb3(model, model.get_vec_normalize_env())
+        mean, ci = own_weight_return(spec, actor, job.weight)
+        meta["seed_index"] = job.seed_index
+        meta["selection"] = {"return_mean": mean, "return_ci": ci, "episodes": spec.eval_episodes, "eval_seed": selection_seed(spec)}
     write_json(directory / "meta.json", meta)
     shutil.rmtree(directory / "checkpoints", ignore_errors=True)
     model.get_env().close()
@@ -195,7 +238,7 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
 def _make_venv(job: AnchorJob, hp: dict[str, Any]):
     """The spec's env at the anchor's weight, vectorised (``n_envs`` copies), seeded by the anchor's seed."""
     spec, weight = job.spec, job.weight
-    return make_vec_env(lambda: spec.make_env(weight), n_envs=int(hp["n_envs"]), seed=anchor_seed(spec, job.index))
+    return make_vec_env(lambda: spec.make_env(weight), n_envs=int(hp["n_envs"]), seed=job.seed)
 
 
 def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
@@ -212,7 +255,7 @@ def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, dict[str
         return algo.load(checkpoints / latest["model"], env=venv, device="cpu", tensorboard_log=tb), latest
     if hp.get("normalize"):
         venv = VecNormalize(venv, **_normalize_kwargs(hp["normalize"]))
-    model = algo(env=venv, seed=anchor_seed(spec, job.index), tensorboard_log=tb, device="cpu", verbose=0, **hp["algo_kwargs"])
+    model = algo(env=venv, seed=job.seed, tensorboard_log=tb, device="cpu", verbose=0, **hp["algo_kwargs"])
     return model, None
 
 
@@ -279,8 +322,6 @@ class _CheckpointCallback(BaseCallback):
     def wall_time(self) -> float:
         """Seconds of training of this anchor so far, over every session (resumed ones included)."""
         return self.wall_time_before + time.perf_counter() - self.start
-        self.last_checkpoint = 0
-        self.last_report = 0
 
     def _on_training_start(self) -> None:
         self.last_checkpoint = self.last_report = self.num_timesteps
@@ -292,13 +333,13 @@ class _CheckpointCallback(BaseCallback):
             _checkpoint(self.job, self.model, self.wall_time())
             self.last_checkpoint = self.num_timesteps
         if self.progress is not None and self.num_timesteps - self.last_report >= 256:
-            self.progress.put((self.job.index, self.num_timesteps))
+            self.progress.put((self.job.key, self.num_timesteps))
             self.last_report = self.num_timesteps
         return True
 
     def _on_training_end(self) -> None:
         if self.progress is not None:
-            self.progress.put((self.job.index, self.num_timesteps))
+            self.progress.put((self.job.key, self.num_timesteps))
 
 
 # ----------------------------------------------------------------------------- all anchors
@@ -322,28 +363,33 @@ def train_anchors(
     :param checkpoint_every: steps between checkpoints; a tenth of the budget when ``None``.
     :return: the meta data of every anchor, in weight order (finished earlier or now).
     :raises RunLockedError: another process is training this task's anchors.
+
+    With ``spec.seeds_per_anchor`` = n > 1, each of the n seeds of an unfinished anchor is one job
+    (``workers`` of them at once), and the seed scoring best at the anchor's own weight becomes the
+    anchor (see the module docstring).
     """
     if backend not in ("local", "ray"):
         raise HTIError(f"backend {backend!r} is not one of 'local', 'ray'.")
     if int(workers) < 1:
         raise HTIError(f"workers must be ≥ 1, got {workers}.")
-    if spec.seeds_per_anchor > 1:
-        warnings.warn(
-            f"{spec.path}: seeds_per_anchor={spec.seeds_per_anchor} is not implemented yet; training one seed per anchor.",
-            stacklevel=2,
-        )
     total = int(spec.hyperparams()["n_timesteps"])
     every = int(checkpoint_every or max(total // CHECKPOINTS_PER_RUN, 1))
+    seeds: list[int | None] = list(range(spec.seeds_per_anchor)) if spec.seeds_per_anchor > 1 else [None]
     with RunLock(anchors_root(spec, run_root), "hti-rl train-anchors"):
-        todo = []
+        todo, choose = [], []
         for index, weight in enumerate(spec.anchors):
             directory = anchor_dir(spec, weight, run_root)
             if force:
                 (directory / "meta.json").unlink(missing_ok=True)
                 shutil.rmtree(directory / "checkpoints", ignore_errors=True)
-            if not is_finished(spec, weight, run_root):
-                todo.append(AnchorJob(spec, index, str(run_root), every))
-        bar = _StepBar(total * len(todo), {job.index: _checkpoint_steps(job) for job in todo}, progress)
+                shutil.rmtree(directory / "seeds", ignore_errors=True)
+            if is_finished(spec, weight, run_root):
+                continue
+            jobs = [AnchorJob(spec, index, str(run_root), every, seed_index) for seed_index in seeds]
+            todo += [job for job in jobs if not (job.directory / "meta.json").exists()]
+            if spec.seeds_per_anchor > 1:
+                choose.append(index)
+        bar = _StepBar(total * len(todo), {job.key: _checkpoint_steps(job) for job in todo}, progress)
         try:
             if backend == "ray":
                 _run_ray(todo, workers, bar)
@@ -353,7 +399,48 @@ def train_anchors(
                 _run_processes(todo, workers, bar)
         finally:
             bar.close()
+        for index in choose:
+            keep_best_seed(spec, index, run_root)
         return [_read_meta(anchor_dir(spec, w, run_root)) for w in spec.anchors]
+
+
+def own_weight_return(spec: Any, actor: AnchorActor, weight: float) -> tuple[float, float]:
+    """Mean return and 95% CI half-width of ``actor`` at ``weight`` over ``spec.eval_episodes``
+    deterministic episodes, reset with seeds ``selection_seed(spec) + i``."""
+    components = rollout_components(actor, lambda: spec.make_env(weight), spec.eval_episodes, selection_seed(spec))
+    return mean_ci(returns_at(components, spec.reward.weighted, spec.reward.fixed, weight))
+
+
+def keep_best_seed(spec: Any, index: int, run_root: str | Path = "runs") -> dict[str, Any]:
+    """Make the best-scoring finished seed of anchor ``index`` the anchor: copy its model (and
+    VecNormalize) to ``w=<λ>/`` and write ``meta.json`` (last) with every seed's score.
+
+    :return: the anchor's meta data: the chosen seed's, plus ``seed_index`` (the chosen one) and
+        ``seeds`` (``seed_index``, ``seed``, ``steps``, ``wall_time_s``, ``return_mean``, ``return_ci``
+        of every seed, in seed order).
+    :raises AnchorError: a seed is unfinished, unscored, or of another spec version.
+    """
+    weight = spec.anchors[index]
+    metas = []
+    for i in range(spec.seeds_per_anchor):
+        meta = _read_meta(seed_dir(spec, weight, i, run_root))
+        if meta is None or "selection" not in meta or meta.get("task_fingerprint") != spec.fingerprint():
+            raise AnchorError(
+                f"seed {i} of anchor w={weight:g} in {seed_dir(spec, weight, i, run_root)} is unfinished, unscored or of "
+                f"another version of task {spec.name!r}; run `hti-rl train-anchors {_spec_hint(spec)}` (add --force to start over)."
+            )
+        metas.append(meta)
+    best = max(range(len(metas)), key=lambda i: metas[i]["selection"]["return_mean"])
+    source, target = seed_dir(spec, weight, best, run_root), anchor_dir(spec, weight, run_root)
+    for name in ("model.zip", "vecnormalize.pkl"):
+        if (source / name).exists():
+            with open(source / name, "rb") as src, atomic_write(target / name) as dst:
+                shutil.copyfileobj(src, dst)
+    keys = ("seed_index", "seed", "steps", "wall_time_s")
+    seeds = [{**{k: m[k] for k in keys}, **{k: m["selection"][k] for k in ("return_mean", "return_ci")}} for m in metas]
+    meta = {**metas[best], "seeds": seeds}
+    write_json(target / "meta.json", meta)
+    return meta
 
 
 def _checkpoint_steps(job: AnchorJob) -> int:
@@ -362,20 +449,20 @@ def _checkpoint_steps(job: AnchorJob) -> int:
 
 
 class _StepBar:
-    """A progress bar of environment steps summed over anchors; ``put((index, steps))`` like a queue.
+    """A progress bar of environment steps summed over jobs; ``put((job.key, steps))`` like a queue.
 
-    :param total: steps of all anchors to train.
-    :param start: steps already done per anchor index (from checkpoints).
+    :param total: steps of all jobs to train.
+    :param start: steps already done per job key (from checkpoints).
     :param enabled: show the bar.
     """
 
-    def __init__(self, total: int, start: dict[int, int], enabled: bool):
+    def __init__(self, total: int, start: dict[tuple[int, int | None], int], enabled: bool):
         self.steps = dict(start)
         self.bar = tqdm(total=total, initial=sum(start.values()), unit="step", desc="train anchors", disable=not enabled)
 
-    def put(self, report: tuple[int, int]) -> None:
-        index, steps = report
-        self.steps[index] = steps
+    def put(self, report: tuple[tuple[int, int | None], int]) -> None:
+        key, steps = report
+        self.steps[key] = steps
         self.bar.n = min(sum(self.steps.values()), self.bar.total)  # SB3 overshoots to whole rollouts
         self.bar.refresh()
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from hti_rl.anchors import anchor_dir, anchor_seed, load_anchor, load_anchor_actor, train_anchors
+from hti_rl.anchors import anchor_dir, anchor_seed, load_anchor, load_anchor_actor, own_weight_return, seed_dir, train_anchors
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.lqr import optimal_gain
 from hti_rl.tasks import load_task
@@ -51,9 +51,11 @@ def test_layout_meta_and_gain_order(trained_lqr):
         directory = anchor_dir(spec, weight, runs)
         assert directory.name == f"w={weight:g}"
         assert (directory / "model.zip").is_file() and not (directory / "checkpoints").exists()
+        assert not (directory / "seeds").exists()
         meta = json.loads((directory / "meta.json").read_text())
         assert meta["steps"] >= 6000 and meta["seed"] == anchor_seed(spec, index) and meta["resumed_from"] is None
         assert meta["task_fingerprint"] == spec.fingerprint() and meta["algo"] == "ppo" and meta["versions"]["hti_rl"]
+        assert "seeds" not in meta and "selection" not in meta
         assert (runs / "lqr1d" / "tb" / f"anchor_w={weight:g}_1").is_dir()
 
 
@@ -84,6 +86,32 @@ def test_seeds_reproducible_and_distinct(make_lqr_spec):
     seeds = [anchor_seed(spec, i) for i in range(3)]
     assert len(set(seeds)) == 3 and seeds == [anchor_seed(spec, i) for i in range(3)]
     assert anchor_seed(load_task(make_lqr_spec(seed=1)), 0) != seeds[0]
+    assert anchor_seed(spec, 1, 0) == seeds[1] and len({anchor_seed(spec, 1, i) for i in range(3)} | set(seeds)) == 5
+
+
+def test_best_of_two_seeds(make_lqr_spec, tmp_path):
+    spec = load_task(make_lqr_spec(agent={"n_timesteps": 400}, anchors=[0.1, 10.0], held_out=[1.0], seeds_per_anchor=2))
+    runs = tmp_path / "runs"
+    metas = train_anchors(spec, run_root=runs, workers=2, progress=False)
+    for index, (weight, meta) in enumerate(zip(spec.anchors, metas)):
+        seeds = [json.loads((seed_dir(spec, weight, i, runs) / "meta.json").read_text()) for i in range(2)]
+        assert [s["seed"] for s in seeds] == [anchor_seed(spec, index, 0), anchor_seed(spec, index, 1)]
+        assert seeds[0]["seed"] == anchor_seed(spec, index)  # seed 0 is the single-seed anchor's run
+        scores = [s["selection"]["return_mean"] for s in seeds]
+        assert scores[0] != scores[1] and all(s["selection"]["episodes"] == spec.eval_episodes for s in seeds)
+        best = int(np.argmax(scores))
+        assert meta["seed_index"] == best and meta["seed"] == seeds[best]["seed"]
+        assert [s["return_mean"] for s in meta["seeds"]] == scores and [s["seed_index"] for s in meta["seeds"]] == [0, 1]
+        directory = anchor_dir(spec, weight, runs)
+        assert (directory / "model.zip").read_bytes() == (seed_dir(spec, weight, best, runs) / "model.zip").read_bytes()
+        actor = load_anchor_actor(spec, weight, runs)  # downstream reads the chosen seed as the anchor
+        assert own_weight_return(spec, actor, weight)[0] == pytest.approx(max(scores))
+        assert (runs / "lqr1d" / "tb" / f"anchor_w={weight:g}_seed1_1").is_dir()
+    seed_models = [seed_dir(spec, 0.1, i, runs) / "model.zip" for i in range(2)]
+    before = [p.stat().st_mtime_ns for p in seed_models]
+    (anchor_dir(spec, 0.1, runs) / "meta.json").unlink()  # as if interrupted after both seeds finished
+    assert train_anchors(spec, run_root=runs, progress=False)[0] == metas[0]  # the same choice
+    assert [p.stat().st_mtime_ns for p in seed_models] == before  # without retraining a seed
 
 
 def test_missing_anchor_names_the_fix(make_lqr_spec, tmp_path):

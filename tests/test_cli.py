@@ -8,7 +8,7 @@ from hti_rl.cli import COMMANDS, build_parser, main
 
 
 def test_subcommands_registered():
-    assert {"train-anchors", "record"} <= set(COMMANDS)
+    assert {"train-anchors", "check-anchors", "record"} <= set(COMMANDS)
     args = build_parser().parse_args(["train-anchors", "envs/x.yaml", "--workers", "3", "--backend", "ray"])
     assert (args.spec, args.workers, args.backend, args.force, args.run_root) == ("envs/x.yaml", 3, "ray", False, "runs")
 
@@ -28,7 +28,11 @@ def test_finished_stages_are_skipped(capsys, trained_lqr, lqr_run):
     path, _ = trained_lqr
     _, runs = lqr_run
     assert main(["train-anchors", str(path), "--run-root", str(runs)]) == 0
-    assert capsys.readouterr().out.count("skipped") == 3
+    out = capsys.readouterr().out
+    assert out.count("skipped") == 3 and "at λ=10" in out  # the anchor check runs after training
+    assert (runs / "lqr1d" / "anchors" / "cross_eval.json").is_file()
+    assert main(["train-anchors", str(path), "--run-root", str(runs)]) == 0
+    assert "cross_eval.json is up to date" in capsys.readouterr().out
 
     assert main(["record", str(path), "--run-root", str(runs)]) == 0
     assert "wrote" in capsys.readouterr().out

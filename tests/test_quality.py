@@ -1,0 +1,147 @@
+"""Anchor quality: cross-evaluation of exact-gain LQR anchors passes; an untrained anchor is flagged and refused."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from stable_baselines3 import PPO
+
+from hti_rl.anchors import anchor_dir, load_anchor_actor
+from hti_rl.cli import main
+from hti_rl.errors import AnchorError
+from hti_rl.evaluate import returns_at, rollout_components
+from hti_rl.io import write_json
+from hti_rl.quality import CrossEval, check_anchors, cross_eval_path, cross_evaluate, print_report, require_good_anchors, stale_reason
+from hti_rl.tasks import load_task
+
+
+def _save_anchor(spec, weight: float, runs: Path, exact: bool) -> None:
+    """Write an anchor through the training layout: a linear PPO policy u = −K(λ) x with the exact
+    Riccati gain (``exact``), or a freshly initialised, untrained PPO policy (u ≈ 0)."""
+    env = spec.make_env(weight)
+    model = PPO("MlpPolicy", env, seed=0, device="cpu", n_steps=64, batch_size=64, policy_kwargs=dict(net_arch=[] if exact else [8]))
+    if exact:
+        with torch.no_grad():
+            model.policy.action_net.weight.copy_(-torch.as_tensor(env.unwrapped.optimal_gain(weight), dtype=torch.float32))
+            model.policy.action_net.bias.zero_()
+    directory = anchor_dir(spec, weight, runs)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / "model.zip")
+    write_json(directory / "meta.json", {"task": spec.name, "task_fingerprint": spec.fingerprint(), "weight": weight, "algo": "ppo", "exact": exact})
+
+
+@pytest.fixture
+def exact_anchors(make_lqr_spec, tmp_path):
+    """(spec path, run root) with the three LQR anchors at their exact optimal gains."""
+    path = make_lqr_spec()
+    spec, runs = load_task(path), tmp_path / "runs"
+    for weight in spec.anchors:
+        _save_anchor(spec, weight, runs, exact=True)
+    return path, runs
+
+
+def test_exact_anchors_pass(exact_anchors):
+    path, runs = exact_anchors
+    spec = load_task(path)
+    cross = check_anchors(spec, runs)
+    assert cross.warnings == [] and cross.episodes == 10
+    mean, ci = cross.matrix()
+    assert np.all(np.argmax(mean, axis=0) == np.arange(3)), mean  # each optimum is best at its own weight
+    wmean, _ = cross.weighted_sums()
+    assert wmean[0] < wmean[1] < wmean[2] < 0  # a higher control cost spends less control
+    assert require_good_anchors(spec, runs).warnings == []
+    files = cross_eval_path(spec, runs)
+    assert files.is_file() and files.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert any((runs / "lqr1d" / "tb" / "cross_eval").iterdir())
+    written = json.loads(files.read_text())
+    np.testing.assert_allclose(written["return_mean"], mean)
+    assert written["warnings"] == [] and set(written["anchors"]) == {"w=0.1", "w=1", "w=10"}
+
+
+def test_matrix_reweighs_one_rollout_set(exact_anchors):
+    """Column j of the matrix is what a rollout at weight j would give: the same episodes, weighed again."""
+    path, runs = exact_anchors
+    spec = load_task(path)
+    cross = cross_evaluate(spec, runs)
+    actor_returns = rollout_components(load_anchor_actor(spec, 1.0, runs), lambda: spec.make_env(10.0), cross.episodes, cross.seed)
+    np.testing.assert_allclose(cross.returns(1, 10.0), returns_at(actor_returns, "ctrl", {"state": 1.0}, 10.0))
+    assert cross.matrix()[0][1, 2] == pytest.approx(cross.returns(1, 10.0).mean())
+
+
+def test_untrained_anchor_warns_and_is_refused(exact_anchors, caplog):
+    path, runs = exact_anchors
+    spec = load_task(path)
+    _save_anchor(spec, 0.1, runs, exact=False)  # u ≈ 0: the state drifts, and no control is spent
+    with caplog.at_level(logging.WARNING, logger="hti_rl.quality"):
+        cross = check_anchors(spec, runs)
+    beaten = [w for w in cross.warnings if w.startswith("anchor w=0.1 is beaten at its own weight λ=0.1 by anchor w=")]
+    monotone = [w for w in cross.warnings if "`ctrl` is not monotone" in w]
+    assert beaten and monotone and len(beaten) + len(monotone) == len(cross.warnings), cross.warnings
+    assert "anchor w=1 sums" in monotone[0] and "below anchor w=0.1's" in monotone[0]
+    assert sum("anchor check:" in r.getMessage() for r in caplog.records) == len(cross.warnings)
+
+    with pytest.raises(AnchorError) as err:
+        require_good_anchors(spec, runs)
+    message = str(err.value)
+    assert "--accept-anchors" in message and "seeds_per_anchor" in message and beaten[0] in message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hti_rl.quality"):
+        assert require_good_anchors(spec, runs, accept=True).warnings == cross.warnings
+    assert "--accept-anchors" in caplog.text and beaten[0] in caplog.text
+
+
+def test_monotone_check_is_switchable(exact_anchors, make_lqr_spec):
+    path, runs = exact_anchors
+    spec = load_task(path)
+    _save_anchor(spec, 0.1, runs, exact=False)
+    check_anchors(spec, runs)
+    relaxed = load_task(make_lqr_spec(monotone_weighted_component=False))  # same fingerprint: anchors stay valid
+    assert stale_reason(relaxed, runs) is None
+    warnings = check_anchors(relaxed, runs).warnings
+    assert warnings and all("beaten" in w for w in warnings)
+
+
+def test_stale_when_an_anchor_changes(exact_anchors):
+    path, runs = exact_anchors
+    spec = load_task(path)
+    check_anchors(spec, runs)
+    file = cross_eval_path(spec, runs)
+    before = file.stat().st_mtime_ns
+    assert stale_reason(spec, runs) is None
+    require_good_anchors(spec, runs)
+    assert file.stat().st_mtime_ns == before  # up to date: reused, not evaluated again
+    _save_anchor(spec, 0.1, runs, exact=False)
+    assert "anchors w=0.1 changed" in stale_reason(spec, runs)
+    with pytest.raises(AnchorError, match="w=0.1 is beaten"):
+        require_good_anchors(spec, runs)
+    assert file.stat().st_mtime_ns != before and stale_reason(spec, runs) is None
+
+
+def test_file_round_trip_and_report(exact_anchors):
+    path, runs = exact_anchors
+    spec = load_task(path)
+    cross = check_anchors(spec, runs)
+    loaded = CrossEval.load(cross_eval_path(spec, runs))
+    np.testing.assert_array_equal(loaded.sums, cross.sums)
+    assert loaded.weights == cross.weights and loaded.anchors == cross.anchors
+    console = Console(record=True, width=200)
+    print_report(cross, console)
+    text = console.export_text()
+    assert "at λ=10" in text and "anchor check passed" in text
+
+
+def test_check_anchors_command(exact_anchors, capsys):
+    path, runs = exact_anchors
+    assert main(["check-anchors", str(path), "--run-root", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "at λ=0.1" in out and "anchor check passed" in out and "cross_eval.json" in out
+    _save_anchor(load_task(path), 0.1, runs, exact=False)
+    assert main(["check-anchors", str(path), "--run-root", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: anchor w=0.1 is beaten" in out
