@@ -43,13 +43,13 @@ eval_episodes: 20
 
 DEMO_PPO = """\
 demo:
-  n_timesteps: 60000
+  n_timesteps: 150000
   policy: MlpPolicy
   n_envs: 4
   n_steps: 200
   batch_size: 100
   n_epochs: 10
-  gamma: 0.95
+  gamma: 0.98
   gae_lambda: 0.9
   learning_rate: !!float 3e-3
   ent_coef: 0.0
