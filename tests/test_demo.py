@@ -1,0 +1,25 @@
+"""`hti-rl demo` end to end, with the anchors' budget cut so that the test takes seconds."""
+
+from __future__ import annotations
+
+import re
+
+from hti_rl import demo
+from hti_rl.cli import main
+
+
+def test_demo_writes_report_plot_and_tensorboard(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "DEMO_PPO", demo.DEMO_PPO.replace("n_timesteps: 150000", "n_timesteps: 2000"))
+    assert "n_timesteps: 2000" in demo.DEMO_PPO
+    assert main(["demo", "--run-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    report = tmp_path / "demo" / "demo" / "report.md"
+    assert f"report: {report}" in out
+    text = report.read_text()
+    for weight in ("0.3 (held out)", "3 (held out)"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {weight} |"))
+        assert len(re.findall(r"-?\d+\.\d+ ± \d+\.\d+", row)) == 3  # surrogate, best anchor, optimum
+    assert "Retrained PPO agent at λ = 3" in text
+    assert (report.with_name("demo.png")).stat().st_size > 10_000
+    assert any((tmp_path / "demo" / "tb").rglob("events.out.tfevents.*"))
+    assert (tmp_path / "demo" / "surrogate.zip").exists()
