@@ -5,9 +5,10 @@ Both retraining figures are printed side by side, measured in this run:
 - "measured": one agent trained here for ``--fraction`` of the budget, scaled up linearly.
 And the total compute for a curve of 11 weights: anchors' training + record + fit vs 11 retrained agents.
 
+    python bench/time_to_policy.py                                   # the demo's run (`hti-rl demo` first)
     python bench/time_to_policy.py experiments/lqr2d.yaml [--fraction 0.05]
 
-Needs the experiment's anchors, dataset and fitted surrogate (``hti-rl compare`` makes them).
+An experiment needs its anchors, dataset and fitted surrogate (``hti-rl compare`` makes them).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", nargs="?", default="experiments/lqr2d.yaml")
+    parser.add_argument("experiment", nargs="?", default=None, help="experiment yaml (default: the demo's run)")
     parser.add_argument("--run-root", default="runs")
     parser.add_argument("--fraction", type=float, default=0.05, help="share of the budget retrained here (then scaled)")
     args = parser.parse_args()
@@ -34,10 +35,18 @@ def main() -> None:
     from hti_rl.policy import AnchoredPolicy
     from hti_rl.tasks import load_task
 
-    exp = load_experiment(args.experiment)
-    spec = load_task(exp.task)
-    variant = f"clot/{next(iter(exp.variants))}"
-    path = method_path(spec, variant, args.run_root)
+    if args.experiment is None:
+        from hti_rl.surrogate import surrogate_path
+
+        spec = load_task(Path(args.run_root) / "demo" / "spec" / "envs" / "demo.yaml")
+        variant, path = "surrogate", surrogate_path(spec, args.run_root)
+        timings_path = Path(spec.run_dir(args.run_root)) / "demo" / "timings.json"
+    else:
+        exp = load_experiment(args.experiment)
+        spec = load_task(exp.task)
+        variant = f"clot/{next(iter(exp.variants))}"
+        path = method_path(spec, variant, args.run_root)
+        timings_path = Path(spec.run_dir(args.run_root)) / "compare" / "timings.json"
     policy = AnchoredPolicy.load(path, expect_fingerprint=spec.fingerprint())
     weight = spec.held_out[len(spec.held_out) // 2]
     obs = spec.make_env(weight).reset(seed=0)[0]
@@ -56,7 +65,6 @@ def main() -> None:
         train_anchors(small, tmp, progress=False)
         measured_s = (time.perf_counter() - started) * budget / steps
 
-    timings_path = Path(spec.run_dir(args.run_root)) / "compare" / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     record_s = float(timings.get("record", float("nan")))
     fit_s = float(policy.header.get("fit_seconds", float("nan")))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hti_rl.io import atomic_write
+from hti_rl.io import atomic_write, write_json
 
 DEMO_SPEC = """\
 # hti-rl demo task: 2-D LQR, reward −(xᵀQx + λ·uᵀRu).
@@ -125,6 +125,7 @@ def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = Fals
     done("deploy and compare")
 
     report = _write_report(spec, run_dir, results, seconds, cross)
+    write_json(report.with_name("timings.json"), {k: round(v, 2) for k, v in seconds.items()})
     print(f"\nreport: {report}\nplot:   {report.with_name('demo.png')}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return report
 
