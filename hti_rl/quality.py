@@ -3,10 +3,10 @@
 A surrogate can only be as good as its anchors. After training, each anchor is rolled out once
 (``max(spec.eval_episodes, 10)`` deterministic episodes, the same reset seeds for every anchor) and
 its per-episode *unweighted* component sums are re-weighed at every anchor weight
-(:func:`hti_rl.evaluate.returns_at`): a K×K matrix for K rollout sets. Two checks read it, both with
-95% Student-t confidence intervals of the mean, and both flag a pair only when the two intervals do
-not overlap (a conservative test: two 95% intervals of similar width stop overlapping at a difference
-of about 2.8 standard errors of that difference, p ≈ 0.005):
+(:func:`hti_rl.evaluate.returns_at`): a K×K matrix for K rollout sets. Two checks read it. Because
+every anchor starts from the same reset seeds, both compare two anchors *episode by episode* and flag a
+pair when the 95% Student-t confidence interval of the mean per-episode difference excludes zero (the
+start-state luck that dominates a single anchor's interval cancels in the difference):
 
 - **beaten at its own weight**: anchor j's return at λ_i is above anchor i's own return at λ_i.
   Anchor i was trained to maximise exactly that return, so it failed to learn (or was unlucky).
@@ -116,29 +116,42 @@ class CrossEval:
         array = np.array([mean_ci(self.sums[i, :, column], CONFIDENCE) for i in range(len(self.weights))])
         return array[:, 0], array[:, 1]
 
+    def beaten(self) -> list[tuple[int, int, float, float]]:
+        """``(i, j, mean, ci)`` for every anchor j whose return at λ_i beats anchor i's own there: the
+        per-episode difference j − i has mean ``mean`` and 95% CI ``± ci`` above zero."""
+        found = []
+        for i, own in enumerate(self.weights):
+            for j in range(len(self.weights)):
+                if j != i:
+                    mean, ci = mean_ci(self.returns(j, own) - self.returns(i, own), CONFIDENCE)
+                    if mean - ci > 0:
+                        found.append((i, j, float(mean), float(ci)))
+        return found
+
     @property
     def warnings(self) -> list[str]:
         """One message per failed check (naming the anchors and the numbers); empty when all pass."""
         mean, ci = self.matrix()
-        found = []
-        for i, own in enumerate(self.weights):
-            for j, other in enumerate(self.weights):
-                if j != i and mean[j, i] - ci[j, i] > mean[i, i] + ci[i, i]:
-                    found.append(
-                        f"anchor w={own:g} is beaten at its own weight λ={own:g} by anchor w={other:g}: "
-                        f"{mean[j, i]:.4g} ± {ci[j, i]:.3g} against its own {mean[i, i]:.4g} ± {ci[i, i]:.3g} "
-                        f"(95% CIs over {self.episodes} episodes do not overlap)"
-                    )
+        found = [
+            f"anchor w={self.weights[i]:g} is beaten at its own weight λ={self.weights[i]:g} by anchor "
+            f"w={self.weights[j]:g}: {mean[j, i]:.4g} ± {ci[j, i]:.3g} against its own {mean[i, i]:.4g} ± {ci[i, i]:.3g}; "
+            f"episode by episode (same start states) it scores {diff:.4g} ± {diff_ci:.3g} more (95% CI over "
+            f"{self.episodes} episodes)"
+            for i, j, diff, diff_ci in self.beaten()
+        ]
         if self.monotone:
             wmean, wci = self.weighted_sums()
+            column = self.components.index(self.weighted)
             for i, low in enumerate(self.weights):
                 for j in range(i + 1, len(self.weights)):
-                    if wmean[j] + wci[j] < wmean[i] - wci[i]:
+                    diff, diff_ci = mean_ci(self.sums[j, :, column] - self.sums[i, :, column], CONFIDENCE)
+                    if diff + diff_ci < 0:
                         found.append(
                             f"the weighted component `{self.weighted}` is not monotone in the anchor weight: anchor "
                             f"w={self.weights[j]:g} sums {wmean[j]:.4g} ± {wci[j]:.3g} per episode, below anchor w={low:g}'s "
-                            f"{wmean[i]:.4g} ± {wci[i]:.3g} (95% CIs do not overlap); an anchor trained at a higher weight "
-                            f"should not have less of it (set monotone_weighted_component: false where this is expected)"
+                            f"{wmean[i]:.4g} ± {wci[i]:.3g} (episode by episode {diff:.4g} ± {diff_ci:.3g}, 95% CI); an "
+                            f"anchor trained at a higher weight should not have less of it (set "
+                            f"monotone_weighted_component: false where this is expected)"
                         )
         return found
 
@@ -383,13 +396,13 @@ def print_report(cross: CrossEval, console: Any = None) -> None:
         table.add_column(f"at λ={w:g}", justify="right")
     table.add_column(f"Σ {cross.weighted} / episode", justify="right")
     best = mean.argmax(axis=0)
+    beaten = {i for i, *_ in cross.beaten()}
     for i, w in enumerate(cross.weights):
         cells = []
         for j in range(len(cross.weights)):
             style = "green" if best[j] == i else ""
             if i == j:
-                beaten = any(mean[o, j] - ci[o, j] > mean[j, j] + ci[j, j] for o in range(len(cross.weights)) if o != j)
-                style = "bold red" if beaten else f"bold {style}".strip()
+                style = "bold red" if i in beaten else f"bold {style}".strip()
             text = f"{mean[i, j]:.4g} ± {ci[i, j]:.2g}"
             cells.append(f"[{style}]{text}[/]" if style else text)
         table.add_row(f"{w:g}", *cells, f"{wmean[i]:.4g} ± {wci[i]:.2g}")
