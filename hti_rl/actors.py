@@ -105,7 +105,8 @@ class AnchorActor(nn.Module):
         state-independent log-std, ``{"type": "layers", "layers": [...], "min": a, "max": b}`` for
         SAC's clamped log-std head, ``{"type": "sde", "latent_dim": L, "full_std": bool,
         "use_expln": bool, "epsilon": float}`` for gSDE, ``{"type": "none"}`` for deterministic),
-        ``obs_norm`` (``{"clip": float, "epsilon": float}`` or ``None``) and ``source`` (provenance).
+        ``obs_norm`` (``{"clip": float, "epsilon": float}`` or ``None``), ``source`` (provenance) and,
+        optionally, ``squash`` (default true; false: a deterministic y is the env action, clipped).
     """
 
     def __init__(self, arch: dict[str, Any]):
@@ -142,8 +143,9 @@ class AnchorActor(nn.Module):
 
     @property
     def squashes(self) -> bool:
-        """Whether env actions are tanh(y) rescaled to the Box (SAC, TD3) rather than clip(y) (PPO)."""
-        return self.kind != "gaussian"
+        """Whether env actions are tanh(y) rescaled to the Box (SAC, TD3) rather than clip(y) (PPO, and
+        deterministic anchors imported from a callable, whose ``arch["squash"]`` is false)."""
+        return self.kind != "gaussian" and self.arch.get("squash", True)
 
     def normalize(self, obs: Tensor) -> Tensor:
         """raw obs [B, C] -> the observation the policy network sees [B, C] float32 (VecNormalize's formula)."""

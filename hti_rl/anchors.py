@@ -11,6 +11,11 @@ Layout of ``runs/<task>/``::
     anchors/w=<λ>/seeds/<i>/          with ``seeds_per_anchor`` > 1: seed i's run, laid out as above
     tb/anchor_w=<λ>_1/                TensorBoard logs (``anchor_w=<λ>_seed<i>_1/`` per seed)
 
+Anchors can also be agents a user already has (:mod:`hti_rl.importing`, ``hti-rl import-anchors``):
+their ``meta.json`` has an ``imported`` entry, and the directory holds ``actor.pt`` (tensors only) and
+``vecnormalize.json`` (hti-rl's own format) beside the copied ``model.zip``. Every ``vecnormalize.pkl``
+is read with :mod:`hti_rl.safe_pickle`, never with ``pickle.load``.
+
 An anchor whose ``meta.json`` exists is skipped unless ``force``; one with a checkpoint resumes from
 it (``learn(remaining, reset_num_timesteps=False)``) after an interruption. Each anchor's seed
 derives from ``spec.seed`` and its index (:func:`anchor_seed`).
@@ -48,9 +53,11 @@ from hti_rl.actors import AnchorActor, actor_from_sb3
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.evaluate import mean_ci, returns_at, rollout_components
 from hti_rl.io import RunLock, atomic_write, write_json
+from hti_rl.safe_pickle import load_vecnormalize
 
 CHECKPOINTS_PER_RUN = 10  # default checkpoint interval: a tenth of the anchor's budget
 _SELECTION_KEY = 2**32 - 1  # seeds selection episodes apart from any anchor's training seed
+_IMPORT_ONLY_FILES = ("actor.pt", "vecnormalize.json")  # written by hti_rl.importing, never by training
 
 
 # ----------------------------------------------------------------------------- layout
@@ -97,38 +104,59 @@ def package_versions() -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- loading
 def load_anchor(spec: Any, weight: float, run_root: str | Path = "runs") -> tuple[Any, Any]:
-    """Load a finished anchor.
+    """Load a finished anchor (trained, or imported from an SB3 model).
 
-    :return: ``(model, vecnormalize)``; ``vecnormalize`` is ``None`` when the task does not normalise,
-        else a ``VecNormalize`` in evaluation mode (``training=False``, rewards not normalised).
-    :raises AnchorError: the anchor is not trained (or not finished), or was trained for another spec.
+    :return: ``(model, vecnormalize)``; ``vecnormalize`` is ``None`` when the anchor does not normalise,
+        else a ``VecNormalize`` in evaluation mode (``training=False``, rewards not normalised), read
+        without unpickling code (:mod:`hti_rl.safe_pickle`).
+    :raises AnchorError: the anchor is not trained (or not finished), was trained for another spec, or
+        was imported from a callable (it has no SB3 model: use :func:`load_anchor_actor`).
     """
+    from hti_rl.tasks import ALGOS
+
+    directory, meta = _finished_meta(spec, weight, run_root)
+    if not (directory / "model.zip").exists():
+        raise AnchorError(
+            f"anchor w={weight:g} in {directory} has no SB3 model (it was imported from a callable); "
+            "read it with load_anchor_actor, or re-import an SB3 model with `hti-rl import-anchors ... --force`."
+        )
+    model = ALGOS[meta.get("algo", spec.algo)].load(directory / "model.zip", device="cpu")
+    vecnormalize = None
+    for name in ("vecnormalize.json", "vecnormalize.pkl"):  # hti-rl's own format first
+        if (directory / name).exists():
+            vecnormalize = load_vecnormalize(directory / name, DummyVecEnv([lambda: spec.make_env(weight)]))
+            break
+    return model, vecnormalize
+
+
+def load_anchor_actor(spec: Any, weight: float, run_root: str | Path = "runs") -> AnchorActor:
+    """The finished anchor at ``weight`` as an :class:`AnchorActor` (policy + VecNormalize statistics);
+    an imported anchor's is read from its tensors-only ``actor.pt`` (or its callable)."""
+    directory, meta = _finished_meta(spec, weight, run_root)
+    if meta.get("imported"):
+        from hti_rl.importing import load_imported_actor
+
+        return load_imported_actor(spec, weight, directory, meta)
+    model, vecnormalize = load_anchor(spec, weight, run_root)
+    return actor_from_sb3(model, vecnormalize)
+
+
+def _finished_meta(spec: Any, weight: float, run_root: str | Path) -> tuple[Path, dict[str, Any]]:
+    """-> (anchor directory, its meta.json) of a finished anchor of this spec version, else AnchorError."""
     directory = anchor_dir(spec, weight, run_root)
     meta = _read_meta(directory)
     if meta is None:
         raise AnchorError(
             f"anchor w={weight:g} of task {spec.name!r} is not trained ({directory / 'meta.json'} is missing). "
-            f"Run `hti-rl train-anchors {_spec_hint(spec)}` first."
+            f"Run `hti-rl train-anchors {_spec_hint(spec)}` (or `hti-rl import-anchors`) first."
         )
     if meta.get("task_fingerprint") != spec.fingerprint():
         raise AnchorError(
             f"anchor w={weight:g} in {directory} was trained for another version of task {spec.name!r} "
             f"(fingerprint {meta.get('task_fingerprint')}, spec has {spec.fingerprint()}). "
-            f"Retrain it with `hti-rl train-anchors {_spec_hint(spec)} --force`."
+            f"Retrain it with `hti-rl train-anchors {_spec_hint(spec)} --force` (or re-import it with --force)."
         )
-    model = spec.sb3_algo().load(directory / "model.zip", device="cpu")
-    vecnormalize = None
-    if (directory / "vecnormalize.pkl").exists():
-        vecnormalize = VecNormalize.load(str(directory / "vecnormalize.pkl"), DummyVecEnv([lambda: spec.make_env(weight)]))
-        vecnormalize.training = False
-        vecnormalize.norm_reward = False
-    return model, vecnormalize
-
-
-def load_anchor_actor(spec: Any, weight: float, run_root: str | Path = "runs") -> AnchorActor:
-    """The finished anchor at ``weight`` as an :class:`AnchorActor` (policy + VecNormalize statistics)."""
-    model, vecnormalize = load_anchor(spec, weight, run_root)
-    return actor_from_sb3(model, vecnormalize)
+    return directory, meta
 
 
 def is_finished(spec: Any, weight: float, run_root: str | Path = "runs") -> bool:
@@ -212,6 +240,8 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
         progress_bar=False,
     )
     _save_model(model, directory / "model.zip", directory / "vecnormalize.pkl")
+    for name in _IMPORT_ONLY_FILES:  # left by an anchor imported here before
+        (directory / name).unlink(missing_ok=True)
     meta = {
         "task": spec.name,
         "task_fingerprint": spec.fingerprint(),
@@ -251,7 +281,7 @@ def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, dict[str
     if latest is not None:
         checkpoints = directory / "checkpoints"
         if latest.get("vecnormalize"):
-            venv = VecNormalize.load(str(checkpoints / latest["vecnormalize"]), venv)
+            venv = load_vecnormalize(checkpoints / latest["vecnormalize"], venv, training=True)
         return algo.load(checkpoints / latest["model"], env=venv, device="cpu", tensorboard_log=tb), latest
     if hp.get("normalize"):
         venv = VecNormalize(venv, **_normalize_kwargs(hp["normalize"]))
@@ -381,6 +411,8 @@ def train_anchors(
             directory = anchor_dir(spec, weight, run_root)
             if force:
                 (directory / "meta.json").unlink(missing_ok=True)
+                for name in _IMPORT_ONLY_FILES:
+                    (directory / name).unlink(missing_ok=True)
                 shutil.rmtree(directory / "checkpoints", ignore_errors=True)
                 shutil.rmtree(directory / "seeds", ignore_errors=True)
             if is_finished(spec, weight, run_root):

@@ -88,10 +88,53 @@ def train_anchors_command(args: argparse.Namespace) -> int:
             resumed = f", resumed from step {meta['resumed_from']}" if meta.get("resumed_from") else ""
             seeds = ", ".join(f"{s['return_mean']:.4g}" for s in meta.get("seeds", []))
             best = f", best of seeds scoring [{seeds}] at its weight: seed {meta['seed_index']}" if seeds else ""
-            print(f"anchor w={meta['weight']:g}: {meta['algo']} {meta['steps']} steps, {meta['wall_time_s']:.1f} s{resumed}{best}")
+            took = f", {meta['wall_time_s']:.1f} s" if meta.get("wall_time_s") is not None else ", imported"
+            print(f"anchor w={meta['weight']:g}: {meta['algo']} {meta['steps']} steps{took}{resumed}{best}")
     if not args.no_check:
         _check_anchors(spec, args.run_root, force=False)
     return 0
+
+
+# ----------------------------------------------------------------------------- import-anchors
+def _import_anchors_arguments(parser: argparse.ArgumentParser) -> None:
+    spec_arguments(parser)
+    parser.add_argument("--anchor", action="append", default=[], metavar="W=PATH",
+                        help="an SB3 model .zip or rl-zoo3 run folder to install as the anchor at weight W (repeatable)")
+    parser.add_argument("--vecnormalize", action="append", default=[], metavar="W=PATH",
+                        help="the vecnormalize.pkl of the model at weight W (read without running code; repeatable)")
+
+
+@command("import-anchors", "install existing SB3 agents as the task's anchors (spaces checked); only import files you trust", _import_anchors_arguments)
+def import_anchors_command(args: argparse.Namespace) -> int:
+    from hti_rl.anchors import anchor_dir
+    from hti_rl.importing import import_anchors
+    from hti_rl.tasks import load_task
+
+    spec = load_task(args.spec)
+    results = import_anchors(spec, _weight_paths(args.anchor, "--anchor"), _weight_paths(args.vecnormalize, "--vecnormalize"),
+                             run_root=args.run_root, force=args.force)
+    for r in results:
+        imported = r.meta["imported"]
+        norm = f" + {imported['vecnormalize']}" if imported.get("vecnormalize") else ""
+        did = "unchanged, skipped (--force imports it again)" if r.status == "unchanged" else f"imported {r.meta['algo']} ({imported['kind']})"
+        print(f"anchor w={r.weight:g}: {did} from {imported['source']}{norm} -> {anchor_dir(spec, r.weight, args.run_root)}")
+    missing = [w for w in spec.anchors if not (anchor_dir(spec, w, args.run_root) / "meta.json").exists()]
+    if missing:
+        print(f"anchors still missing: {', '.join(f'{w:g}' for w in missing)} (import them, or `hti-rl train-anchors {args.spec}` trains them)")
+    else:
+        print(f"next: hti-rl check-anchors {args.spec}, then record and fit")
+    return 0
+
+
+def _weight_paths(pairs: Sequence[str], flag: str) -> list[tuple[str, str]]:
+    """["0.1=a.zip"] -> [("0.1", "a.zip")] (weights checked by import_anchors)."""
+    out = []
+    for pair in pairs:
+        weight, sep, path = pair.partition("=")
+        if not sep or not weight.strip() or not path.strip():
+            raise HTIError(f"{flag} takes WEIGHT=PATH, e.g. {flag} 0.1=models/ppo_0.1.zip; got {pair!r}")
+        out.append((weight.strip(), path.strip()))
+    return out
 
 
 # ----------------------------------------------------------------------------- check-anchors

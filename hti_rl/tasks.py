@@ -115,6 +115,20 @@ class RecordSpec:
 
 
 @dataclass(frozen=True)
+class AnchorFiles:
+    """An existing agent named in the spec as an anchor (``hti-rl import-anchors`` installs it).
+
+    :param weight: the anchor weight.
+    :param model: an SB3 ``.zip`` or an rl-zoo3 run folder (resolved like ``hyperparams_file``).
+    :param vecnormalize: its ``vecnormalize.pkl``, or ``None`` (found inside an rl-zoo3 folder).
+    """
+
+    weight: float
+    model: Path
+    vecnormalize: Path | None = None
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A validated task spec; build one with :func:`load_task`.
 
@@ -136,6 +150,8 @@ class TaskSpec:
     :param seeds_per_anchor: seeds trained per anchor (the best at its own weight is kept).
     :param record: dataset recording settings.
     :param eval_episodes: episodes per evaluation.
+    :param anchor_files: anchors given as existing agents (``anchors: [{weight, model, vecnormalize}]``
+        entries); not part of the fingerprint.
     :param monotone_weighted_component: whether the anchor check (``hti-rl check-anchors``) expects the
         per-episode sum of the weighted component to be non-decreasing in the anchor weight (true of
         optimal policies of the discounted objective; turn it off where undiscounted sums need not follow).
@@ -160,6 +176,7 @@ class TaskSpec:
     record: RecordSpec = RecordSpec()
     eval_episodes: int = 10
     monotone_weighted_component: bool = True
+    anchor_files: tuple[AnchorFiles, ...] = ()
 
     def make_env(self, weight: float, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
         """The env at reward weight ``weight``: ``gym.make`` (+ TimeLimit) + :class:`RewardWeightWrapper`.
@@ -241,10 +258,12 @@ class TaskSpec:
         Covers the validated spec and the content of its hyperparameters entry; leaves out where the
         files lie (``path``, ``hyperparams_file``, ``hyperparams_key``) and the evaluation-only fields
         (``held_out``, ``eval_episodes``, ``monotone_weighted_component``), so editing those keeps
-        trained anchors valid.
+        trained anchors valid. Imported anchors' file names (``anchor_files``) are left out too: an
+        imported anchor's ``meta.json`` records the SHA-256 of the files it came from.
         """
         content = dataclasses.asdict(self)
-        for key in ("path", "hyperparams_file", "hyperparams_key", "held_out", "eval_episodes", "monotone_weighted_component"):
+        for key in ("path", "hyperparams_file", "hyperparams_key", "held_out", "eval_episodes", "monotone_weighted_component",
+                    "anchor_files"):
             del content[key]
         return sha256_bytes(json.dumps(content, sort_keys=True).encode())[:16]
 
@@ -276,7 +295,7 @@ def load_task(path: str | Path) -> TaskSpec:
         raise top.error("name", f"is {name!r}; use letters, digits, '_', '.' and '-' only (it names a folder).")
     env_id = _check_env_id(top, top.string("env_id"))
     weight_scale = top.choice("weight_scale", WEIGHT_SCALES)
-    anchors = top.floats("anchors")
+    anchors, anchor_files = _read_anchors(top)
     if len(anchors) < 2:
         raise top.error("anchors", f"is {list(anchors)}; give at least 2 weights.")
     if any(b <= a for a, b in zip(anchors, anchors[1:])):
@@ -319,7 +338,39 @@ def load_task(path: str | Path) -> TaskSpec:
         record=record,
         eval_episodes=top.integer("eval_episodes", default=defaults["eval_episodes"].default, minimum=1),
         monotone_weighted_component=top.boolean("monotone_weighted_component", default=defaults["monotone_weighted_component"].default),
+        anchor_files=anchor_files,
     )
+
+
+def _read_anchors(top: _Fields) -> tuple[tuple[float, ...], tuple[AnchorFiles, ...]]:
+    """``anchors``: numbers, or ``{weight: λ, model: path, vecnormalize: path}`` entries for existing agents."""
+    raw = top._get("anchors", _REQUIRED)
+    if not isinstance(raw, list):
+        return top.floats("anchors"), ()
+    weights, files = [], []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, dict):
+            item = _Fields(top.file, entry, where=f"anchors[{i}].")
+            item.allow(("weight", "model", "vecnormalize"))
+            weight = item._get("weight", _REQUIRED)
+            if not _is_number(weight) or not math.isfinite(weight):
+                raise item.error("weight", f"is {weight!r}; give a finite number.")
+            model = _relative(top, item.string("model"))
+            vecnormalize = item.string("vecnormalize", default=None) if entry.get("vecnormalize") is not None else None
+            files.append(AnchorFiles(float(weight), model, _relative(top, vecnormalize) if vecnormalize else None))
+            weights.append(weight)
+        else:
+            weights.append(entry)
+    return _Fields(top.file, {"anchors": weights}).floats("anchors"), tuple(files)
+
+
+def _relative(top: _Fields, relative: str) -> Path:
+    """A path as written in the spec: relative to the spec's folder, else its parent; need not exist yet."""
+    path = Path(relative).expanduser()
+    if path.is_absolute():
+        return path
+    candidates = [top.file.parent / path, top.file.parent.parent / path]
+    return next((c for c in candidates if c.exists()), candidates[0])
 
 
 _REQUIRED: Any = object()

@@ -1,0 +1,446 @@
+"""Install agents a user already has as a task's anchors (``hti-rl import-anchors``).
+
+An anchor can come from:
+
+- an SB3 ``.zip`` (PPO, A2C, SAC, TD3, DDPG; the algorithm is read from the zip), or an rl-zoo3 run
+  folder (``logs/<algo>/<env>_<n>/``: its ``<env>.zip`` and ``<env>/vecnormalize.pkl``), with an
+  optional ``vecnormalize.pkl``, read by :mod:`hti_rl.safe_pickle` and kept as ``vecnormalize.json``;
+- a loaded SB3 model (its VecNormalize, if attached, comes with it);
+- a callable ``obs -> action`` (any RL library): a deterministic anchor whose output is the env
+  action (clipped to the Box). An ``nn.Sequential`` of Linear layers and activations (raw observations
+  [B, C] -> actions [B, D]) is stored as tensors and works everywhere, surrogate files included. Any
+  other callable (a function ``obs [C] -> action [D]``, or an ``nn.Module`` called on tensors [B, C])
+  is stored by its import path (``module:name``, like a spec's component functions): ``record``,
+  ``check-anchors`` and ``compare`` use it, but a surrogate file holds tensors and never code, so
+  ``fit`` refuses to save a surrogate with it (:class:`CallableActor`).
+
+Each import checks the model's spaces against the task's env, converts it to an
+:class:`~hti_rl.actors.AnchorActor`, checks that the actor's deterministic action equals the model's own
+``predict`` on a few env states, and writes ``runs/<task>/anchors/w=<λ>/``: ``model.zip`` (a copy, when
+there is one), ``vecnormalize.json``, ``actor.pt`` (tensors only) and, last, ``meta.json`` with an
+``imported`` entry. Every later stage reads it like a trained anchor. SB3's zip loader can run code
+stored in the zip: import only files you trust.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Union
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor, nn
+
+from hti_rl.actors import DETERMINISTIC_LOG_STD, AnchorActor, _copy_layers, actor_from_sb3, describe_layers
+from hti_rl.anchors import anchor_dir, anchors_root, package_versions
+from hti_rl.errors import AnchorError, HTIError, SpaceError
+from hti_rl.io import RunLock, atomic_write, sha256_bytes, write_json
+from hti_rl.safe_pickle import NormStats, read_norm_stats, read_vecnormalize, write_norm_stats
+
+log = logging.getLogger(__name__)
+Source = Union[str, Path, Any, Callable]
+"""A path (SB3 zip or rl-zoo3 folder), a loaded SB3 model, or a callable obs -> action."""
+ACTOR_FILE, STATS_FILE = "actor.pt", "vecnormalize.json"
+IMPORT_FILES = ("model.zip", "vecnormalize.pkl", STATS_FILE, ACTOR_FILE)
+_POLICY_MODULES = {"stable_baselines3.common.policies": "ppo/a2c", "stable_baselines3.sac.policies": "sac", "stable_baselines3.td3.policies": "td3/ddpg"}
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What :func:`import_anchors` did at one weight: ``status`` is ``imported`` or ``unchanged``."""
+
+    weight: float
+    status: str
+    meta: dict[str, Any]
+
+
+def import_anchors(
+    spec: Any,
+    models: Mapping[float, Source] | Iterable[tuple[float, Source]] | None = None,
+    vecnormalize: Mapping[float, str | Path] | Iterable[tuple[float, str | Path]] | None = None,
+    run_root: str | Path = "runs",
+    force: bool = False,
+) -> list[Imported]:
+    """Install existing agents as anchors of ``spec``.
+
+    :param spec: the task; its ``anchors: [{weight, model, vecnormalize}]`` entries are imported too
+        (``models`` replaces an entry at the same weight).
+    :param models: weight -> SB3 zip, rl-zoo3 folder, SB3 model or callable ``obs -> action``.
+    :param vecnormalize: weight -> ``vecnormalize.pkl`` of that anchor's model (optional).
+    :param run_root: root of the run directories.
+    :param force: replace an anchor that already exists (trained or imported from another source).
+    :return: one :class:`Imported` per weight, in weight order.
+    :raises AnchorError: a weight not in the spec, two sources for one weight, a missing, unreadable or
+        unsupported model, an existing anchor without ``force``.
+    :raises SpaceError: the model's spaces are not Box or do not match the task's env.
+    """
+    sources = _sources(spec, models, vecnormalize)
+    if not sources:
+        raise AnchorError(
+            f"no agents to import for task {spec.name!r}: pass --anchor <weight>=<model.zip> (or models={{weight: ...}}), "
+            f"or give anchors as {{weight: λ, model: path}} entries in {spec.path}."
+        )
+    with RunLock(anchors_root(spec, run_root), "hti-rl import-anchors"):
+        return [import_anchor(spec, w, model, norm, run_root, force) for w, (model, norm) in sorted(sources.items())]
+
+
+def _sources(spec: Any, models: Any, vecnormalize: Any) -> dict[float, tuple[Source, Path | None]]:
+    """weight (as in the spec) -> (source, vecnormalize path); checks weights and duplicates."""
+    def pairs(given: Any) -> list[tuple[Any, Any]]:
+        return list(given.items()) if isinstance(given, Mapping) else list(given or [])
+
+    def anchor_weight(weight: Any, what: str) -> float:
+        try:
+            w = float(weight)
+        except (TypeError, ValueError):
+            raise AnchorError(f"{what} weight {weight!r} is not a number; write <weight>=<path>, e.g. 0.1=models/ppo.zip.") from None
+        match = [a for a in spec.anchors if np.isclose(a, w, rtol=1e-9, atol=0.0)]
+        if not match:
+            raise AnchorError(
+                f"{what} weight {w:g} is not an anchor weight of task {spec.name!r} (anchors: {', '.join(f'{a:g}' for a in spec.anchors)}); "
+                f"use one of those, or add {w:g} to `anchors` in {spec.path}."
+            )
+        return match[0]
+
+    from_spec = {f.weight: (f.model, f.vecnormalize) for f in getattr(spec, "anchor_files", ())}
+    given: dict[float, Source] = {}
+    for weight, source in pairs(models):
+        w = anchor_weight(weight, "anchor")
+        if w in given:
+            raise AnchorError(f"two agents for anchor w={w:g} ({given[w]!r} and {source!r}); give one agent per anchor weight.")
+        given[w] = source
+    norms: dict[float, Path] = {}
+    for weight, path in pairs(vecnormalize):
+        w = anchor_weight(weight, "vecnormalize")
+        if w in norms:
+            raise AnchorError(f"two VecNormalize files for anchor w={w:g} ({norms[w]} and {path}); give one per anchor.")
+        if w not in given and w not in from_spec:
+            raise AnchorError(f"a VecNormalize file for anchor w={w:g} ({path}) but no model for it; add --anchor {w:g}=<model>.")
+        norms[w] = Path(path)
+    sources = {w: (m, n) for w, (m, n) in from_spec.items() if w not in given}
+    sources.update({w: (m, norms.get(w)) for w, m in given.items()})
+    return {w: (m, norms.get(w, n)) for w, (m, n) in sources.items()}
+
+
+def import_anchor(spec: Any, weight: float, source: Source, vecnormalize: Path | None = None, run_root: str | Path = "runs", force: bool = False) -> Imported:
+    """Import one agent as the anchor at ``weight`` (see :func:`import_anchors`; takes no lock)."""
+    where = f"anchor w={weight:g}"
+    env = spec.make_env(weight)
+    try:
+        actor, model, stats, info = _read_source(spec, weight, source, vecnormalize, env, where)
+        _verify(actor, model, stats, env, where)
+    finally:
+        env.close()
+    digest = sha256_bytes(*(_tensor_bytes(actor) if info.get("callable") is None else [info["callable"].encode()]))
+    directory = anchor_dir(spec, weight, run_root)
+    old = _read_json(directory / "meta.json")
+    if old is not None and not force:
+        if old.get("imported", {}).get("sha256") == digest and old.get("task_fingerprint") == spec.fingerprint():
+            return Imported(weight, "unchanged", old)
+        held = f"imported from {old['imported'].get('source')}" if old.get("imported") else "a trained agent"
+        raise AnchorError(f"{where} of task {spec.name!r} already holds {held} ({directory}); pass --force (force=True) to replace it.")
+    (directory / "meta.json").unlink(missing_ok=True)  # the anchor is unfinished until the new meta.json lands
+    for name in IMPORT_FILES:
+        (directory / name).unlink(missing_ok=True)
+    for name in ("checkpoints", "seeds"):
+        shutil.rmtree(directory / name, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    if info.get("zip") is not None:
+        with open(info["zip"], "rb") as src, atomic_write(directory / "model.zip") as dst:
+            shutil.copyfileobj(src, dst)
+    elif model is not None:
+        with atomic_write(directory / "model.zip") as f:
+            model.save(f)
+    if stats is not None:
+        write_norm_stats(stats, directory / STATS_FILE)
+    if not isinstance(actor, CallableActor):
+        with atomic_write(directory / ACTOR_FILE) as f:
+            torch.save(actor.state(), f)
+    meta = {
+        "task": spec.name,
+        "task_fingerprint": spec.fingerprint(),
+        "weight": weight,
+        "algo": info["algo"],
+        "steps": int(model.num_timesteps) if model is not None else None,
+        "seed": None,
+        "normalize": stats is not None and stats.norm_obs,
+        "resumed_from": None,
+        "versions": package_versions(),
+        "imported": {"source": info["source"], "vecnormalize": info.get("vecnormalize"), "kind": actor.kind,
+                     "callable": info.get("callable"), "sha256": digest},
+    }
+    write_json(directory / "meta.json", meta)
+    if isinstance(actor, CallableActor):
+        log.warning("%s is the Python callable %s: record and check-anchors use it, but a surrogate file holds tensors only, "
+                    "so `fit` cannot save it; give an nn.Sequential of Linear layers and activations to deploy it.", where, info["callable"])
+    return Imported(weight, "imported", meta)
+
+
+def _read_source(spec: Any, weight: float, source: Source, vecnormalize: Path | None, env: Any, where: str):
+    """-> (actor, SB3 model or None, NormStats or None, provenance {algo, source, zip, vecnormalize, callable})."""
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    info: dict[str, Any] = {}
+    if callable(source) and not isinstance(source, (str, Path, BaseAlgorithm)):
+        if vecnormalize is not None:
+            raise AnchorError(f"{where}: a callable takes raw observations; normalise inside it rather than giving a VecNormalize file ({vecnormalize}).")
+        actor = actor_from_callable(source, env.observation_space, env.action_space)
+        ref = actor.reference if isinstance(actor, CallableActor) else None
+        return actor, None, None, {"algo": "callable", "source": ref or type(source).__name__, "callable": ref}
+    if isinstance(source, BaseAlgorithm):
+        model = source
+        info.update(algo=type(model).__name__.lower(), source=f"<{type(model).__name__} object>")
+        where = f"{where} ({info['source']})"
+        if info["algo"] not in ("ppo", "a2c", "sac", "td3", "ddpg"):
+            raise AnchorError(f"{where}: {type(model).__name__} is not supported; hti-rl imports PPO, A2C, SAC, TD3 and DDPG "
+                              "with MlpPolicy. Wrap your agent as a callable obs -> action instead.")
+        vn = model.get_vec_normalize_env()
+        stats = NormStats.from_vecnormalize(vn) if vn is not None and vecnormalize is None else None
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise AnchorError(f"{where}: {path} does not exist; give the path of an SB3 model .zip or an rl-zoo3 run folder.")
+        if path.is_dir():
+            path, found = find_zoo_files(path, where)
+            vecnormalize = vecnormalize or found
+        where = f"{where} ({path})"
+        info.update(algo=detect_algo(path, where), source=str(path), zip=path)
+        model = _load_sb3(info["algo"], path, where)
+        stats = None
+    check_spaces(model.observation_space, model.action_space, env, spec, where)
+    if vecnormalize is not None:
+        try:
+            stats = read_norm_stats(vecnormalize) if Path(vecnormalize).suffix == ".json" else read_vecnormalize(vecnormalize)
+        except HTIError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        info["vecnormalize"] = str(vecnormalize)
+    if stats is not None and stats.obs_dim not in (None, int(np.prod(env.observation_space.shape))):
+        raise SpaceError(f"{where}: {vecnormalize} normalises {stats.obs_dim} observation values, the task's env has "
+                         f"{env.observation_space.shape}; give the VecNormalize file saved with this model.")
+    norm = stats.wrap(DummyVecEnv([lambda: spec.make_env(weight)])) if stats is not None else None
+    try:
+        actor = actor_from_sb3(model, norm)
+    except HTIError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    return actor, model, stats, info
+
+
+def find_zoo_files(folder: Path, where: str = "anchor") -> tuple[Path, Path | None]:
+    """An rl-zoo3 run folder (or an hti-rl anchor folder) -> (model zip, vecnormalize.pkl or None).
+
+    The final model ``<env>.zip`` (else ``model.zip``, else ``best_model.zip``); checkpoints
+    (``rl_model_*_steps.zip``) are never picked. VecNormalize: ``<env>/vecnormalize.pkl``, else one in the folder.
+    """
+    zips = sorted(p for p in folder.glob("*.zip") if not p.name.startswith("rl_model_"))
+    final = [p for p in zips if p.name != "best_model.zip"]
+    if len(final) > 1 and (folder / "model.zip") in final:
+        final = [folder / "model.zip"]
+    if len(final) > 1:
+        raise AnchorError(f"{where}: {folder} holds several models ({', '.join(p.name for p in final)}); give the .zip to import.")
+    chosen = final[0] if final else (folder / "best_model.zip" if (folder / "best_model.zip") in zips else None)
+    if chosen is None:
+        raise AnchorError(f"{where}: no SB3 model (.zip) in {folder}; give an rl-zoo3 run folder (logs/<algo>/<env>_<n>) or the model's .zip.")
+    for candidate in (folder / chosen.stem / "vecnormalize.pkl", folder / "vecnormalize.pkl", *sorted(folder.glob("*/vecnormalize.pkl"))):
+        if candidate.is_file():
+            return chosen, candidate
+    return chosen, None
+
+
+def detect_algo(path: Path, where: str = "anchor") -> str:
+    """The SB3 algorithm of a model zip (ppo, a2c, sac, td3, ddpg), read from its JSON ``data`` only."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = json.loads(zf.read("data"))
+        module = str(data.get("policy_class", {}).get("__module__", ""))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, AttributeError) as exc:
+        raise AnchorError(f"{where}: {path} is not a readable SB3 model zip ({type(exc).__name__}: {exc}); give the .zip that model.save wrote.") from None
+    if module == "stable_baselines3.common.policies":
+        return "ppo" if "n_epochs" in data else "a2c"
+    if module == "stable_baselines3.sac.policies":
+        return "sac"
+    if module == "stable_baselines3.td3.policies":
+        return "ddpg" if data.get("policy_delay") == 1 and data.get("target_noise_clip") == 0 else "td3"
+    algo = module.split(".")[-2].upper() if module.count(".") >= 2 else module or "unknown"
+    raise AnchorError(
+        f"{where}: {path} is a {algo} model (policy from {module!r}); hti-rl imports PPO, A2C, SAC, TD3 and DDPG "
+        "with MlpPolicy. Give one of those, or wrap your agent as a callable obs -> action (import_anchors in Python)."
+    )
+
+
+def _load_sb3(algo: str, path: Path, where: str) -> Any:
+    from hti_rl.tasks import ALGOS
+
+    try:
+        return ALGOS[algo].load(path, device="cpu")
+    except Exception as exc:  # SB3 raises many kinds for a damaged or mismatched zip
+        raise AnchorError(f"{where}: SB3 could not load {path} as {algo.upper()} ({type(exc).__name__}: {exc}); re-save the model.") from None
+
+
+def check_spaces(observation_space: Any, action_space: Any, env: Any, spec: Any, where: str) -> None:
+    """The model's spaces are Boxes of the task env's shape and bounds, else :class:`SpaceError` with the fix."""
+    pairs = (("observation", observation_space, env.observation_space), ("action", action_space, env.action_space))
+    for what, space, _ in pairs:
+        if not isinstance(space, spaces.Box):
+            raise SpaceError(
+                f"{where}: the model's {what} space is {space}; hti-rl needs Box {what}s (continuous vectors), so a "
+                f"{type(space).__name__} {what} space cannot be an anchor. Import an agent trained on a Box {what} space."
+            )
+    for what, space, task in pairs:
+        if space.shape != task.shape or not (np.allclose(space.low, task.low) and np.allclose(space.high, task.high)):
+            raise SpaceError(
+                f"{where}: the model's {what} space {space} does not match the task's env {task} ({spec.env_id}, "
+                f"{spec.path}); import a model trained on this env, or fix env_id/env_kwargs in the spec."
+            )
+
+
+def _verify(actor: AnchorActor, model: Any, stats: NormStats | None, env: Any, where: str) -> None:
+    """The actor's deterministic action at 8 reset states equals the model's ``predict`` (or is a finite [D])."""
+    obs = np.stack([env.reset(seed=i)[0] for i in range(8)]).astype(np.float32)
+    got, _ = actor.predict(obs, deterministic=True)
+    if got.shape != (8, actor.action_dim) or not np.all(np.isfinite(got)):
+        raise AnchorError(f"{where}: the agent gave actions of shape {got.shape} (finite: {np.all(np.isfinite(got))}) for 8 states; "
+                          f"it must return {actor.action_dim} finite numbers per observation.")
+    if model is not None:
+        expected, _ = model.predict(stats.normalize(obs) if stats is not None else obs, deterministic=True)
+        if not np.allclose(got, expected, rtol=1e-4, atol=1e-4):
+            raise AnchorError(f"{where}: the converted policy differs from the model's own predict by up to "
+                              f"{np.abs(got - expected).max():.3g}; this policy network is not supported (use MlpPolicy).")
+
+
+def _tensor_bytes(actor: AnchorActor) -> list[bytes]:
+    return [str(actor.arch).encode()] + [v.detach().cpu().numpy().tobytes() for v in actor.state_dict().values()]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------------------- callables
+def actor_from_callable(fn: Callable, observation_space: spaces.Box, action_space: spaces.Box) -> AnchorActor:
+    """A deterministic anchor from a callable: an ``nn.Sequential`` of Linear layers and activations
+    (raw obs [B, C] -> action [B, D]) becomes a plain :class:`AnchorActor`; anything else a
+    :class:`CallableActor` (needs ``fn`` importable by name to be stored).
+
+    :raises SpaceError: the spaces are not 1-D Boxes.
+    :raises AnchorError: ``fn`` is neither a layer stack nor importable by name.
+    """
+    for what, space in (("observation", observation_space), ("action", action_space)):
+        if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+            raise SpaceError(f"the task's {what} space {space} is not a 1-D Box; hti-rl needs continuous vector {what}s.")
+    arch = {"kind": "deterministic", "obs_dim": int(observation_space.shape[0]), "action_dim": int(action_space.shape[0]),
+            "mean": [], "std": {"type": "none"}, "obs_norm": None, "squash": False}
+    layers = None
+    if isinstance(fn, nn.Module):
+        try:
+            layers = describe_layers(fn)
+        except AnchorError:
+            layers = None
+    if layers is not None:
+        actor = AnchorActor({**arch, "trunk": layers, "source": {"algo": "callable", "policy": type(fn).__name__}})
+        _copy_layers(fn, actor.trunk)
+    else:
+        reference = callable_reference(fn)
+        if reference is None:
+            raise AnchorError(
+                f"{fn!r} cannot be stored as an anchor: hti-rl's files hold tensors, never code. Give an nn.Sequential of "
+                "Linear layers and activations (stored as tensors, deployable), or a function/object defined at module "
+                "level of an importable module (stored by its import path; recordable, but not deployable in a surrogate)."
+            )
+        actor = CallableActor({**arch, "trunk": [], "source": {"algo": "callable", "policy": reference}}, fn, reference)
+    actor.action_low.copy_(torch.as_tensor(action_space.low, dtype=torch.float32))
+    actor.action_high.copy_(torch.as_tensor(action_space.high, dtype=torch.float32))
+    return actor.eval()
+
+
+class CallableActor(AnchorActor):
+    """A deterministic anchor computed by Python code: ``fn(obs [C]) -> action [D]`` (numpy), or an
+    ``nn.Module`` called on a tensor batch [B, C] -> [B, D]. It lives in this process only:
+    :meth:`state` refuses, because hti-rl's files hold tensors and never code.
+
+    :param arch: the actor description (``kind`` deterministic, ``squash`` false).
+    :param fn: the callable.
+    :param reference: its import path ``module:name``.
+    """
+
+    def __init__(self, arch: dict[str, Any], fn: Callable, reference: str):
+        super().__init__(arch)
+        object.__setattr__(self, "fn", fn)  # not a registered submodule: its weights are not ours to save
+        self.reference = reference
+
+    def distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """raw obs [B, C] -> (action [B, D], constant log-std [B, D])."""
+        obs = obs.reshape(obs.shape[0], -1)
+        with torch.no_grad():
+            if isinstance(self.fn, nn.Module):
+                out = torch.as_tensor(self.fn(obs.float())).detach().float()
+            else:
+                rows = obs.detach().cpu().numpy().astype(np.float32)
+                out = torch.as_tensor(np.stack([np.asarray(self.fn(o), dtype=np.float32).reshape(-1) for o in rows]))
+        if out.shape != (obs.shape[0], self.action_dim):
+            raise AnchorError(f"{self.reference} returned actions of shape {tuple(out.shape)}; expected [{self.action_dim}] per observation.")
+        return out, torch.full_like(out, DETERMINISTIC_LOG_STD)
+
+    def state(self) -> dict[str, Any]:
+        raise AnchorError(
+            f"the anchor {self.reference} is a Python callable; a surrogate file holds tensors only, so it cannot include it. "
+            "Import that anchor as an nn.Sequential of Linear layers and activations (import_anchors(spec, {weight: net}, "
+            "force=True)), then record and fit again."
+        )
+
+
+def callable_reference(fn: Any) -> str | None:
+    """``"module:qualname"`` that imports back to ``fn``, or ``None`` (lambda, closure, ``__main__``, instance)."""
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not module or not name or module == "__main__" or "<" in name:
+        return None
+    try:
+        return f"{module}:{name}" if import_reference(f"{module}:{name}") is fn else None
+    except AnchorError:
+        return None
+
+
+def import_reference(reference: str) -> Callable:
+    """``"module:qualname"`` -> the object (imports the module: the same trust as a spec's component functions)."""
+    module, _, name = reference.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise AnchorError(f"the callable anchor {reference!r} does not import ({exc}); make the module importable or re-import the anchor.") from None
+    return obj
+
+
+def load_imported_actor(spec: Any, weight: float, directory: Path, meta: dict[str, Any]) -> AnchorActor:
+    """The actor of an imported anchor: ``actor.pt`` (tensors only), or its callable by import path."""
+    from hti_rl.errors import FileFormatError
+
+    if (directory / ACTOR_FILE).exists():
+        try:
+            state = torch.load(directory / ACTOR_FILE, weights_only=True)
+        except Exception as exc:  # refused or damaged: never run
+            raise FileFormatError(f"{directory / ACTOR_FILE} is not a tensors-only actor file ({type(exc).__name__}); "
+                                  f"re-import the anchor with `hti-rl import-anchors {spec.path} ... --force`.") from None
+        return AnchorActor.from_state(state)
+    reference = meta.get("imported", {}).get("callable")
+    if not reference:
+        raise AnchorError(f"imported anchor w={weight:g} in {directory} has neither {ACTOR_FILE} nor a callable; re-import it with --force.")
+    env = spec.make_env(weight)
+    try:
+        return actor_from_callable(import_reference(reference), env.observation_space, env.action_space)
+    finally:
+        env.close()
