@@ -21,8 +21,6 @@ File ``runs/<task>/dataset.npz`` (``np.savez``, no pickles), arrays:
 from __future__ import annotations
 
 import json
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,9 +92,21 @@ class PolicyDataset:
         if not path.is_file():
             raise FileFormatError(f"{path} does not exist; record it with `hti-rl record {_spec_hint(spec)}`.")
         try:
-            with np.load(path, allow_pickle=False) as z:
+            z = np.load(path, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise FileFormatError(f"{path} holds a single array, not an hti-rl dataset (.npz archive); {fix}.")
+            with z:
                 data = {name: z[name] for name in z.files}
-        except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, KeyError) as exc:
+        except FileFormatError:
+            raise
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise FileFormatError(
+                    f"{path} holds a pickled (object) array; hti-rl datasets hold numbers only and pickles are never "
+                    f"loaded (they can run code). Do not load files from untrusted sources; {fix}."
+                ) from None
+            raise FileFormatError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); {fix}.") from exc
+        except Exception as exc:  # a damaged zip or .npy header fails in many ways (SyntaxError, MemoryError, ...)
             raise FileFormatError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); {fix}.") from exc
         header = _read_header(data, path, fix)
         _check_arrays(data, path, fix)
@@ -133,6 +143,8 @@ def _read_header(data: dict[str, np.ndarray], path: Path, fix: str) -> dict[str,
         header = json.loads(str(data["header"]))
     except json.JSONDecodeError as exc:
         raise FileFormatError(f"{path}: the header is not valid JSON ({exc}); {fix}.") from exc
+    if not isinstance(header, dict):
+        raise FileFormatError(f"{path}: the header holds a {type(header).__name__}, not a dataset header; {fix}.")
     if header.get("format") != FORMAT:
         raise FileFormatError(f"{path} is not an hti-rl dataset (format {header.get('format')!r}); {fix}.")
     if header.get("format_version") != FORMAT_VERSION:

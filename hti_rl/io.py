@@ -19,6 +19,11 @@ from typing import Iterator
 from hti_rl.errors import HTIError, RunLockedError
 
 
+# errno values that mean "this location cannot be written" and "the storage is full"
+_NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     """Open a temporary file beside ``path``; on success rename it over ``path``.
@@ -31,11 +36,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except PermissionError as exc:
-        raise HTIError(
-            f"cannot write {path}: no write permission on {path.parent}. "
-            "Choose another run directory (--run-dir) or fix the permissions."
-        ) from exc
+    except OSError as exc:
+        if exc.errno not in _NO_PERMISSION | _NO_SPACE:
+            raise
+        raise _user_error(exc, path) from exc
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, mode) as f:
@@ -43,17 +47,46 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         _remove_quietly(tmp)
-        if exc.errno == errno.ENOSPC:
-            raise HTIError(
-                f"disk full while writing {path}; the previous version (if any) is intact. "
-                "Free some space and run the command again."
-            ) from exc
+        cause = _storage_cause(exc)
+        if cause is not None:
+            raise _user_error(cause, path) from exc
         raise
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
+
+
+def _storage_cause(exc: BaseException) -> OSError | None:
+    """The OS error behind a failed write that the user can act on: permission denied (raised here), or
+    a full disk anywhere in the chain (torch.save, for one, reports it as a RuntimeError)."""
+    if isinstance(exc, OSError) and exc.errno in _NO_PERMISSION:
+        return exc
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _user_error(exc: OSError, path: Path) -> HTIError:
+    """A full disk or a refused write of ``path`` -> the :class:`HTIError` that says what to do."""
+    if exc.errno in _NO_SPACE:
+        return HTIError(
+            f"disk full while writing {path} ({exc.strerror}); the previous version (if any) is intact. "
+            "Free some space (or choose another --run-root) and run the command again."
+        )
+    return HTIError(
+        f"cannot write {path}: no write permission on {_first_existing(path.parent)} ({exc.strerror}). "
+        "Choose another run directory (--run-root) or fix the permissions."
+    )
+
+
+def _first_existing(directory: Path) -> Path:
+    """The nearest existing ancestor of ``directory`` (the one whose permissions matter)."""
+    while not directory.exists() and directory.parent != directory:
+        directory = directory.parent
+    return directory
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -98,8 +131,13 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno not in _NO_PERMISSION | _NO_SPACE:
+                raise
+            raise _user_error(exc, self.path) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import reprlib
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -105,8 +106,8 @@ class AnchoredPolicy(BasePolicy):
         """
         try:
             weight = float(weight)
-        except (TypeError, ValueError):
-            raise WeightError(f"weight must be a number, got {weight!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise WeightError(f"weight must be a number, got {reprlib.repr(weight)}; the anchors span [{self.weights[0]:g}, {self.weights[-1]:g}].") from None
         lo, hi = self.weights[0], self.weights[-1]
         if not math.isfinite(weight):
             raise WeightError(f"weight must be finite, got {weight}; the anchors span [{lo:g}, {hi:g}].")
@@ -140,7 +141,16 @@ class AnchoredPolicy(BasePolicy):
         :raises ObservationError: wrong shape, non-numeric dtype, or NaN/inf in the observation.
         """
         self._check_observation(observation)
-        return super().predict(observation, state, episode_start, deterministic)
+        actions, state = super().predict(observation, state, episode_start, deterministic)
+        if not np.all(np.isfinite(actions)):
+            rows = np.asarray(observation).reshape(-1, *self.observation_space.shape)
+            bad = rows[~np.isfinite(actions).reshape(len(rows), -1).all(-1)]
+            raise ObservationError(
+                f"the policy gave a non-finite action at weight {self.weight:g} for the observation(s) {bad[:3].tolist()}; "
+                f"values this far outside the recorded states ({self.observation_space}) overflow the anchor networks. "
+                "Check the env (or its wrappers) that produced them."
+            )
+        return actions, state
 
     def _check_observation(self, observation: Any) -> None:
         expected = self.observation_space.shape
@@ -155,8 +165,15 @@ class AnchoredPolicy(BasePolicy):
                 f"observation has shape {obs.shape}; this policy expects {expected} or a batch (B, *{expected}). "
                 "Is the env the one the policy was fitted on?"
             )
+        if obs.size == 0:
+            raise ObservationError(f"observation batch {obs.shape} is empty; give at least one observation of shape {expected}.")
         if not np.all(np.isfinite(obs)):
             raise ObservationError("observation contains NaN or inf; check the env (or its wrappers) that produced it.")
+        if obs.dtype.kind == "f" and np.abs(obs).max() > np.finfo(np.float32).max:
+            raise ObservationError(
+                f"observation holds {np.abs(obs).max():g}, beyond the float32 range the policy computes in; "
+                "check the env (or its wrappers) that produced it."
+            )
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """obs [B, C] (raw env observations) -> env actions [B, D]."""
@@ -251,7 +268,7 @@ class AnchoredPolicy(BasePolicy):
                 f"(fingerprint {header.get('task_fingerprint')}, expected {expect_fingerprint}). "
                 "Fit a surrogate for this task with `hti-rl fit <spec>`."
             )
-        policy_cls = AnchoredPolicy._registry.get(header.get("policy_class", ""))
+        policy_cls = AnchoredPolicy._registry.get(str(header.get("policy_class", "")))
         if policy_cls is None or not issubclass(policy_cls, cls):
             raise FileFormatError(
                 f"{path} holds a {header.get('policy_class')!r} policy, not a {cls.__name__}. "
@@ -259,6 +276,15 @@ class AnchoredPolicy(BasePolicy):
             )
         try:
             payload = torch.load(io.BytesIO(blob), weights_only=True)
+        except Exception as exc:  # pickle.UnpicklingError for code or objects, RuntimeError for a bad archive
+            raise FileFormatError(
+                f"{path}: the payload is not the tensors-only data hti-rl writes, and was refused without running "
+                f"it ({_load_failure(exc)}). Do not load files from untrusted sources; "
+                "re-create it with `hti-rl fit <spec> --force`."
+            ) from None
+        try:
+            if not isinstance(payload, dict):
+                raise TypeError(f"the payload is a {type(payload).__name__}, not a dict")
             base = dict(
                 observation_space=_box_from_json(header["observation_space"]),
                 action_space=_box_from_json(header["action_space"]),
@@ -271,10 +297,22 @@ class AnchoredPolicy(BasePolicy):
                 **kwargs,
             )
             return policy_cls.from_method_state(payload["method"], **base)
-        except (WeightError, SpaceError):
+        except (WeightError, SpaceError, FileFormatError):
             raise
-        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        except (KeyError, IndexError, AttributeError, RuntimeError, TypeError, ValueError) as exc:
             raise FileFormatError(f"{path} is not a usable policy file ({type(exc).__name__}: {exc}). Re-run `hti-rl fit`.") from exc
+
+
+def _load_failure(exc: BaseException) -> str:
+    """What torch.load refused, in one line. Its own message runs to a page and suggests
+    ``weights_only=False``, which would run the file's code: keep only the reason."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        return text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0].split(". ")[0]
+    if text.startswith("Weights only load failed"):
+        return "not a tensors-only file"
+    lines = text.strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else f"{type(exc).__name__}, empty or cut short"
 
 
 class SurrogatePolicy(AnchoredPolicy):
@@ -322,6 +360,8 @@ def read_policy_file(path: str | Path) -> tuple[dict[str, Any], bytes]:
             blob = zf.read("payload.pt")
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError, OSError) as exc:
         raise FileFormatError(f"{path} is truncated or not a surrogate file ({exc}). {fix}") from None
+    if not isinstance(header, dict):
+        raise FileFormatError(f"{path}: header.json holds a {type(header).__name__}, not a surrogate header. {fix}")
     if header.get("format") != FILE_FORMAT:
         raise FileFormatError(f"{path} is not an hti-rl surrogate file (format {header.get('format')!r}). {fix}")
     if header.get("format_version") != FILE_VERSION:

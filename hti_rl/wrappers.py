@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import reprlib
 from typing import Any, Callable, Mapping, Union
 
 import gymnasium as gym
@@ -124,7 +125,13 @@ class RewardWeightWrapper(gym.Wrapper):
             value = vector[source]
         else:
             value = source(self._obs, action, next_obs)
-        value = float(value)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise SpecError(
+                f"reward component {name!r} is {reprlib.repr(value)} at step {self._step} of the episode, not a number; "
+                "read a scalar reward (an info key holding a number, a vector index, or a function returning a float)."
+            ) from None
         if not math.isfinite(value):
             raise HTIError(
                 f"reward component {name!r} is {value} at step {self._step} of the episode (weight {self._weight:g}); "
@@ -134,7 +141,10 @@ class RewardWeightWrapper(gym.Wrapper):
 
 
 def _check_weight(weight: float) -> float:
-    weight = float(weight)
+    try:
+        weight = float(weight)
+    except (TypeError, ValueError, OverflowError):
+        raise WeightError(f"reward weight {reprlib.repr(weight)} is not a number; give a finite number.") from None
     if not math.isfinite(weight):
         raise WeightError(f"reward weight {weight} is not finite; give a finite number.")
     return weight
