@@ -1,6 +1,6 @@
 """Reliability: bad input gets our error, writers killed mid-write leave the previous file, training
 killed at several points resumes, no file runs code on load, same seed same result, full disk and
-read-only directories. Each test is a row of docs/errors.md (with the rows tested elsewhere)."""
+read-only directories. Each test is a row of the README's "Errors and guarantees" tables (with the rows tested elsewhere)."""
 
 from __future__ import annotations
 
