@@ -14,7 +14,8 @@ Layout of ``runs/<task>/``::
 Anchors can also be agents a user already has (:mod:`hti_rl.importing`, ``hti-rl import-anchors``):
 their ``meta.json`` has an ``imported`` entry, and the directory holds ``actor.pt`` (tensors only) and
 ``vecnormalize.json`` (hti-rl's own format) beside the copied ``model.zip``. Every ``vecnormalize.pkl``
-is read with :mod:`hti_rl.safe_pickle`, never with ``pickle.load``.
+is read with :mod:`hti_rl.safe_pickle`, never with ``pickle.load``, and every ``model.zip`` (checkpoints
+included) with :mod:`hti_rl.safe_sb3`, which unpickles none of the zip's serialized settings.
 
 An anchor whose ``meta.json`` exists is skipped unless ``force``; one with a checkpoint resumes from
 it (``learn(remaining, reset_num_timesteps=False)``) after an interruption. Each anchor's seed
@@ -54,6 +55,7 @@ from hti_rl.errors import AnchorError, HTIError
 from hti_rl.evaluate import mean_ci, returns_at, rollout_components
 from hti_rl.io import RunLock, atomic_write, write_json
 from hti_rl.safe_pickle import load_vecnormalize
+from hti_rl.safe_sb3 import load_sb3
 
 CHECKPOINTS_PER_RUN = 10  # default checkpoint interval: a tenth of the anchor's budget
 _SELECTION_KEY = 2**32 - 1  # seeds selection episodes apart from any anchor's training seed
@@ -108,7 +110,8 @@ def load_anchor(spec: Any, weight: float, run_root: str | Path = "runs") -> tupl
 
     :return: ``(model, vecnormalize)``; ``vecnormalize`` is ``None`` when the anchor does not normalise,
         else a ``VecNormalize`` in evaluation mode (``training=False``, rewards not normalised), read
-        without unpickling code (:mod:`hti_rl.safe_pickle`).
+        without unpickling code (:mod:`hti_rl.safe_pickle`); the model is read without unpickling code
+        either (:mod:`hti_rl.safe_sb3`).
     :raises AnchorError: the anchor is not trained (or not finished), was trained for another spec, or
         was imported from a callable (it has no SB3 model: use :func:`load_anchor_actor`).
     """
@@ -120,7 +123,11 @@ def load_anchor(spec: Any, weight: float, run_root: str | Path = "runs") -> tupl
             f"anchor w={weight:g} in {directory} has no SB3 model (it was imported from a callable); "
             "read it with load_anchor_actor, or re-import an SB3 model with `hti-rl import-anchors ... --force`."
         )
-    model = ALGOS[meta.get("algo", spec.algo)].load(directory / "model.zip", device="cpu")
+    env = spec.make_env(weight)
+    try:  # an imported agent was trained elsewhere: its schedules are not the spec's (they only matter for training)
+        model = load_sb3(ALGOS[meta.get("algo", spec.algo)], directory / "model.zip", env, None if meta.get("imported") else spec.hyperparams())
+    finally:
+        env.close()
     vecnormalize = None
     for name in ("vecnormalize.json", "vecnormalize.pkl"):  # hti-rl's own format first
         if (directory / name).exists():
@@ -282,7 +289,7 @@ def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, dict[str
         checkpoints = directory / "checkpoints"
         if latest.get("vecnormalize"):
             venv = load_vecnormalize(checkpoints / latest["vecnormalize"], venv, training=True)
-        return algo.load(checkpoints / latest["model"], env=venv, device="cpu", tensorboard_log=tb), latest
+        return load_sb3(algo, checkpoints / latest["model"], venv, hp, env=venv, device="cpu", tensorboard_log=tb), latest
     if hp.get("normalize"):
         venv = VecNormalize(venv, **_normalize_kwargs(hp["normalize"]))
     model = algo(env=venv, seed=job.seed, tensorboard_log=tb, device="cpu", verbose=0, **hp["algo_kwargs"])

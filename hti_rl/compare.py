@@ -222,16 +222,22 @@ def train_retrained(spec: Any, seeds: int, run_root: str | Path = "runs", worker
 
 
 def load_actor_from(spec: Any, directory: Path, weight: float) -> Any:
-    """The SB3 agent in ``directory`` (``model.zip`` + ``vecnormalize.pkl`` if any) as an AnchorActor."""
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    """The SB3 agent in ``directory`` (``model.zip`` + ``vecnormalize.pkl`` if any) as an AnchorActor,
+    read without unpickling code (:mod:`hti_rl.safe_sb3`, :mod:`hti_rl.safe_pickle`)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
 
     from hti_rl.actors import actor_from_sb3
+    from hti_rl.safe_pickle import load_vecnormalize
+    from hti_rl.safe_sb3 import load_sb3
 
-    model = spec.sb3_algo().load(directory / "model.zip", device="cpu")
+    env = spec.make_env(weight)
+    try:
+        model = load_sb3(spec.sb3_algo(), directory / "model.zip", env, spec.hyperparams())
+    finally:
+        env.close()
     vecnormalize = None
     if (directory / "vecnormalize.pkl").exists():
-        vecnormalize = VecNormalize.load(str(directory / "vecnormalize.pkl"), DummyVecEnv([lambda: spec.make_env(weight)]))
-        vecnormalize.training = False
+        vecnormalize = load_vecnormalize(directory / "vecnormalize.pkl", DummyVecEnv([lambda: spec.make_env(weight)]))
     return actor_from_sb3(model, vecnormalize)
 
 

@@ -18,8 +18,10 @@ Each import checks the model's spaces against the task's env, converts it to an
 :class:`~hti_rl.actors.AnchorActor`, checks that the actor's deterministic action equals the model's own
 ``predict`` on a few env states, and writes ``runs/<task>/anchors/w=<λ>/``: ``model.zip`` (a copy, when
 there is one), ``vecnormalize.json``, ``actor.pt`` (tensors only) and, last, ``meta.json`` with an
-``imported`` entry. Every later stage reads it like a trained anchor. SB3's zip loader can run code
-stored in the zip: import only files you trust.
+``imported`` entry. Every later stage reads it like a trained anchor. A zip is loaded by
+:func:`hti_rl.safe_sb3.load_sb3`: its serialized settings (spaces, policy class, ``policy_kwargs``,
+schedules) are read as data or rebuilt, never unpickled freely, so an agent with custom classes in them
+is refused (import it as a callable instead).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from hti_rl.anchors import anchor_dir, anchors_root, package_versions
 from hti_rl.errors import AnchorError, HTIError, SpaceError
 from hti_rl.io import RunLock, atomic_write, sha256_bytes, write_json
 from hti_rl.safe_pickle import NormStats, read_norm_stats, read_vecnormalize, write_norm_stats
+from hti_rl.safe_sb3 import load_sb3
 
 log = logging.getLogger(__name__)
 Source = Union[str, Path, Any, Callable]
@@ -211,7 +214,7 @@ def _read_source(spec: Any, weight: float, source: Source, vecnormalize: Path | 
             vecnormalize = vecnormalize or found
         where = f"{where} ({path})"
         info.update(algo=detect_algo(path, where), source=str(path), zip=path)
-        model = _load_sb3(info["algo"], path, where)
+        model = _load_sb3(info["algo"], path, env, where)
         stats = None
     check_spaces(model.observation_space, model.action_space, env, spec, where)
     if vecnormalize is not None:
@@ -276,11 +279,14 @@ def detect_algo(path: Path, where: str = "anchor") -> str:
     )
 
 
-def _load_sb3(algo: str, path: Path, where: str) -> Any:
+def _load_sb3(algo: str, path: Path, env: Any, where: str) -> Any:
+    """The zip's model, read by :func:`hti_rl.safe_sb3.load_sb3` (no serialized setting is unpickled)."""
     from hti_rl.tasks import ALGOS
 
     try:
-        return ALGOS[algo].load(path, device="cpu")
+        return load_sb3(ALGOS[algo], path, env)
+    except HTIError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
     except Exception as exc:  # SB3 raises many kinds for a damaged or mismatched zip
         raise AnchorError(f"{where}: SB3 could not load {path} as {algo.upper()} ({type(exc).__name__}: {exc}); re-save the model.") from None
 

@@ -407,8 +407,6 @@ def test_pickled_object_in_clot_model_file_is_refused(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="SB3's model.zip deserialises cloudpickle entries of its data JSON; "
-                   "anchors.py/importing.py must load it with custom_objects for every ':serialized:' entry")
 def test_pickled_object_in_anchor_model_zip_is_refused(tiny_copy):
     import base64
     import pickle
