@@ -54,6 +54,8 @@ class CLOTConfig:
     :param n_points: quadrature points per path (paper: 20).
     :param path_hidden: width of the path net (paper: 1024).
     :param path_depth: hidden layers of the path net (paper: 2).
+    :param max_bend: bound on the path correction's knots as a share of the chord's length
+        (``max_bend · ‖y1 − y0‖ · tanh``), or None for an unbounded path net.
     :param path_lr: Adam learning rate of the path net.
     :param path_every: steps between path-net refits (paper: 25).
     :param path_steps: gradient steps per refit. Endpoint mode ignores both and takes one path-net step
@@ -88,6 +90,7 @@ class CLOTConfig:
     n_points: int = 12
     path_hidden: int = 256
     path_depth: int = 2
+    max_bend: float | None = None
     path_lr: float = 1e-3
     path_every: int = 25
     path_steps: int = 10
@@ -108,6 +111,8 @@ class CLOTConfig:
                 raise SpecError(f"CLOTConfig.{name} = {value!r}: must be a finite number > 0.")
         if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
             raise SpecError(f"CLOTConfig.alpha = {self.alpha!r}: must be a finite number >= 0.")
+        if self.max_bend is not None and not (isinstance(self.max_bend, (int, float)) and 0 < self.max_bend < math.inf):
+            raise SpecError(f"CLOTConfig.max_bend = {self.max_bend!r}: must be a finite number > 0, or None.")
         if not isinstance(self.refine_steps, int) or self.refine_steps < 0:
             raise SpecError(f"CLOTConfig.refine_steps = {self.refine_steps!r}: must be an integer >= 0.")
         if not 0 < self.metric_floor < 1:

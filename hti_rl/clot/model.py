@@ -16,7 +16,7 @@ from hti_rl.clot.transport import IntervalTransport
 from hti_rl.errors import FileFormatError, HTIError
 from hti_rl.io import atomic_write
 
-STATE_FORMAT = "hti_rl.clot.CLOTModel/2"  # 2: bounded path bends (paths.BEND)
+STATE_FORMAT = "hti_rl.clot.CLOTModel/2"  # 2: config may bound path bends (max_bend)
 _SHAPE_KEYS = ("dim", "cond_dim", "n_anchors", "n_ref", "n_samples")
 
 
@@ -44,7 +44,8 @@ class CLOTModel(nn.Module):
             [] if self.endpoint else
             [IntervalTransport(dim, cond_dim, c["hidden"], c["depth"]) for _ in range(n_anchors - 1)]
         )
-        self.path_net = PathNet(dim, cond_dim, c["n_knots"], c["path_hidden"], c["path_depth"])
+        self.path_net = PathNet(dim, cond_dim, c["n_knots"], c["path_hidden"], c["path_depth"],
+                                c.get("max_bend"))
         self.metric = Metric(dim, cond_dim, c["metric_hidden"], c["metric_depth"], c["metric_floor"],
                              learned=c["metric"] == "learned")
         self.basis = SplineBasis(c["n_knots"])

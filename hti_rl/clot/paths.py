@@ -15,8 +15,6 @@ from torch import Tensor, nn
 
 from hti_rl.clot.film import FiLMMLP
 
-BEND = 0.5  # largest knot offset, as a share of the chord's length (a quarter circle bends 0.21 of it)
-
 
 def _second_derivatives(n: int) -> Tensor:
     """Natural-spline second derivatives at the n + 2 nodes per unit knot value -> [n + 2, n]."""
@@ -103,24 +101,27 @@ def action(
 class PathNet(nn.Module):
     """Amortised path S(y0, y1, x) -> knots: the spline correction of the least-action curve.
 
-    Each knot is ``BEND · ‖y1 − y0‖ · tanh(net)``: the correction scales with the distance it bends
-    (zero between equal ends) and is bounded, so that a condition or pair far from the training data
-    cannot send the curve far from its chord. Measured on 2-D LQR (experiments/lqr2d), the unbounded
-    net bent actions at states outside the recorded set enough to destabilise the closed loop.
+    With ``max_bend`` set, each knot is ``max_bend · ‖y1 − y0‖ · tanh(net)``: the correction scales
+    with the chord (zero between equal ends) and is bounded, so that a condition or pair far from the
+    training data cannot send the curve far from its chord. Unbounded (``None``), the knots are the
+    net's output.
 
     :param dim: output dimension D.
     :param cond_dim: condition dimension C.
     :param n_knots: interior knots per curve.
     :param hidden: width.
     :param depth: hidden layers.
+    :param max_bend: largest knot offset as a share of the chord's length, or None for unbounded.
     """
 
-    def __init__(self, dim: int, cond_dim: int, n_knots: int, hidden: int, depth: int):
+    def __init__(self, dim: int, cond_dim: int, n_knots: int, hidden: int, depth: int, max_bend: float | None = None):
         super().__init__()
-        self.n_knots, self.dim = n_knots, dim
+        self.n_knots, self.dim, self.max_bend = n_knots, dim, max_bend
         self.net = FiLMMLP(2 * dim, cond_dim, n_knots * dim, hidden, depth)
 
     def forward(self, y0: Tensor, y1: Tensor, x: Tensor) -> Tensor:
         """y0, y1 [B, D], x [B, C] -> knots [B, n, D]"""
         raw = self.net(torch.cat([y0, y1], -1), x).view(y0.shape[0], self.n_knots, self.dim)
-        return BEND * (y1 - y0).norm(dim=-1)[:, None, None] * torch.tanh(raw)
+        if self.max_bend is None:
+            return raw
+        return self.max_bend * (y1 - y0).norm(dim=-1)[:, None, None] * torch.tanh(raw)
