@@ -4,36 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from rich.console import Console
-from stable_baselines3 import PPO
 
-from hti_rl.anchors import anchor_dir, load_anchor_actor
+from conftest import save_lqr_anchor
+from hti_rl.anchors import load_anchor_actor
 from hti_rl.cli import main
 from hti_rl.errors import AnchorError
 from hti_rl.evaluate import returns_at, rollout_components
-from hti_rl.io import write_json
 from hti_rl.quality import CrossEval, check_anchors, cross_eval_path, cross_evaluate, print_report, require_good_anchors, stale_reason
 from hti_rl.tasks import load_task
-
-
-def _save_anchor(spec, weight: float, runs: Path, exact: bool) -> None:
-    """Write an anchor through the training layout: a linear PPO policy u = −K(λ) x with the exact
-    Riccati gain (``exact``), or a freshly initialised, untrained PPO policy (u ≈ 0)."""
-    env = spec.make_env(weight)
-    model = PPO("MlpPolicy", env, seed=0, device="cpu", n_steps=64, batch_size=64, policy_kwargs=dict(net_arch=[] if exact else [8]))
-    if exact:
-        with torch.no_grad():
-            model.policy.action_net.weight.copy_(-torch.as_tensor(env.unwrapped.optimal_gain(weight), dtype=torch.float32))
-            model.policy.action_net.bias.zero_()
-    directory = anchor_dir(spec, weight, runs)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save(directory / "model.zip")
-    write_json(directory / "meta.json", {"task": spec.name, "task_fingerprint": spec.fingerprint(), "weight": weight, "algo": "ppo", "exact": exact})
 
 
 @pytest.fixture
@@ -42,7 +24,7 @@ def exact_anchors(make_lqr_spec, tmp_path):
     path = make_lqr_spec()
     spec, runs = load_task(path), tmp_path / "runs"
     for weight in spec.anchors:
-        _save_anchor(spec, weight, runs, exact=True)
+        save_lqr_anchor(spec, weight, runs, exact=True)
     return path, runs
 
 
@@ -77,7 +59,7 @@ def test_matrix_reweighs_one_rollout_set(exact_anchors):
 def test_untrained_anchor_warns_and_is_refused(exact_anchors, caplog):
     path, runs = exact_anchors
     spec = load_task(path)
-    _save_anchor(spec, 0.1, runs, exact=False)  # u ≈ 0: the state drifts, and no control is spent
+    save_lqr_anchor(spec, 0.1, runs, exact=False)  # u ≈ 0: the state drifts, and no control is spent
     with caplog.at_level(logging.WARNING, logger="hti_rl.quality"):
         cross = check_anchors(spec, runs)
     beaten = [w for w in cross.warnings if w.startswith("anchor w=0.1 is beaten at its own weight λ=0.1 by anchor w=")]
@@ -99,7 +81,7 @@ def test_untrained_anchor_warns_and_is_refused(exact_anchors, caplog):
 def test_monotone_check_is_switchable(exact_anchors, make_lqr_spec):
     path, runs = exact_anchors
     spec = load_task(path)
-    _save_anchor(spec, 0.1, runs, exact=False)
+    save_lqr_anchor(spec, 0.1, runs, exact=False)
     check_anchors(spec, runs)
     relaxed = load_task(make_lqr_spec(monotone_weighted_component=False))  # same fingerprint: anchors stay valid
     assert stale_reason(relaxed, runs) is None
@@ -116,7 +98,7 @@ def test_stale_when_an_anchor_changes(exact_anchors):
     assert stale_reason(spec, runs) is None
     require_good_anchors(spec, runs)
     assert file.stat().st_mtime_ns == before  # up to date: reused, not evaluated again
-    _save_anchor(spec, 0.1, runs, exact=False)
+    save_lqr_anchor(spec, 0.1, runs, exact=False)
     assert "anchors w=0.1 changed" in stale_reason(spec, runs)
     with pytest.raises(AnchorError, match="w=0.1 is beaten"):
         require_good_anchors(spec, runs)
@@ -141,7 +123,7 @@ def test_check_anchors_command(exact_anchors, capsys):
     assert main(["check-anchors", str(path), "--run-root", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "at λ=0.1" in out and "anchor check passed" in out and "cross_eval.json" in out
-    _save_anchor(load_task(path), 0.1, runs, exact=False)
+    save_lqr_anchor(load_task(path), 0.1, runs, exact=False)
     assert main(["check-anchors", str(path), "--run-root", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "warning: anchor w=0.1 is beaten" in out
