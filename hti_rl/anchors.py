@@ -226,6 +226,18 @@ class AnchorJob:
     def tb_name(self) -> str:
         return f"anchor_w={self.weight:g}" + ("" if self.seed_index is None else f"_seed{self.seed_index}")
 
+    def make_env(self) -> Any:
+        """One copy of the env this job trains on: the spec's env at the job's weight."""
+        return self.spec.make_env(self.weight)
+
+    def budget(self, hp: dict[str, Any]) -> int:
+        """Training steps of this job: the hyperparameters' ``n_timesteps``."""
+        return int(hp["n_timesteps"])
+
+    def extra_meta(self) -> dict[str, Any]:
+        """Entries a job kind adds to its ``meta.json`` (none for an anchor)."""
+        return {}
+
 
 def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
     """Train (or resume) one anchor and write ``model.zip``, ``vecnormalize.pkl`` and, last, ``meta.json``.
@@ -236,7 +248,7 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
     """
     spec, directory = job.spec, job.directory
     hp = spec.hyperparams()
-    total = int(hp["n_timesteps"])
+    total = job.budget(hp)
     model, latest = _resume_or_create(job, hp)
     callback = _CheckpointCallback(job, progress, wall_time_before=latest["wall_time_s"] if latest else 0.0)
     model.learn(
@@ -260,6 +272,7 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
         "wall_time_s": round(callback.wall_time(), 3),
         "resumed_from": latest["steps"] if latest else None,
         "versions": package_versions(),
+        **job.extra_meta(),
     }
     if job.seed_index is not None:
         actor = actor_from_sb3(model, model.get_vec_normalize_env())
@@ -273,9 +286,8 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
 
 
 def _make_venv(job: AnchorJob, hp: dict[str, Any]):
-    """The spec's env at the anchor's weight, vectorised (``n_envs`` copies), seeded by the anchor's seed."""
-    spec, weight = job.spec, job.weight
-    return make_vec_env(lambda: spec.make_env(weight), n_envs=int(hp["n_envs"]), seed=job.seed)
+    """The job's env (``job.make_env``), vectorised (``n_envs`` copies), seeded by the job's seed."""
+    return make_vec_env(job.make_env, n_envs=int(hp["n_envs"]), seed=job.seed)
 
 
 def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:

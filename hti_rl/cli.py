@@ -95,6 +95,30 @@ def train_anchors_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- train-conditioned
+def _train_conditioned_arguments(parser: argparse.ArgumentParser) -> None:
+    spec_arguments(parser)
+    parser.add_argument("--budget-factor", type=float, default=1.0,
+                        help="steps = factor × anchors × n_timesteps (default: 1, the anchors' total compute)")
+    parser.add_argument("--workers", type=int, default=1, help="agents trained at once (default: 1)")
+    parser.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: budget/10)")
+
+
+@command("train-conditioned", "train one agent that sees the weight in its observation, with the anchors' total compute (a peer baseline)",
+         _train_conditioned_arguments)
+def train_conditioned_command(args: argparse.Namespace) -> int:
+    from hti_rl.conditioned import conditioned_dir, train_conditioned
+    from hti_rl.tasks import load_task
+
+    spec = load_task(args.spec)
+    [meta] = train_conditioned(spec, [args.budget_factor], run_root=args.run_root, workers=args.workers, force=args.force,
+                               checkpoint_every=args.checkpoint_every)
+    resumed = f", resumed from step {meta['resumed_from']}" if meta.get("resumed_from") else ""
+    print(f"conditioned agent (budget factor {meta['budget_factor']:g}): {meta['algo']} {meta['steps']} steps, "
+          f"{meta['wall_time_s']:.1f} s{resumed} -> {conditioned_dir(spec, args.budget_factor, args.run_root)}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- import-anchors
 def _import_anchors_arguments(parser: argparse.ArgumentParser) -> None:
     spec_arguments(parser)

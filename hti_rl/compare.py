@@ -9,7 +9,8 @@ seeds, the methods, and the CLOT variants (named config overrides: the ablations
 
 1. train the anchors (:func:`hti_rl.anchors.train_anchors`) and the retrained agents with the same
    job machinery (:class:`RetrainJob`, ``runs/<task>/retrained/w=<λ>/seed=<i>/``), all at once
-   over ``workers`` processes;
+   over ``workers`` processes; then the weight-conditioned peers the experiment lists
+   (:func:`hti_rl.conditioned.train_conditioned`, ``runs/<task>/conditioned/f=<F>/``);
 2. cross-evaluate the anchors (:func:`hti_rl.quality.check_anchors`), record the dataset;
 3. fit every method (CLOT variants and the trainable baselines) to ``runs/<task>/compare/<method>.zip``;
 4. evaluate: every anchor, retrained agent and the random policy once (their returns at any weight
@@ -39,7 +40,8 @@ from hti_rl.evaluate import ComponentReturns, mean_ci, per_state_w2, returns_at,
 from hti_rl.io import RunLock, write_json
 
 BASELINES = ("nearest", "linear", "regression", "cfm")
-KNOWN_METHODS = ("surrogate", *BASELINES, "optimum")
+CONDITIONED = ("conditioned", "conditioned_x2")  # peers: one weight-conditioned agent, budget factor 1 and 2 (hti_rl.conditioned)
+KNOWN_METHODS = ("surrogate", *BASELINES, *CONDITIONED, "optimum")
 _RETRAIN_KEY = 2**32 - 3  # seeds retrained agents apart from anchors, selection and cross-evaluation
 _EVAL_KEY = 2**32 - 4  # seeds the evaluation episodes
 
@@ -56,7 +58,8 @@ class Experiment:
     :param eval_episodes: episodes per evaluation seed (≥ 10).
     :param eval_seeds: evaluation seeds; each gives ``eval_episodes`` episodes with its own reset seeds.
     :param methods: of ``surrogate`` (every CLOT variant), ``nearest``, ``linear``, ``regression``,
-        ``cfm``, ``optimum`` (LQR tasks only: the exact Riccati policy).
+        ``cfm``, ``conditioned``/``conditioned_x2`` (one weight-conditioned agent trained with 1×/2× the
+        anchors' total steps, :mod:`hti_rl.conditioned`), ``optimum`` (LQR tasks only: the exact Riccati policy).
     :param variants: CLOT variants, ``{name: {CLOTConfig field: value}}`` on top of the pipeline's defaults.
     :param w2_states: states of the dataset on which W2 is measured.
     :param w2_samples: action samples per state and method for W2.
@@ -414,6 +417,13 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
         return out
 
     timed("train anchors + retrained agents", lambda: train_all(spec, exp, run_root, workers, progress))
+    conditioned = [m for m in exp.methods if m in CONDITIONED]
+    conditioned_metas: dict[str, Any] = {}
+    if conditioned:
+        from hti_rl.conditioned import METHODS, train_conditioned
+
+        metas = timed("train conditioned agents", lambda: train_conditioned(spec, [METHODS[m] for m in conditioned], run_root, workers, progress=progress))
+        conditioned_metas = dict(zip(conditioned, metas))
     if train_only:
         return {}
     torch.set_num_threads(max(1, workers))
@@ -431,6 +441,11 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
     fit_seconds: dict[str, float] = {}
     for name in names:
         if name == "optimum":
+            continue
+        if name in CONDITIONED:  # trained above, nothing to fit
+            from hti_rl.conditioned import METHODS, load_conditioned_policy
+
+            policies[name] = load_conditioned_policy(spec, METHODS[name], run_root)
             continue
         log(f"== fit {name}")
         policies[name], seconds = ensure_method(spec, exp, name, dataset, actors, run_root, force, progress)
@@ -517,7 +532,7 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
 
     results.update(
         experiment=exp, spec=spec, grid=grid.tolist(), anchor_curves=anchor_curves, optimum_curve=optimum_curve,
-        anchor_metas=anchor_metas, retrained_metas=retrained_metas, timings=dict(timings), cross_warnings=list(cross.warnings),
+        anchor_metas=anchor_metas, retrained_metas=retrained_metas, conditioned_metas=conditioned_metas, timings=dict(timings), cross_warnings=list(cross.warnings),
         episodes=exp.eval_episodes * len(exp.eval_seeds), dataset_states=len(dataset.obs), w2_states=len(states),
         gamma=gamma_of(spec), hyperparams=spec.hyperparams(),
     )

@@ -110,6 +110,26 @@ def verdict(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def winners(results: dict[str, Any]) -> list[str]:
+    """Lines naming, per held-out weight, the method with the highest mean return (the exact optimum,
+    a reference, is left out) and the methods whose 95% CI overlaps its CI (not separable from it)."""
+    rows = results["rows"]
+    methods = [n for n in rows if not n.startswith("optimum")]
+    lines = []
+    for w in results["weights"]:
+        if not methods:
+            break
+        best = max(methods, key=lambda n: rows[n][w]["mean"])
+        b = rows[best][w]
+        ties = [n for n in methods if n != best and b["mean"] - rows[n][w]["mean"] <= b["ci"] + rows[n][w]["ci"]]
+        retrained = results["retrained"][w]
+        lines.append(
+            f"- λ={w:g}: **{best}** {fmt(b['mean'])} ± {fmt(b['ci'], 2)} (retrained {fmt(retrained['mean'])} ± {fmt(retrained['ci'], 2)}); "
+            + (f"CIs overlap with {', '.join(ties)}." if ties else "its CI overlaps no other method's.")
+        )
+    return lines
+
+
 def training_section(results: dict[str, Any]) -> list[str]:
     """How the anchors and the retrained agents were trained."""
     spec, hp = results["spec"], results["hyperparams"]
@@ -117,13 +137,20 @@ def training_section(results: dict[str, Any]) -> list[str]:
     anchors = [[f"{m['weight']:g}", m.get("steps", "–"), m.get("seed", "–"), fmt(m.get("wall_time_s"), 3)] for m in results["anchor_metas"]]
     retrained = [[f"{m['weight']:g} seed {i}", m.get("steps", "–"), m.get("seed", "–"), fmt(m.get("wall_time_s"), 3)]
                  for w, metas in results["retrained_metas"].items() for i, m in enumerate(metas)]
+    conditioned = [[f"{name} (λ ~ U in {m.get('weight_scale', spec.weight_scale)} λ over [{m['weight_range'][0]:g}, {m['weight_range'][1]:g}], "
+                    f"budget {m['budget_factor']:g} × {len(spec.anchors)} anchors)", m.get("steps", "–"), m.get("seed", "–"), fmt(m.get("wall_time_s"), 3)]
+                   for name, m in results.get("conditioned_metas", {}).items()]
     return [
         f"Anchors and retrained agents: {spec.algo.upper()} ({spec.hyperparams_key} entry of {Path(spec.hyperparams_file).name}), "
         f"{hp['n_timesteps']} steps, {hp['n_envs']} envs, normalize={hp['normalize']}, seeds_per_anchor={spec.seeds_per_anchor}; "
         f"hyperparameters: {kwargs}.",
         "",
-        markdown_table(["agent (λ)", "steps", "training seed", "wall time (s)"], anchors + retrained),
-    ]
+        markdown_table(["agent (λ)", "steps", "training seed", "wall time (s)"], anchors + retrained + conditioned),
+    ] + ([
+        "",
+        "Conditioned agents: the same algorithm and hyperparameters, one agent whose observation carries the weight "
+        f"({'log λ' if spec.weight_scale == 'log' else 'λ'}), drawn per episode; budget = factor × anchors × n_timesteps.",
+    ] if conditioned else [])
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
@@ -154,6 +181,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
                   "`W2 to optimum` is measured against that one (a Dirac at −K(λ)x)."]
     for w in results["weights"]:
         lines += ["", f"## λ = {w:g}", "", method_table(results, w)]
+    lines += ["", "## Best method per held-out weight", "", *winners(results)]
     lines += ["", "## Verdict (target: regret ≤ 2% and above every baseline)", "", *verdict(results)]
     lines += ["", "## Training", "", *training_section(results)]
     if results["cross_warnings"]:
@@ -161,8 +189,9 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     lines += ["", "## Stage wall times", "", markdown_table(["stage", "seconds"], [[k, fmt(v, 4)] for k, v in results["timings"].items()])]
     anchor_s = sum(m.get("wall_time_s", float("nan")) for m in results["anchor_metas"])
     retrain_s = [m.get("wall_time_s", float("nan")) for ms in results["retrained_metas"].values() for m in ms]
+    conditioned_s = "".join(f", {name} {fmt(m.get('wall_time_s', float('nan')), 4)} s" for name, m in results.get("conditioned_metas", {}).items())
     lines += ["", f"Training, summed over agents (meta.json): anchors {fmt(anchor_s, 4)} s, retrained agents {fmt(sum(retrain_s), 4)} s "
-              f"({fmt(float(np.mean(retrain_s)), 3)} s per agent)."]
+              f"({fmt(float(np.mean(retrain_s)), 3)} s per agent){conditioned_s}."]
     if getattr(exp, "notes", ""):
         lines += ["", "## Notes", "", exp.notes.strip()]
     lines += ["", "![return vs weight](returns.png)", ""]

@@ -1,10 +1,11 @@
-"""RewardWeightWrapper: the env's reward rebuilt from unweighted components and a weight λ."""
+"""RewardWeightWrapper: the env's reward rebuilt from unweighted components and a weight λ;
+WeightInObservation: that weight appended to the observation (weight-conditioned agents)."""
 
 from __future__ import annotations
 
 import math
 import reprlib
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
@@ -17,6 +18,7 @@ Source = Union[str, int, ComponentFn]
 
 COMPONENTS_KEY = "hti_rl/components"
 WEIGHT_KEY = "hti_rl/weight"
+_WEIGHT_DRAWS = 0x57  # keys WeightInObservation's weight draws apart from the env's own use of a reset seed
 
 
 class RewardWeightWrapper(gym.Wrapper):
@@ -148,3 +150,114 @@ def _check_weight(weight: float) -> float:
     if not math.isfinite(weight):
         raise WeightError(f"reward weight {weight} is not finite; give a finite number.")
     return weight
+
+
+class WeightInObservation(gym.Wrapper):
+    """Append the reward weight, in the task's weight-scale coordinate, to a Box observation.
+
+    The coordinate is ``log λ`` on a ``"log"`` scale and ``λ`` on a ``"linear"`` one, so a network sees
+    a well-scaled input. Each ``reset`` picks the episode's weight and passes it to the wrapped
+    :class:`RewardWeightWrapper` (``set_weight``) before resetting it: uniformly in the coordinate over
+    ``weight_range`` (training), uniformly from ``choices`` when given, or always ``fixed`` (evaluation;
+    :meth:`fix` sets it later). Draws come from the wrapper's own generator, reseeded by
+    ``reset(seed=...)``. The observation space gains one dimension, bounded by the coordinate's range.
+
+    :param env: a :class:`RewardWeightWrapper` (or an env wrapping one; ``set_weight`` is looked up).
+    :param weight_range: ``(λ_lo, λ_hi)``: the sampling range and the bounds of the extra dimension.
+    :param scale: ``"log"`` or ``"linear"``.
+    :param choices: weights to draw from (uniformly) instead of the range.
+    :param fixed: a weight used in every episode (overrides sampling).
+    :param seed: seeds the weight draws until a ``reset(seed=...)`` reseeds them.
+
+    Example::
+
+        env = WeightInObservation(spec.make_env(0.1), weight_range=(0.1, 10), scale="log")
+        obs, info = env.reset(seed=0)   # obs[-1] == log(info["hti_rl/weight"]), λ ~ exp(U(log 0.1, log 10))
+        env.fix(3.0)                    # from the next reset on: λ = 3, obs[-1] == log 3
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        weight_range: tuple[float, float],
+        scale: str = "linear",
+        choices: Sequence[float] | None = None,
+        fixed: float | None = None,
+        seed: int | None = None,
+    ):
+        super().__init__(env)
+        if scale not in ("log", "linear"):
+            raise SpecError(f"weight scale {scale!r} is not 'log' or 'linear'.")
+        self.scale = scale
+        lo, hi = (_check_weight(w) for w in weight_range)
+        if not lo < hi:
+            raise WeightError(f"weight range ({lo:g}, {hi:g}) is empty; give (low, high) with low < high.")
+        self.weight_range = (lo, hi)
+        self.coordinate_range = (self.coordinate(lo), self.coordinate(hi))
+        self.choices = None if choices is None else [_check_weight(w) for w in choices]
+        if self.choices is not None:
+            for w in self.choices:
+                self.coordinate(w)  # a log scale refuses weights ≤ 0 here
+            if not self.choices:
+                raise WeightError("choices is empty; give at least one weight, or None to sample the range.")
+        self.fixed = None if fixed is None else self._checked(fixed)
+        self._rng = np.random.default_rng(seed)
+        self._weight = self.fixed if self.fixed is not None else lo
+        box = env.observation_space
+        if not isinstance(box, gym.spaces.Box) or len(box.shape) != 1:
+            raise SpecError(f"WeightInObservation needs a 1-D Box observation space, got {box}.")
+        c_lo, c_hi = self.coordinate_range
+        self.observation_space = gym.spaces.Box(
+            low=np.append(box.low, np.asarray(c_lo, dtype=box.dtype)),
+            high=np.append(box.high, np.asarray(c_hi, dtype=box.dtype)),
+            dtype=box.dtype,
+        )
+
+    def coordinate(self, weight: float) -> float:
+        """λ -> the observed coordinate: ``log λ`` (log scale) or ``λ``.
+
+        :raises WeightError: NaN/inf, or ≤ 0 on a log scale.
+        """
+        weight = _check_weight(weight)
+        if self.scale == "log":
+            if weight <= 0:
+                raise WeightError(f"reward weight {weight:g} must be > 0 on a log weight scale.")
+            return math.log(weight)
+        return weight
+
+    @property
+    def weight(self) -> float:
+        """λ of the current episode."""
+        return self._weight
+
+    def fix(self, weight: float | None) -> None:
+        """Use ``weight`` in every episode from the next ``reset`` on (``None``: sample again)."""
+        self.fixed = None if weight is None else self._checked(weight)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng([seed, _WEIGHT_DRAWS])
+        if self.fixed is not None:
+            weight = self.fixed
+        elif self.choices is not None:
+            weight = self.choices[int(self._rng.integers(len(self.choices)))]
+        else:
+            c = self._rng.uniform(*self.coordinate_range)
+            weight = math.exp(c) if self.scale == "log" else c
+        self.env.get_wrapper_attr("set_weight")(weight)
+        self._weight = weight
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._observe(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._observe(obs), reward, terminated, truncated, info
+
+    def _observe(self, obs: np.ndarray) -> np.ndarray:
+        return np.append(obs, np.asarray(self.coordinate(self._weight), dtype=self.observation_space.dtype))
+
+    def _checked(self, weight: float) -> float:
+        weight = _check_weight(weight)
+        self.coordinate(weight)
+        return weight
+
