@@ -23,6 +23,7 @@ seeds, the methods, and the CLOT variants (named config overrides: the ablations
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -35,7 +36,7 @@ import torch
 import yaml
 
 from hti_rl.anchors import AnchorJob, _run_inline, _run_processes, _StepBar, anchor_dir, train_anchors
-from hti_rl.errors import SpecError
+from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.evaluate import ComponentReturns, mean_ci, per_state_w2, returns_at, rollout_components
 from hti_rl.io import RunLock, write_json
 
@@ -283,8 +284,6 @@ def method_path(spec: Any, name: str, run_root: str | Path = "runs") -> Path:
 def fit_variant(spec: Any, dataset: Any, actors: list, overrides: dict[str, Any], run_root: str | Path, progress: bool = True) -> Any:
     """Fit one CLOT variant (``clot_config(overrides, spec.seed)``) as :func:`hti_rl.surrogate.fit` does,
     without touching ``runs/<task>/surrogate.zip``."""
-    import dataclasses
-
     from hti_rl.anchors import package_versions
     from hti_rl.clot import CLOTData, fit_clot
     from hti_rl.policy import SurrogatePolicy, weight_to_time
@@ -320,12 +319,21 @@ def ensure_method(spec: Any, exp: Experiment, name: str, dataset: Any, actors: l
     from hti_rl.baselines import FITS
     from hti_rl.policy import AnchoredPolicy
 
+    from hti_rl.surrogate import clot_config
+
     path = method_path(spec, name, run_root)
     settings = exp.variants[name.split("/", 1)[1]] if name.startswith("clot/") else {}
-    key = json.dumps({"method": name, "settings": settings, "seed": exp.seed}, sort_keys=True)
+    # The key holds the fully resolved CLOT config, so a changed pipeline default refits too.
+    resolved = dataclasses.asdict(clot_config(settings, seed=spec.seed)) if name.startswith("clot/") else {}
+    key = json.dumps({"method": name, "settings": resolved, "seed": exp.seed}, sort_keys=True)
     if path.exists() and not force:
-        policy = AnchoredPolicy.load(path, expect_fingerprint=spec.fingerprint())
-        if policy.header.get("dataset_sha256") == dataset.header.get("checksum") and policy.header.get("compare_key") == key:
+        try:
+            policy = AnchoredPolicy.load(path, expect_fingerprint=spec.fingerprint())
+        except FileFormatError as error:  # an older format or a damaged file: refit it
+            print(f"refitting {name}: {error}", flush=True)
+            policy = None
+        if policy is not None and policy.header.get("dataset_sha256") == dataset.header.get("checksum") \
+                and policy.header.get("compare_key") == key:
             return policy, None
     started = time.perf_counter()
     if name.startswith("clot/"):

@@ -12,8 +12,9 @@ import yaml
 
 from conftest import write_lqr_spec
 from hti_rl.anchors import anchor_dir, anchor_seed
-from hti_rl.compare import RetrainJob, load_experiment, retrained_dir, run_compare
+from hti_rl.compare import RetrainJob, load_experiment, method_path, retrained_dir, run_compare
 from hti_rl.errors import SpecError
+from hti_rl.policy import AnchoredPolicy
 from hti_rl.tasks import load_task
 
 
@@ -105,3 +106,10 @@ def test_whole_comparison_on_exact_agents(tmp_path):
         assert np.isfinite(rows["clot/full"][w]["mean"])
     timings = json.loads((runs / "lqr1d" / "compare" / "timings.json").read_text())
     assert "evaluate" in timings and "fit clot/full" in timings
+    # A second run reuses every fit; a damaged (or older-format) fit is refitted, not fatal.
+    again = run_compare(exp, runs, progress=False, log=lambda _: None)
+    assert again["rows"]["clot/full"][spec.held_out[0]]["mean"] == rows["clot/full"][spec.held_out[0]]["mean"]
+    fitted = method_path(spec, "clot/full", runs)
+    fitted.write_bytes(fitted.read_bytes()[:100])
+    run_compare(exp, runs, progress=False, log=lambda _: None)
+    assert AnchoredPolicy.load(fitted, expect_fingerprint=spec.fingerprint()).header["compare_key"]

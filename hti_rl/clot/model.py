@@ -16,7 +16,7 @@ from hti_rl.clot.transport import IntervalTransport
 from hti_rl.errors import FileFormatError, HTIError
 from hti_rl.io import atomic_write
 
-STATE_FORMAT = "hti_rl.clot.CLOTModel/2"  # 2: config may bound path bends (max_bend)
+STATE_FORMAT = "hti_rl.clot.CLOTModel/3"  # 3: the config holds max_bend (bounded path bends)
 _SHAPE_KEYS = ("dim", "cond_dim", "n_anchors", "n_ref", "n_samples")
 
 
