@@ -281,36 +281,6 @@ def method_path(spec: Any, name: str, run_root: str | Path = "runs") -> Path:
     return Path(spec.run_dir(run_root)) / "compare" / f"{name.replace('/', '-')}.zip"
 
 
-def fit_variant(spec: Any, dataset: Any, actors: list, overrides: dict[str, Any], run_root: str | Path, progress: bool = True) -> Any:
-    """Fit one CLOT variant (``clot_config(overrides, spec.seed)``) as :func:`hti_rl.surrogate.fit` does,
-    without touching ``runs/<task>/surrogate.zip``."""
-    from hti_rl.anchors import package_versions
-    from hti_rl.clot import CLOTData, fit_clot
-    from hti_rl.policy import SurrogatePolicy, weight_to_time
-    from hti_rl.surrogate import clot_config, standardiser
-
-    config = clot_config(overrides, seed=spec.seed)
-    x_mean, x_std = standardiser(dataset.obs)
-    data = CLOTData(
-        x=torch.from_numpy((dataset.obs - x_mean) / x_std),
-        times=torch.tensor([weight_to_time(w, spec.weight_scale) for w in spec.anchors], dtype=torch.float32),
-        y=torch.from_numpy(dataset.samples),
-    )
-    started = time.perf_counter()
-    model = fit_clot(data, config, log_dir=None, progress=progress)
-    seconds = time.perf_counter() - started
-    env = spec.make_env(spec.anchors[0])
-    policy = SurrogatePolicy(
-        env.observation_space, env.action_space, actors, clot=model, weights=spec.anchors, weight_scale=spec.weight_scale,
-        x_mean=x_mean, x_std=x_std,
-        header={"task": spec.name, "task_fingerprint": spec.fingerprint(), "seed": config.seed,
-                "clot_config": dataclasses.asdict(config), "dataset_sha256": dataset.header.get("checksum"),
-                "fit_seconds": round(seconds, 2), "versions": package_versions()},
-    )
-    env.close()
-    return policy
-
-
 def ensure_method(spec: Any, exp: Experiment, name: str, dataset: Any, actors: list, run_root: str | Path, force: bool, progress: bool) -> tuple[Any, float | None]:
     """Load ``name``'s fitted policy when it matches the dataset and settings, else fit and save it.
 
@@ -319,7 +289,7 @@ def ensure_method(spec: Any, exp: Experiment, name: str, dataset: Any, actors: l
     from hti_rl.baselines import FITS
     from hti_rl.policy import AnchoredPolicy
 
-    from hti_rl.surrogate import clot_config
+    from hti_rl.surrogate import clot_config, fit_policy
 
     path = method_path(spec, name, run_root)
     settings = exp.variants[name.split("/", 1)[1]] if name.startswith("clot/") else {}
@@ -337,7 +307,7 @@ def ensure_method(spec: Any, exp: Experiment, name: str, dataset: Any, actors: l
             return policy, None
     started = time.perf_counter()
     if name.startswith("clot/"):
-        policy = fit_variant(spec, dataset, actors, settings, run_root, progress)
+        policy = fit_policy(spec, dataset, actors, clot_config(settings, seed=spec.seed), progress=progress)
     else:
         policy = FITS[name](spec, dataset, actors, exp.seed)
     seconds = time.perf_counter() - started

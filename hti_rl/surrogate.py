@@ -103,6 +103,28 @@ def fit(
             raise FileFormatError(f"no dataset at {path}. Record one first: `hti-rl record {spec.path}`.")
         dataset = PolicyDataset.load(path, spec=spec)
     actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
+    policy = fit_policy(spec, dataset, actors, config, log_dir=spec.run_dir(run_root) / "tb" / "clot", progress=progress)
+    policy.save(surrogate_path(spec, run_root))
+    return policy
+
+
+def fit_policy(
+    spec: Any,
+    dataset: PolicyDataset,
+    actors: list,
+    config: CLOTConfig,
+    log_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SurrogatePolicy:
+    """Fit CLOT on a dataset and wrap it with the anchor actors as a :class:`SurrogatePolicy` (not saved).
+
+    :param spec: the task.
+    :param dataset: the anchors' recorded dataset (obs [N, C], samples [K, N, M, D]).
+    :param actors: one anchor actor per anchor weight, in weight order.
+    :param config: CLOT settings.
+    :param log_dir: TensorBoard directory of the fit, or None.
+    :param progress: show a progress bar.
+    """
     x_mean, x_std = standardiser(dataset.obs)
     data = CLOTData(
         x=torch.from_numpy((dataset.obs - x_mean) / x_std),
@@ -110,7 +132,7 @@ def fit(
         y=torch.from_numpy(dataset.samples),
     )
     started = time.perf_counter()
-    model = fit_clot(data, config, log_dir=str(spec.run_dir(run_root) / "tb" / "clot"), progress=progress)
+    model = fit_clot(data, config, log_dir=None if log_dir is None else str(log_dir), progress=progress)
     fit_seconds = time.perf_counter() - started
     env = spec.make_env(spec.anchors[0])
     policy = SurrogatePolicy(
@@ -134,5 +156,4 @@ def fit(
         },
     )
     env.close()
-    policy.save(surrogate_path(spec, run_root))
     return policy
