@@ -185,5 +185,12 @@ class CLOTModel(nn.Module):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types on a corrupt or foreign file
-            raise FileFormatError(f"cannot read a CLOTModel from {path}: {exc}. Refit or restore the file.") from exc
+            # torch's own message advises weights_only=False, which would run a crafted file's code: keep
+            # only its first line, and say why the file was refused.
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if isinstance(exc, EOFError) or "failed finding central directory" in str(exc):
+                reason = "the file is empty or truncated"
+            elif "weights_only" in str(exc) or "Unsupported global" in str(exc):
+                reason = "it holds objects other than tensors, and was refused without running them"
+            raise FileFormatError(f"cannot read a CLOTModel from {path}: {reason}. Refit or restore the file.") from exc
         return cls.from_state(state)
