@@ -188,3 +188,19 @@ def test_report_names_the_winner_per_weight():
     assert lines[0].startswith("- λ=0.3: **clot/full** -10 ± 0.5") and lines[0].endswith("CIs overlap with conditioned.")
     assert lines[1].startswith("- λ=3: **conditioned** -15 ± 1") and lines[1].endswith("its CI overlaps no other method's.")
     assert "best baseline (conditioned: -15 vs -20)" in verdict(results)[1]
+
+
+def test_cli_trains_then_skips_when_finished(make_lqr_spec, tmp_path, capsys):
+    """`hti-rl train-conditioned` with a budget factor: trains to factor × anchors × n_timesteps, says where
+    the agent went, and a second call leaves the finished agent alone."""
+    from hti_rl.cli import main
+
+    spec_path = make_lqr_spec(n_timesteps=1000)  # budget 3 × 1000 × 0.5 = 1500 steps
+    run_root = tmp_path / "runs"
+    args = ["train-conditioned", str(spec_path), "--run-root", str(run_root), "--budget-factor", "0.5",
+            "--checkpoint-every", "500"]
+    assert main(args) == 0
+    directory = conditioned_dir(load_task(spec_path), 0.5, run_root)
+    assert f"-> {directory}" in capsys.readouterr().out
+    assert json.loads((directory / "meta.json").read_text())["budget"] == 1500
+    assert main(args) == 0 and "resumed" not in capsys.readouterr().out  # finished: skipped
