@@ -123,10 +123,20 @@ def winners(results: dict[str, Any]) -> list[str]:
         b = rows[best][w]
         ties = [n for n in methods if n != best and b["mean"] - rows[n][w]["mean"] <= b["ci"] + rows[n][w]["ci"]]
         retrained = results["retrained"][w]
+        runner_up = max((n for n in methods if n != best), key=lambda n: rows[n][w]["mean"], default=None)
+        lead = f" ahead of {runner_up} by {fmt(b['mean'] - rows[runner_up][w]['mean'])}" if runner_up else ""
         lines.append(
-            f"- λ={w:g}: **{best}** {fmt(b['mean'])} ± {fmt(b['ci'], 2)} (retrained {fmt(retrained['mean'])} ± {fmt(retrained['ci'], 2)}); "
-            + (f"CIs overlap with {', '.join(ties)}." if ties else "its CI overlaps no other method's.")
+            f"- λ={w:g}: **{best}** {fmt(b['mean'])} ± {fmt(b['ci'], 2)}{lead} (retrained {fmt(retrained['mean'])} ± "
+            f"{fmt(retrained['ci'], 2)}); " + (f"CIs overlap with {', '.join(ties)}." if ties else "its CI overlaps no other method's.")
         )
+        surrogate = next((n for n in ("clot/full", *sorted(methods)) if n in methods and n.startswith("clot/")), None)
+        for peer in ("conditioned", "conditioned_x2"):
+            if surrogate and peer in methods:
+                s, p = rows[surrogate][w], rows[peer][w]
+                who = surrogate if s["mean"] >= p["mean"] else peer
+                lines.append(f"  - {surrogate} {fmt(s['mean'])} ± {fmt(s['ci'], 2)} vs {peer} {fmt(p['mean'])} ± {fmt(p['ci'], 2)}: "
+                             f"{who} ahead by {fmt(abs(s['mean'] - p['mean']))}"
+                             + (" (CIs overlap)" if abs(s["mean"] - p["mean"]) <= s["ci"] + p["ci"] else ""))
     return lines
 
 

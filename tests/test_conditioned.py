@@ -184,9 +184,12 @@ def test_report_names_the_winner_per_weight():
         "retrained": {0.3: {"mean": -9.0, "ci": 0.3, "seed_spread": 0.1}, 3.0: {"mean": -14.0, "ci": 0.3, "seed_spread": 0.1}},
         "random": {0.3: -100.0, 3.0: -100.0},
     }
-    lines = winners(results)
-    assert lines[0].startswith("- λ=0.3: **clot/full** -10 ± 0.5") and lines[0].endswith("CIs overlap with conditioned.")
-    assert lines[1].startswith("- λ=3: **conditioned** -15 ± 1") and lines[1].endswith("its CI overlaps no other method's.")
+    lines = [line for line in winners(results) if line.startswith("- ")]
+    peers = [line for line in winners(results) if line.startswith("  - ")]
+    assert lines[0].startswith("- λ=0.3: **clot/full** -10 ± 0.5 ahead of conditioned by 0.4") and lines[0].endswith("CIs overlap with conditioned.")
+    assert lines[1].startswith("- λ=3: **conditioned** -15 ± 1 ahead of clot/full by 5") and lines[1].endswith("its CI overlaps no other method's.")
+    assert peers == ["  - clot/full -10 ± 0.5 vs conditioned -10.4 ± 0.5: clot/full ahead by 0.4 (CIs overlap)",
+                     "  - clot/full -20 ± 0.5 vs conditioned -15 ± 1: conditioned ahead by 5"]
     assert "best baseline (conditioned: -15 vs -20)" in verdict(results)[1]
 
 
