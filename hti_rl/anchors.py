@@ -440,16 +440,8 @@ def train_anchors(
             todo += [job for job in jobs if not (job.directory / "meta.json").exists()]
             if spec.seeds_per_anchor > 1:
                 choose.append(index)
-        bar = _StepBar(total * len(todo), {job.key: _checkpoint_steps(job) for job in todo}, progress)
-        try:
-            if backend == "ray":
-                _run_ray(todo, workers, bar)
-            elif workers == 1 or len(todo) <= 1:
-                _run_inline(todo, bar)
-            else:
-                _run_processes(todo, workers, bar)
-        finally:
-            bar.close()
+        run_jobs(todo, workers, total * len(todo), progress, start={job.key: _checkpoint_steps(job) for job in todo},
+                 backend=backend)
         for index in choose:
             keep_best_seed(spec, index, run_root)
         return [_read_meta(anchor_dir(spec, w, run_root)) for w in spec.anchors]
@@ -497,6 +489,26 @@ def keep_best_seed(spec: Any, index: int, run_root: str | Path = "runs") -> dict
 def _checkpoint_steps(job: AnchorJob) -> int:
     latest = _latest_checkpoint(job)
     return 0 if latest is None else int(latest["steps"])
+
+
+def run_jobs(jobs: list[AnchorJob], workers: int, total_steps: int, progress: bool, description: str = "train anchors",
+             start: dict[tuple[int, int | None], int] | None = None, backend: str = "local") -> None:
+    """Train ``jobs`` (anchors or any :class:`AnchorJob` subclass) in-process, in ``workers`` local
+    processes or as Ray tasks, behind one progress bar of ``total_steps`` environment steps.
+
+    :param start: steps already done per job key (from checkpoints); none when ``None``.
+    """
+    bar = _StepBar(total_steps, start or {}, progress)
+    bar.bar.set_description(description)
+    try:
+        if backend == "ray":
+            _run_ray(jobs, workers, bar)
+        elif workers == 1 or len(jobs) <= 1:
+            _run_inline(jobs, bar)
+        else:
+            _run_processes(jobs, workers, bar)
+    finally:
+        bar.close()
 
 
 class _StepBar:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import yaml
 
-from hti_rl.anchors import AnchorJob, _run_inline, _run_processes, _StepBar, anchor_dir, train_anchors
+from hti_rl.anchors import AnchorJob, anchor_dir, run_jobs, train_anchors
 from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.evaluate import ComponentReturns, mean_ci, per_state_w2, returns_at, rollout_components
 from hti_rl.io import RunLock, write_json
@@ -213,15 +213,7 @@ def train_retrained(spec: Any, seeds: int, run_root: str | Path = "runs", worker
     jobs = [RetrainJob(spec, 0, str(run_root), every, None, w, i) for w in spec.held_out for i in range(seeds)]
     with RunLock(retrained_root(spec, run_root), "hti-rl compare (retrained agents)"):
         todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
-        bar = _StepBar(total * len(todo), {}, progress)
-        bar.bar.set_description("retrain")
-        try:
-            if workers == 1 or len(todo) <= 1:
-                _run_inline(todo, bar)
-            else:
-                _run_processes(todo, workers, bar)
-        finally:
-            bar.close()
+        run_jobs(todo, workers, total * len(todo), progress, description="retrain")
     return [json.loads((job.directory / "meta.json").read_text()) for job in jobs]
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from hti_rl.actors import AnchorActor, actor_from_sb3
-from hti_rl.anchors import AnchorJob, CHECKPOINTS_PER_RUN, _run_inline, _run_processes, _StepBar, package_versions
+from hti_rl.anchors import AnchorJob, CHECKPOINTS_PER_RUN, package_versions, run_jobs
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.io import RunLock
 from hti_rl.policy import AnchoredPolicy, weight_to_time
@@ -159,15 +159,8 @@ def train_conditioned(
         for job in jobs:
             _check_meta(spec, job.directory, job.factor, missing_ok=True)
         todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
-        bar = _StepBar(sum(conditioned_budget(spec, job.factor) for job in todo), {}, progress)
-        bar.bar.set_description("train conditioned")
-        try:
-            if workers == 1 or len(todo) <= 1:
-                _run_inline(todo, bar)
-            else:
-                _run_processes(todo, workers, bar)
-        finally:
-            bar.close()
+        run_jobs(todo, workers, sum(conditioned_budget(spec, job.factor) for job in todo), progress,
+                 description="train conditioned")
     return [json.loads((job.directory / "meta.json").read_text()) for job in jobs]
 
 
