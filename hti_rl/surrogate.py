@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hti_rl import __version__
-from hti_rl.anchors import load_anchor_actor, package_versions
+from hti_rl.anchors import load_anchor_actor
 from hti_rl.clot import CLOTConfig, CLOTData, fit_clot
 from hti_rl.dataset import PolicyDataset, dataset_path
 from hti_rl.errors import FileFormatError, SpecError
@@ -125,35 +124,15 @@ def fit_policy(
     :param log_dir: TensorBoard directory of the fit, or None.
     :param progress: show a progress bar.
     """
-    x_mean, x_std = standardiser(dataset.obs)
+    from hti_rl.baselines import base_arguments
+
+    base = base_arguments(spec, dataset, actors, config.seed, "clot")
     data = CLOTData(
-        x=torch.from_numpy((dataset.obs - x_mean) / x_std),
+        x=torch.from_numpy((dataset.obs - base["x_mean"]) / base["x_std"]),
         times=torch.tensor([weight_to_time(w, spec.weight_scale) for w in spec.anchors], dtype=torch.float32),
         y=torch.from_numpy(dataset.samples),
     )
     started = time.perf_counter()
     model = fit_clot(data, config, log_dir=None if log_dir is None else str(log_dir), progress=progress)
-    fit_seconds = time.perf_counter() - started
-    env = spec.make_env(spec.anchors[0])
-    policy = SurrogatePolicy(
-        env.observation_space,
-        env.action_space,
-        actors,
-        clot=model,
-        weights=spec.anchors,
-        weight_scale=spec.weight_scale,
-        x_mean=x_mean,
-        x_std=x_std,
-        header={
-            "task": spec.name,
-            "task_fingerprint": spec.fingerprint(),
-            "seed": config.seed,
-            "clot_config": dataclasses.asdict(config),
-            "dataset_sha256": dataset.header.get("checksum"),
-            "fit_seconds": round(fit_seconds, 2),
-            "versions": package_versions(),
-            "hti_rl_version": __version__,
-        },
-    )
-    env.close()
-    return policy
+    base["header"].update(clot_config=dataclasses.asdict(config), fit_seconds=round(time.perf_counter() - started, 2))
+    return SurrogatePolicy(clot=model, **base)
