@@ -26,9 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from hti_rl.clot.fit import ot_pairing
 from hti_rl.policy import AnchoredPolicy, weight_to_time
 
 
@@ -243,20 +243,6 @@ def fit_regression(
     return RegressionPolicy(net=net.eval(), net_config=config, y_mean=y_mean, y_scale=y_scale, **base)
 
 
-def ot_pairing(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact Euclidean OT between equal-size sample sets at each state.
-
-    :param a: ``[N, M, D]``; :param b: ``[N, M, D]``.
-    :return: ``[N, M]`` index into b's samples for each of a's.
-    """
-    out = np.empty(a.shape[:2], dtype=np.int64)
-    for n in range(a.shape[0]):
-        cost = ((a[n][:, None, :] - b[n][None, :, :]) ** 2).sum(-1)
-        rows, cols = linear_sum_assignment(cost)
-        out[n, rows] = cols
-    return out
-
-
 def fit_cfm(
     spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0,
     hidden: int = 128, depth: int = 3, steps: int = 3000, batch_size: int = 512, lr: float = 2e-3, euler_steps: int = 8,
@@ -279,7 +265,7 @@ def fit_cfm(
     y_mean = flat.mean(0)
     y_scale = float(flat.std(0).mean().clamp_min(1e-6))
     y = (torch.from_numpy(samples).float() - y_mean) / y_scale
-    pairs = torch.from_numpy(np.stack([ot_pairing(samples[k], samples[k + 1]) for k in range(K - 1)]))  # [K-1, N, M]
+    pairs = ot_pairing(torch.from_numpy(samples).double())  # [K-1, N, M]: exact OT within each state
     times = torch.from_numpy(_unit_times(spec)).float()
     config = {"n_in": D + x.shape[1] + 1, "n_out": D, "hidden": hidden, "depth": depth}
     net = mlp(**config)
