@@ -145,13 +145,16 @@ def load_anchor_actor(spec: Any, weight: float, run_root: str | Path = "runs") -
 
         return load_imported_actor(spec, weight, directory, meta)
     model, vecnormalize = load_anchor(spec, weight, run_root)
-    return actor_from_sb3(model, vecnormalize)
+    actor = actor_from_sb3(model, vecnormalize)
+    if (meta.get("shared_start") or {}).get("role") == "finetune":  # which base it descends from (hti_rl.shared_start)
+        actor.arch["source"]["shared_start"] = meta["shared_start"]["base_sha256"]
+    return actor
 
 
 def _finished_meta(spec: Any, weight: float, run_root: str | Path) -> tuple[Path, dict[str, Any]]:
     """-> (anchor directory, its meta.json) of a finished anchor of this spec version, else AnchorError."""
     directory = anchor_dir(spec, weight, run_root)
-    meta = _read_meta(directory)
+    meta = read_meta(directory)
     if meta is None:
         raise AnchorError(
             f"anchor w={weight:g} of task {spec.name!r} is not trained ({directory / 'meta.json'} is missing). "
@@ -171,7 +174,8 @@ def is_finished(spec: Any, weight: float, run_root: str | Path = "runs") -> bool
     return (anchor_dir(spec, weight, run_root) / "meta.json").exists()
 
 
-def _read_meta(directory: Path) -> dict[str, Any] | None:
+def read_meta(directory: Path) -> dict[str, Any] | None:
+    """``directory/meta.json`` (written last by a finished job), or ``None`` when it does not exist."""
     path = directory / "meta.json"
     if not path.exists():
         return None
@@ -238,6 +242,17 @@ class AnchorJob:
         """Entries a job kind adds to its ``meta.json`` (none for an anchor)."""
         return {}
 
+    @property
+    def updates_normalizer(self) -> bool:
+        """Whether training updates the VecNormalize statistics (a fine-tune keeps its base's frozen)."""
+        return True
+
+    def create_model(self, venv: Any, hp: dict[str, Any], tensorboard_log: str) -> Any:
+        """A fresh model on ``venv`` (wrapped in VecNormalize when the hyperparameters normalise)."""
+        if hp.get("normalize"):
+            venv = VecNormalize(venv, **_normalize_kwargs(hp["normalize"]))
+        return self.spec.sb3_algo()(env=venv, seed=self.seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0, **hp["algo_kwargs"])
+
 
 def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
     """Train (or resume) one anchor and write ``model.zip``, ``vecnormalize.pkl`` and, last, ``meta.json``.
@@ -292,20 +307,16 @@ def _make_venv(job: AnchorJob, hp: dict[str, Any]):
 
 def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
     """-> (model ready to learn, the checkpoint's ``latest.json`` or ``None`` for a fresh start)."""
-    spec, directory = job.spec, job.directory
-    algo = spec.sb3_algo()
-    tb = str(Path(spec.run_dir(job.run_root)) / "tb")
+    algo, directory = job.spec.sb3_algo(), job.directory
+    tb = str(Path(job.spec.run_dir(job.run_root)) / "tb")
     venv = _make_venv(job, hp)
     latest = _latest_checkpoint(job)
     if latest is not None:
         checkpoints = directory / "checkpoints"
         if latest.get("vecnormalize"):
-            venv = load_vecnormalize(checkpoints / latest["vecnormalize"], venv, training=True)
+            venv = load_vecnormalize(checkpoints / latest["vecnormalize"], venv, training=job.updates_normalizer)
         return load_sb3(algo, checkpoints / latest["model"], venv, hp, env=venv, device="cpu", tensorboard_log=tb), latest
-    if hp.get("normalize"):
-        venv = VecNormalize(venv, **_normalize_kwargs(hp["normalize"]))
-    model = algo(env=venv, seed=job.seed, tensorboard_log=tb, device="cpu", verbose=0, **hp["algo_kwargs"])
-    return model, None
+    return job.create_model(venv, hp, tb), None
 
 
 def _normalize_kwargs(normalize: Any) -> dict[str, Any]:
@@ -415,12 +426,17 @@ def train_anchors(
 
     With ``spec.seeds_per_anchor`` = n > 1, each of the n seeds of an unfinished anchor is one job
     (``workers`` of them at once), and the seed scoring best at the anchor's own weight becomes the
-    anchor (see the module docstring).
+    anchor (see the module docstring). With ``spec.shared_start`` the anchors are fine-tunes of one
+    base agent (:func:`hti_rl.shared_start.train_shared_anchors`).
     """
     if backend not in ("local", "ray"):
         raise HTIError(f"backend {backend!r} is not one of 'local', 'ray'.")
     if int(workers) < 1:
         raise HTIError(f"workers must be ≥ 1, got {workers}.")
+    if spec.shared_start is not None:
+        from hti_rl.shared_start import train_shared_anchors
+
+        return train_shared_anchors(spec, run_root, workers, backend, force, progress, checkpoint_every)
     total = int(spec.hyperparams()["n_timesteps"])
     every = int(checkpoint_every or max(total // CHECKPOINTS_PER_RUN, 1))
     seeds: list[int | None] = list(range(spec.seeds_per_anchor)) if spec.seeds_per_anchor > 1 else [None]
@@ -440,11 +456,11 @@ def train_anchors(
             todo += [job for job in jobs if not (job.directory / "meta.json").exists()]
             if spec.seeds_per_anchor > 1:
                 choose.append(index)
-        run_jobs(todo, workers, total * len(todo), progress, start={job.key: _checkpoint_steps(job) for job in todo},
+        run_jobs(todo, workers, total * len(todo), progress, start={job.key: checkpoint_steps(job) for job in todo},
                  backend=backend)
         for index in choose:
             keep_best_seed(spec, index, run_root)
-        return [_read_meta(anchor_dir(spec, w, run_root)) for w in spec.anchors]
+        return [read_meta(anchor_dir(spec, w, run_root)) for w in spec.anchors]
 
 
 def own_weight_return(spec: Any, actor: AnchorActor, weight: float) -> tuple[float, float]:
@@ -466,7 +482,7 @@ def keep_best_seed(spec: Any, index: int, run_root: str | Path = "runs") -> dict
     weight = spec.anchors[index]
     metas = []
     for i in range(spec.seeds_per_anchor):
-        meta = _read_meta(seed_dir(spec, weight, i, run_root))
+        meta = read_meta(seed_dir(spec, weight, i, run_root))
         if meta is None or "selection" not in meta or meta.get("task_fingerprint") != spec.fingerprint():
             raise AnchorError(
                 f"seed {i} of anchor w={weight:g} in {seed_dir(spec, weight, i, run_root)} is unfinished, unscored or of "
@@ -486,7 +502,8 @@ def keep_best_seed(spec: Any, index: int, run_root: str | Path = "runs") -> dict
     return meta
 
 
-def _checkpoint_steps(job: AnchorJob) -> int:
+def checkpoint_steps(job: AnchorJob) -> int:
+    """Steps the job's latest checkpoint holds (0 without one)."""
     latest = _latest_checkpoint(job)
     return 0 if latest is None else int(latest["steps"])
 

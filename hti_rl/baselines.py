@@ -15,12 +15,17 @@ action moves from anchor k to anchor k+1 at local time s (in the task's weight s
   Euclidean OT, "OT-CFM"), integrated from anchor k's draw by a few Euler steps. No learned metric,
   no potential: CLOT with those removed.
 
+- :class:`ParameterInterpolation`: the peer "rewarded soups" (Ramé et al., NeurIPS 2023): one network
+  whose parameters are (1 − s)·θ_k + s·θ_{k+1}, for anchors fine-tuned from one shared start
+  (:mod:`hti_rl.shared_start`); unrelated anchors are refused.
+
 The trainable ones have ``fit_regression(spec, dataset, actors, seed)`` and ``fit_cfm(...)``;
 :data:`FITS` maps method names to fit functions, :data:`POLICIES` to classes.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any, Sequence
 
@@ -28,7 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hti_rl.actors import AnchorActor
 from hti_rl.clot.fit import ot_pairing
+from hti_rl.errors import AnchorError
 from hti_rl.policy import AnchoredPolicy, weight_to_time
 
 
@@ -48,6 +55,58 @@ class LinearPolicy(AnchoredPolicy):
         y_k, noise = self.anchor_draw(self.actors[k], obs, deterministic)
         y_end, _ = self.anchor_draw(self.actors[k + 1], obs, deterministic, noise)
         return (1.0 - s) * y_k + s * y_end
+
+
+class ParameterInterpolation(AnchoredPolicy):
+    """Parameter interpolation of shared-start anchors ("rewarded soups"): at local time s of interval k
+    one actor whose every parameter (trunk, mean head, log-std) is (1 − s)·θ_k + s·θ_{k+1}; its action
+    is that actor's mean, or a draw from its Gaussian. The anchors must be fine-tunes of one base agent
+    (``hti-rl train-anchors --shared-start``): their observation normalisers are the base's, and only
+    then are the networks' parameters comparable one by one.
+
+    :raises AnchorError: the anchors do not share a start, or their networks differ in shape.
+    """
+
+    def __init__(self, *args: Any, **base: Any):
+        super().__init__(*args, **base)
+        check_shared_start(self.actors)
+        self._blend: tuple[tuple[int, float], AnchorActor] | None = None
+
+    def blended_actor(self, k: int, s: float) -> AnchorActor:
+        """The actor with parameters (1 − s)·θ_k + s·θ_{k+1} (cached for the current weight)."""
+        if self._blend is None or self._blend[0] != (k, s):
+            start, end = self.actors[k].state_dict(), self.actors[k + 1].state_dict()
+            actor = AnchorActor(copy.deepcopy(self.actors[k].arch))
+            actor.load_state_dict({name: (1.0 - s) * start[name] + s * end[name] if start[name].is_floating_point() else start[name]
+                                   for name in start})
+            self._blend = ((k, s), actor.eval())
+        return self._blend[1]
+
+    def _between(self, obs: Tensor, x: Tensor, k: int, s: float, deterministic: bool) -> Tensor:
+        return self.anchor_draw(self.blended_actor(k, s), obs, deterministic)[0]
+
+
+def check_shared_start(actors: Sequence[AnchorActor]) -> None:
+    """Refuse to interpolate the parameters of anchors that were not fine-tuned from one start.
+
+    :raises AnchorError: an anchor has no shared start (trained from scratch or imported), the anchors
+        descend from different bases, or their networks differ (layers, sizes, normalisation).
+    """
+    starts = [actor.arch.get("source", {}).get("shared_start") for actor in actors]
+    how = ("Train the anchors as fine-tunes of one base agent: `hti-rl train-anchors <spec> --shared-start` "
+           "(or `shared_start: true` in the spec), then record and fit on those.")
+    if any(start is None for start in starts) or len(set(starts)) > 1:
+        what = ("some anchors were not fine-tuned from a shared start" if any(start is None for start in starts)
+                else "the anchors were fine-tuned from different starts")
+        raise AnchorError(
+            f"parameter interpolation needs anchors fine-tuned from one shared start, but {what}. Networks trained "
+            "apart have unrelated parameters (hidden units in any order, other scales), so their average is not "
+            f"a policy between them: it can act like neither. {how}"
+        )
+    shapes = [{name: tuple(t.shape) for name, t in actor.state_dict().items()} for actor in actors]
+    described = [{k: v for k, v in actor.arch.items() if k != "source"} for actor in actors]
+    if any(shape != shapes[0] for shape in shapes) or any(d != described[0] for d in described):
+        raise AnchorError(f"the anchors' networks differ in layers or sizes, so their parameters cannot be averaged. {how}")
 
 
 # ----------------------------------------------------------------------------- learned
@@ -287,5 +346,14 @@ def fit_cfm(
     return CFMPolicy(net=net.eval(), net_config=config, y_mean=y_mean, y_scale=y_scale, euler_steps=euler_steps, **base)
 
 
-FITS = {"nearest": fit_nearest, "linear": fit_linear, "regression": fit_regression, "cfm": fit_cfm}
-POLICIES = {"nearest": NearestPolicy, "linear": LinearPolicy, "regression": RegressionPolicy, "cfm": CFMPolicy}
+def fit_param_interp(spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0) -> ParameterInterpolation:
+    """Parameter interpolation of shared-start anchors (nothing to fit).
+
+    :raises AnchorError: the anchors were not fine-tuned from one shared start.
+    """
+    return ParameterInterpolation(**base_arguments(spec, dataset, actors, seed, "param_interp"))
+
+
+FITS = {"nearest": fit_nearest, "linear": fit_linear, "regression": fit_regression, "cfm": fit_cfm, "param_interp": fit_param_interp}
+POLICIES = {"nearest": NearestPolicy, "linear": LinearPolicy, "regression": RegressionPolicy, "cfm": CFMPolicy,
+            "param_interp": ParameterInterpolation}

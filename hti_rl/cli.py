@@ -56,9 +56,25 @@ def spec_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="redo the stage even if it has finished")
 
 
+def shared_start_argument(parser: argparse.ArgumentParser) -> None:
+    """``--shared-start``: the stages that train or use anchors can work on shared-start anchors."""
+    parser.add_argument("--shared-start", action="store_true",
+                        help="anchors fine-tuned from one shared base agent, in runs/<task>/shared/ "
+                             "(the spec's shared_start settings, else: base at the middle weight)")
+
+
+def load_spec(args: argparse.Namespace):
+    """The task spec named on the command line, with shared-start anchors when ``--shared-start`` is given."""
+    from hti_rl.tasks import load_task
+
+    spec = load_task(args.spec)
+    return spec.with_shared_start() if getattr(args, "shared_start", False) else spec
+
+
 # ----------------------------------------------------------------------------- train-anchors
 def _train_anchors_arguments(parser: argparse.ArgumentParser) -> None:
     spec_arguments(parser)
+    shared_start_argument(parser)
     parser.add_argument("--workers", type=int, default=1, help="anchors trained at once (default: 1)")
     parser.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default: budget/10)")
@@ -68,9 +84,8 @@ def _train_anchors_arguments(parser: argparse.ArgumentParser) -> None:
 @command("train-anchors", "train one SB3 agent per anchor weight (resumes after an interruption), then check them", _train_anchors_arguments)
 def train_anchors_command(args: argparse.Namespace) -> int:
     from hti_rl.anchors import anchor_dir, is_finished, train_anchors
-    from hti_rl.tasks import load_task
 
-    spec = load_task(args.spec)
+    spec = load_spec(args)
     finished = [w for w in spec.anchors if is_finished(spec, w, args.run_root)]
     if not args.force:
         for w in finished:
@@ -84,6 +99,12 @@ def train_anchors_command(args: argparse.Namespace) -> int:
             force=args.force,
             checkpoint_every=args.checkpoint_every,
         )
+        if spec.shared_start is not None:
+            from hti_rl.shared_start import load_base_meta
+
+            base = load_base_meta(spec, args.run_root)
+            print(f"shared start: {base['algo']} at w={base['weight']:g}, {base['steps']} steps, {base['wall_time_s']:.1f} s; "
+                  f"each anchor fine-tuned from it for {spec.shared_start.finetune_steps} steps")
         for meta in metas:
             resumed = f", resumed from step {meta['resumed_from']}" if meta.get("resumed_from") else ""
             seeds = ", ".join(f"{s['return_mean']:.4g}" for s in meta.get("seeds", []))
@@ -108,9 +129,8 @@ def _train_conditioned_arguments(parser: argparse.ArgumentParser) -> None:
          _train_conditioned_arguments)
 def train_conditioned_command(args: argparse.Namespace) -> int:
     from hti_rl.conditioned import conditioned_dir, train_conditioned
-    from hti_rl.tasks import load_task
 
-    spec = load_task(args.spec)
+    spec = load_spec(args)
     [meta] = train_conditioned(spec, [args.budget_factor], run_root=args.run_root, workers=args.workers, force=args.force,
                                checkpoint_every=args.checkpoint_every)
     resumed = f", resumed from step {meta['resumed_from']}" if meta.get("resumed_from") else ""
@@ -132,9 +152,8 @@ def _import_anchors_arguments(parser: argparse.ArgumentParser) -> None:
 def import_anchors_command(args: argparse.Namespace) -> int:
     from hti_rl.anchors import anchor_dir
     from hti_rl.importing import import_anchors
-    from hti_rl.tasks import load_task
 
-    spec = load_task(args.spec)
+    spec = load_spec(args)
     results = import_anchors(spec, _weight_paths(args.anchor, "--anchor"), _weight_paths(args.vecnormalize, "--vecnormalize"),
                              run_root=args.run_root, force=args.force)
     for r in results:
@@ -164,13 +183,13 @@ def _weight_paths(pairs: Sequence[str], flag: str) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- check-anchors
 def _check_anchors_arguments(parser: argparse.ArgumentParser) -> None:
     spec_arguments(parser)
+    shared_start_argument(parser)
 
 
 @command("check-anchors", "evaluate every anchor at every anchor weight and warn about bad anchors", _check_anchors_arguments)
 def check_anchors_command(args: argparse.Namespace) -> int:
-    from hti_rl.tasks import load_task
 
-    _check_anchors(load_task(args.spec), args.run_root, args.force)
+    _check_anchors(load_spec(args), args.run_root, args.force)
     return 0
 
 
@@ -188,15 +207,15 @@ def _check_anchors(spec, run_root: str, force: bool) -> None:
 # ----------------------------------------------------------------------------- record
 def _record_arguments(parser: argparse.ArgumentParser) -> None:
     spec_arguments(parser)
+    shared_start_argument(parser)
     parser.add_argument("--seed", type=int, default=None, help="recording seed (default: the spec's seed)")
 
 
 @command("record", "record every anchor's action distribution at the states the anchors visit", _record_arguments)
 def record_command(args: argparse.Namespace) -> int:
     from hti_rl.dataset import dataset_path, record
-    from hti_rl.tasks import load_task
 
-    spec = load_task(args.spec)
+    spec = load_spec(args)
     path = dataset_path(spec, args.run_root)
     if path.exists() and not args.force:
         print(f"{path} exists, skipped; --force records it again")
@@ -210,6 +229,7 @@ def record_command(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- fit
 def _fit_arguments(parser: argparse.ArgumentParser) -> None:
     spec_arguments(parser)
+    shared_start_argument(parser)
     parser.add_argument("--accept-anchors", action="store_true", help="fit even when check-anchors warned about the anchors")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -221,9 +241,8 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
 def fit_command(args: argparse.Namespace) -> int:
     from hti_rl.quality import require_good_anchors
     from hti_rl.surrogate import clot_config, fit, surrogate_path
-    from hti_rl.tasks import load_task
 
-    spec = load_task(args.spec)
+    spec = load_spec(args)
     path = surrogate_path(spec, args.run_root)
     if path.exists() and not args.force:
         print(f"{path} exists, skipped; --force fits again")

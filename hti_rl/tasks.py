@@ -129,6 +129,21 @@ class AnchorFiles:
 
 
 @dataclass(frozen=True)
+class SharedStart:
+    """Shared-start anchors ("rewarded soups"): one base agent trained at ``weight``, then a copy of it
+    fine-tuned at each anchor weight, the base's observation normaliser frozen (:mod:`hti_rl.shared_start`).
+
+    :param weight: the base's reward weight (default: the middle of the anchor range in the weight scale).
+    :param base_steps: the base's training steps (default: the task's ``n_timesteps``).
+    :param finetune_steps: each fine-tune's steps (default: half the task's ``n_timesteps``).
+    """
+
+    weight: float
+    base_steps: int
+    finetune_steps: int
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A validated task spec; build one with :func:`load_task`.
 
@@ -152,6 +167,8 @@ class TaskSpec:
     :param eval_episodes: episodes per evaluation.
     :param anchor_files: anchors given as existing agents (``anchors: [{weight, model, vecnormalize}]``
         entries); not part of the fingerprint.
+    :param shared_start: train the anchors as fine-tunes of one base agent (:class:`SharedStart`), or
+        ``None`` for anchors trained from scratch; shared-start runs live in ``<root>/<name>/shared/``.
     :param monotone_weighted_component: whether the anchor check (``hti-rl check-anchors``) expects the
         per-episode sum of the weighted component to be non-decreasing in the anchor weight (true of
         optimal policies of the discounted objective; turn it off where undiscounted sums need not follow).
@@ -177,6 +194,7 @@ class TaskSpec:
     eval_episodes: int = 10
     monotone_weighted_component: bool = True
     anchor_files: tuple[AnchorFiles, ...] = ()
+    shared_start: SharedStart | None = None
 
     def make_env(self, weight: float, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
         """The env at reward weight ``weight``: ``gym.make`` (+ TimeLimit) + :class:`RewardWeightWrapper`.
@@ -235,8 +253,42 @@ class TaskSpec:
         return k, min(max(s, 0.0), 1.0)
 
     def run_dir(self, root: str | Path = "runs") -> Path:
-        """``<root>/<name>``: where this task's anchors, dataset and surrogate live."""
-        return Path(root) / self.name
+        """``<root>/<name>``: where this task's anchors, dataset and surrogate live (``<root>/<name>/shared``
+        for shared-start anchors, so both kinds of anchors can sit side by side)."""
+        return Path(root) / self.name / "shared" if self.shared_start else Path(root) / self.name
+
+    def with_shared_start(self, weight: float | None = None, base_steps: int | None = None,
+                          finetune_steps: int | None = None) -> "TaskSpec":
+        """This spec with shared-start anchors; unset settings keep the spec's own, else the defaults
+        (see :class:`SharedStart`).
+
+        :raises SpecError: the base weight lies outside the anchor range, or a budget is < 1.
+        """
+        own = self.shared_start
+        n = int(self.hyperparams()["n_timesteps"])
+        if weight is None:
+            weight = own.weight if own else self._middle_weight()
+        shared = SharedStart(
+            weight=float(weight),
+            base_steps=int(base_steps if base_steps is not None else own.base_steps if own else n),
+            finetune_steps=int(finetune_steps if finetune_steps is not None else own.finetune_steps if own else max(n // 2, 1)),
+        )
+        if not (self.anchors[0] <= shared.weight <= self.anchors[-1]):
+            raise SpecError(f"{self.path}: the shared start's weight {shared.weight:g} is outside the anchor range {self._range()}; "
+                            "pick a weight in range (the default is the middle of the range).")
+        if shared.base_steps < 1 or shared.finetune_steps < 1:
+            raise SpecError(f"{self.path}: shared-start budgets must be ≥ 1 step, got base_steps={shared.base_steps}, "
+                            f"finetune_steps={shared.finetune_steps}.")
+        if self.seeds_per_anchor > 1:
+            raise SpecError(f"{self.path}: seeds_per_anchor > 1 with shared-start anchors is not supported (every anchor "
+                            "descends from one base); set seeds_per_anchor: 1, or train the anchors from scratch.")
+        return dataclasses.replace(self, shared_start=shared)
+
+    def _middle_weight(self) -> float:
+        """The middle of the anchor range in the weight scale (geometric mean on a log scale), rounded to 3 digits."""
+        lo, hi = self.anchors[0], self.anchors[-1]
+        middle = math.sqrt(lo * hi) if self.weight_scale == "log" else (lo + hi) / 2
+        return float(f"{middle:.3g}")
 
     def sb3_algo(self) -> type[BaseAlgorithm]:
         """The SB3 algorithm class (``stable_baselines3.PPO`` for ``algo: ppo``)."""
@@ -265,6 +317,8 @@ class TaskSpec:
         for key in ("path", "hyperparams_file", "hyperparams_key", "held_out", "eval_episodes", "monotone_weighted_component",
                     "anchor_files"):
             del content[key]
+        if content["shared_start"] is None:  # specs without it keep the fingerprint they had before it existed
+            del content["shared_start"]
         return sha256_bytes(json.dumps(content, sort_keys=True).encode())[:16]
 
     def _range(self) -> str:
@@ -288,7 +342,7 @@ def load_task(path: str | Path) -> TaskSpec:
     defaults = TaskSpec.__dataclass_fields__
     top.allow(("name", "env_id", "env_kwargs", "max_episode_steps", "reward", "weight_scale", "anchors", "held_out", "algo",
                "hyperparams_file", "hyperparams_key", "n_timesteps", "seed", "seeds_per_anchor", "record", "eval_episodes",
-               "monotone_weighted_component"))
+               "monotone_weighted_component", "shared_start"))
 
     name = top.string("name")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -318,7 +372,7 @@ def load_task(path: str | Path) -> TaskSpec:
     rec.allow(tuple(RecordSpec.__dataclass_fields__))
     record = RecordSpec(**{k: rec.integer(k, default=f.default, minimum=1) for k, f in RecordSpec.__dataclass_fields__.items()})
 
-    return TaskSpec(
+    spec = TaskSpec(
         name=name,
         env_id=env_id,
         reward=_read_reward(path, top.mapping("reward")),
@@ -340,6 +394,26 @@ def load_task(path: str | Path) -> TaskSpec:
         monotone_weighted_component=top.boolean("monotone_weighted_component", default=defaults["monotone_weighted_component"].default),
         anchor_files=anchor_files,
     )
+    return _read_shared_start(top, spec)
+
+
+def _read_shared_start(top: _Fields, spec: TaskSpec) -> TaskSpec:
+    """``shared_start``: absent/false (anchors from scratch), true (defaults) or ``{weight, base_steps, finetune_steps}``."""
+    raw = top._get("shared_start", False)
+    if raw is False or raw is None:
+        return spec
+    if raw is True:
+        raw = {}
+    item = _Fields(top.file, raw, where="shared_start.")
+    item.allow(tuple(SharedStart.__dataclass_fields__))
+    weight = item._get("weight", None)
+    if weight is not None and not (_is_number(weight) and math.isfinite(weight)):
+        raise item.error("weight", f"is {weight!r}; give a finite number inside the anchor range.")
+    try:
+        return spec.with_shared_start(weight, item.integer("base_steps", default=None, minimum=1),
+                                      item.integer("finetune_steps", default=None, minimum=1))
+    except SpecError as exc:
+        raise SpecError(f"{exc} (field `shared_start`)") from None
 
 
 def _read_anchors(top: _Fields) -> tuple[tuple[float, ...], tuple[AnchorFiles, ...]]:

@@ -16,6 +16,8 @@ from hti_rl.policy import AnchoredPolicy
 from hti_rl.tasks import load_task
 
 FAST = {"regression": {"steps": 400}, "cfm": {"steps": 600}}
+# Parameter interpolation needs shared-start anchors, not these hand-made ones: tests/test_shared_start.py.
+METHODS = [name for name in POLICIES if name != "param_interp"]
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +30,14 @@ def lqr1d(tmp_path_factory):
         save_lqr_anchor(spec, w, runs, log_std=-1.5)
     dataset = record(spec, runs, progress=False)
     actors = [load_anchor_actor(spec, w, runs) for w in spec.anchors]
-    policies = {name: fit(spec, dataset, actors, 0, **FAST.get(name, {})) for name, fit in FITS.items()}
+    policies = {name: fit(spec, dataset, actors, 0, **FAST.get(name, {})) for name, fit in FITS.items() if name in METHODS}
     return spec, runs, dataset, actors, policies
 
 
 OBS = np.linspace(-0.8, 0.8, 17, dtype=np.float32)[:, None]  # inside the recorded states' range
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", METHODS)
 def test_anchor_weights_give_the_anchor(lqr1d, name):
     spec, _, _, actors, policies = lqr1d
     policy = policies[name]
@@ -82,7 +84,7 @@ def test_learned_reduce_loss_and_follow_linear_path(lqr1d, name):
         assert np.abs(got - ref).max() < 0.25 * scale, (name, w, np.abs(got - ref).max(), scale)
 
 
-@pytest.mark.parametrize("name", list(POLICIES))
+@pytest.mark.parametrize("name", METHODS)
 def test_save_load_round_trip(lqr1d, tmp_path, name):
     spec, _, _, _, policies = lqr1d
     policy = policies[name]
