@@ -11,8 +11,13 @@ seeds, the methods, and the CLOT variants (named config overrides: the ablations
    job machinery (:class:`RetrainJob`, ``runs/<task>/retrained/w=<λ>/seed=<i>/``), all at once
    over ``workers`` processes; then the weight-conditioned peers the experiment lists
    (:func:`hti_rl.conditioned.train_conditioned`, ``runs/<task>/conditioned/f=<F>/``);
-2. cross-evaluate the anchors (:func:`hti_rl.quality.check_anchors`), record the dataset;
-3. fit every method (CLOT variants and the trainable baselines) to ``runs/<task>/compare/<method>.zip``;
+   with ``shared_start`` methods, also the shared-start anchors and the base fine-tuned at every
+   held-out weight (:mod:`hti_rl.shared_start`, ``runs/<task>/shared/``);
+2. cross-evaluate the anchors (:func:`hti_rl.quality.check_anchors`), record the dataset (and the
+   shared-start anchors' own dataset);
+3. fit every method (CLOT variants and the trainable baselines) to ``runs/<task>/compare/<method>.zip``,
+   and every shared-start method on the shared-start anchors (rows ``shared/<method>``,
+   ``runs/<task>/shared/compare/``);
 4. evaluate: every anchor, retrained agent and the random policy once (their returns at any weight
    follow from one rollout set: evaluate once, weigh many), every method at every held-out weight;
    per-state W2 of every method's action distribution to each retrained agent's on a shared state set
@@ -39,10 +44,12 @@ from hti_rl.anchors import AnchorJob, anchor_dir, run_jobs, train_anchors
 from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.evaluate import ComponentReturns, mean_ci, per_state_w2, returns_at, rollout_components
 from hti_rl.io import RunLock, write_json
+from hti_rl.report import SHARED_REFERENCE
 
 BASELINES = ("nearest", "linear", "regression", "cfm")
 CONDITIONED = ("conditioned", "conditioned_x2")  # peers: one weight-conditioned agent, budget factor 1 and 2 (hti_rl.conditioned)
 KNOWN_METHODS = ("surrogate", *BASELINES, *CONDITIONED, "optimum")
+SHARED_METHODS = ("surrogate", "param_interp", *BASELINES)  # methods that can run on shared-start anchors
 _RETRAIN_KEY = 2**32 - 3  # seeds retrained agents apart from anchors, selection and cross-evaluation
 _EVAL_KEY = 2**32 - 4  # seeds the evaluation episodes
 
@@ -61,6 +68,10 @@ class Experiment:
     :param methods: of ``surrogate`` (every CLOT variant), ``nearest``, ``linear``, ``regression``,
         ``cfm``, ``conditioned``/``conditioned_x2`` (one weight-conditioned agent trained with 1×/2× the
         anchors' total steps, :mod:`hti_rl.conditioned`), ``optimum`` (LQR tasks only: the exact Riccati policy).
+    :param shared_start: methods fitted on shared-start anchors as well (:mod:`hti_rl.shared_start`: the
+        spec's ``shared_start`` settings, else the defaults), rows ``shared/<method>``: ``surrogate`` (the
+        first variant), ``param_interp`` (parameter interpolation, "rewarded soups"), or any baseline.
+        The base fine-tuned at each held-out weight is row ``shared/fine-tuned``.
     :param variants: CLOT variants, ``{name: {CLOTConfig field: value}}`` on top of the pipeline's defaults.
     :param w2_states: states of the dataset on which W2 is measured.
     :param w2_samples: action samples per state and method for W2.
@@ -76,6 +87,7 @@ class Experiment:
     eval_episodes: int = 10
     eval_seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = ("surrogate", *BASELINES)
+    shared_start: tuple[str, ...] = ()
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"full": {}})
     w2_states: int = 300
     w2_samples: int = 32
@@ -84,11 +96,15 @@ class Experiment:
     notes: str = ""
 
     def method_names(self) -> list[str]:
-        """Every evaluated method: ``clot/<variant>`` for each variant, then the others."""
+        """Every method evaluated on the anchors from scratch: ``clot/<variant>`` for each variant, then the others."""
         names = []
         for m in self.methods:
             names += [f"clot/{v}" for v in self.variants] if m == "surrogate" else [m]
         return names
+
+    def shared_method_names(self) -> list[str]:
+        """Every method fitted on the shared-start anchors (without the ``shared/`` prefix of its row)."""
+        return [f"clot/{next(iter(self.variants))}" if m == "surrogate" else m for m in self.shared_start]
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -138,9 +154,17 @@ def load_experiment(path: str | Path) -> Experiment:
         values["eval_seeds"] = tuple(v)
     if "methods" in raw:
         v = raw["methods"]
+        if isinstance(v, list) and "param_interp" in v:
+            raise bad("methods", "lists param_interp, which needs anchors fine-tuned from a shared start: list it under "
+                                 "`shared_start: [surrogate, param_interp]` instead.")
         if not isinstance(v, list) or not v or any(m not in KNOWN_METHODS for m in v):
             raise bad("methods", f"= {v!r}: must be a non-empty list of {', '.join(KNOWN_METHODS)}.")
         values["methods"] = tuple(dict.fromkeys(v))
+    if "shared_start" in raw:
+        v = raw["shared_start"]
+        if not isinstance(v, list) or any(m not in SHARED_METHODS for m in v):
+            raise bad("shared_start", f"= {v!r}: must be a list of {', '.join(SHARED_METHODS)} (methods fitted on shared-start anchors).")
+        values["shared_start"] = tuple(dict.fromkeys(v))
     if "variants" in raw:
         from hti_rl.surrogate import clot_config
 
@@ -394,6 +418,15 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
 
         metas = timed("train conditioned agents", lambda: train_conditioned(spec, [METHODS[m] for m in conditioned], run_root, workers, progress=progress))
         conditioned_metas = dict(zip(conditioned, metas))
+    shared_spec = spec.with_shared_start() if exp.shared_start else None
+    finetuned_metas: dict[float, Any] = {}
+    if shared_spec is not None:
+        from hti_rl.shared_start import train_finetuned
+
+        timed("train shared-start anchors", lambda: train_anchors(shared_spec, run_root, workers=workers, progress=progress))
+        metas = timed("fine-tune the shared start at held-out weights",
+                      lambda: train_finetuned(shared_spec, spec.held_out, run_root, workers, progress))
+        finetuned_metas = dict(zip(spec.held_out, metas))
     if train_only:
         return {}
     # One thread whatever --workers is: fits and rollouts reproduce to the bit only at a fixed thread count
@@ -422,6 +455,20 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
         log(f"== fit {name}")
         policies[name], seconds = ensure_method(spec, exp, name, dataset, actors, run_root, force, progress)
         fit_seconds[name] = seconds if seconds is not None else float(policies[name].header.get("fit_seconds", float("nan")))
+    shared_actors: list[Any] = []
+    finetuned_actors: dict[float, Any] = {}
+    if shared_spec is not None:
+        from hti_rl.shared_start import finetuned_dir
+
+        shared_path = dataset_path(shared_spec, run_root)
+        shared_data = PolicyDataset.load(shared_path, shared_spec) if shared_path.exists() else \
+            timed("record shared-start anchors", lambda: record(shared_spec, run_root, progress=progress))
+        shared_actors = [load_anchor_actor(shared_spec, w, run_root) for w in spec.anchors]
+        for name in exp.shared_method_names():
+            log(f"== fit shared/{name}")
+            policies[f"shared/{name}"], seconds = ensure_method(shared_spec, exp, name, shared_data, shared_actors, run_root, force, progress)
+            fit_seconds[f"shared/{name}"] = seconds if seconds is not None else float(policies[f"shared/{name}"].header.get("fit_seconds", float("nan")))
+        finetuned_actors = {w: load_actor_from(shared_spec, finetuned_dir(shared_spec, w, run_root), w) for w in spec.held_out}
     timings.update({f"fit {n}": round(s, 2) for n, s in fit_seconds.items()})
     write_json(timing_path, timings)
 
@@ -440,6 +487,9 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
     anchor_curves = {a: [mean_ci(returns_at(r, weighted, fixed, w)) for w in grid] for a, r in zip(spec.anchors, anchor_rolls)}
     env = spec.make_env(lo)
     random_rolls = rollouts(RandomPolicy(env.action_space, exp.seed), spec, exp)
+    own_weight = {"scratch": {a: anchor_curves[a][list(grid).index(a)] for a in spec.anchors}}
+    if shared_spec is not None:
+        own_weight["shared"] = {a: mean_ci(returns_at(rollouts(actor, spec, exp), weighted, fixed, a)) for a, actor in zip(spec.anchors, shared_actors)}
 
     rng = np.random.default_rng(exp.seed)
     states = dataset.obs[rng.choice(len(dataset.obs), size=min(exp.w2_states, len(dataset.obs)), replace=False)]
@@ -476,6 +526,10 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
                 methods_here["optimum γ=1"] = OptimalPolicy(env, w, discount=1.0)
                 methods_here[f"optimum γ={gamma_of(spec):g}"] = discounted
         histograms[w] = {"retrained seed 0": retrained_samples[0]}
+        shared_samples = None
+        if shared_spec is not None:
+            methods_here[SHARED_REFERENCE] = finetuned_actors[w]
+            shared_samples = action_samples(finetuned_actors[w], states, M, exp.seed)
         for name, policy in methods_here.items():
             if hasattr(policy, "set_weight"):
                 policy.set_weight(w)
@@ -487,6 +541,8 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
                    "w2": float(np.mean(w2)), "w2_per_seed": w2}
             if optimum_samples is not None:
                 row["w2_optimum"] = float(per_state_w2(samples, optimum_samples).mean())
+            if shared_samples is not None:
+                row["w2_shared"] = float(per_state_w2(samples, shared_samples).mean())
             results["rows"].setdefault(name, {})[w] = row
             histograms[w][name] = samples
         if optimum_samples is not None:
@@ -505,6 +561,7 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
     results.update(
         experiment=exp, spec=spec, grid=grid.tolist(), anchor_curves=anchor_curves, optimum_curve=optimum_curve,
         anchor_metas=anchor_metas, retrained_metas=retrained_metas, conditioned_metas=conditioned_metas, timings=dict(timings), cross_warnings=list(cross.warnings),
+        own_weight=own_weight, shared=shared_results(shared_spec, finetuned_metas, run_root) if shared_spec is not None else None,
         episodes=exp.eval_episodes * len(exp.eval_seeds), dataset_states=len(dataset.obs), w2_states=len(states),
         gamma=gamma_of(spec), hyperparams=spec.hyperparams(),
     )
@@ -513,6 +570,19 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
     log_tensorboard(results, histograms, run_dir / "tb" / "compare", report)
     log(f"wrote {report} and {report.with_name('returns.png')}; TensorBoard: {run_dir / 'tb' / 'compare'}")
     return results
+
+
+def shared_results(shared_spec: Any, finetuned_metas: dict[float, Any], run_root: str | Path) -> dict[str, Any]:
+    """What the report says of the shared-start anchors: settings, the base's and the anchors' meta data."""
+    from hti_rl.shared_start import load_base_meta, shared_settings, total_steps
+
+    return {
+        "settings": shared_settings(shared_spec),
+        "base_meta": load_base_meta(shared_spec, run_root),
+        "anchor_metas": [json.loads((anchor_dir(shared_spec, w, run_root) / "meta.json").read_text()) for w in shared_spec.anchors],
+        "finetuned_metas": finetuned_metas,
+        "total_steps": total_steps(shared_spec),
+    }
 
 
 def log_tensorboard(results: dict[str, Any], histograms: dict[float, dict[str, np.ndarray]], log_dir: Path, report: Path) -> None:

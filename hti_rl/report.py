@@ -15,6 +15,12 @@ import numpy as np
 from hti_rl.io import atomic_write
 
 TARGET_REGRET = 0.02  # the surrogate's target: within 2% of the retrained-vs-random gap
+SHARED_REFERENCE = "shared/fine-tuned"  # an agent trained at the held-out weight: a reference, not a method
+
+
+def is_reference(name: str) -> bool:
+    """Rows that are references rather than methods (the exact optimum, the shared start fine-tuned at λ)."""
+    return name.startswith("optimum") or name == SHARED_REFERENCE
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -76,16 +82,19 @@ def method_table(results: dict[str, Any], w: float) -> str:
     """One held-out weight: every method's return, regret and W2, beside the retrained agents and the floor."""
     retrained = results["retrained"][w]
     lqr = "floor_optimum" in results
-    headers = ["method", "return (95% CI)", "regret", "W2 to retrained"] + (["W2 to optimum"] if lqr else [])
+    shared = bool(results.get("shared"))
+    headers = ["method", "return (95% CI)", "regret", "W2 to retrained"] + (["W2 to optimum"] if lqr else []) \
+        + (["W2 to shared fine-tune"] if shared else [])
     rows = []
     for name, by_weight in results["rows"].items():
         r = by_weight[w]
-        rows.append([name, f"{fmt(r['mean'])} ± {fmt(r['ci'], 2)}", pct(r["regret"]), fmt(r["w2"], 3)] + ([fmt(r.get("w2_optimum"), 3)] if lqr else []))
+        rows.append([name, f"{fmt(r['mean'])} ± {fmt(r['ci'], 2)}", pct(r["regret"]), fmt(r["w2"], 3)]
+                    + ([fmt(r.get("w2_optimum"), 3)] if lqr else []) + ([fmt(r.get("w2_shared"), 3)] if shared else []))
     seeds = ", ".join(fmt(m) for m in retrained["seed_means"])
     rows.append([f"**retrained** ({len(retrained['seed_means'])} seeds: {seeds})", f"{fmt(retrained['mean'])} ± {fmt(retrained['ci'], 2)}",
                  "0 (by definition)", f"{fmt(results['floor'][w], 3)} (seed-to-seed floor)"]
-                + ([fmt(results["floor_optimum"][w], 3)] if lqr else []))
-    rows.append(["random", fmt(results["random"][w]), "+100% (by definition)", "–"] + (["–"] if lqr else []))
+                + ([fmt(results["floor_optimum"][w], 3)] if lqr else []) + (["–"] if shared else []))
+    rows.append(["random", fmt(results["random"][w]), "+100% (by definition)", "–"] + (["–"] if lqr else []) + (["–"] if shared else []))
     return markdown_table(headers, rows)
 
 
@@ -93,7 +102,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
     """Lines saying, per CLOT variant and held-out weight, whether the target holds, with the numbers."""
     lines = []
     rows = results["rows"]
-    baselines = [n for n in rows if not n.startswith("clot/") and not n.startswith("optimum")]
+    baselines = [n for n in rows if not n.startswith("clot/") and not is_reference(n)]
     for name in [n for n in rows if n.startswith("clot/")]:
         for w in results["weights"]:
             r = rows[name][w]
@@ -111,10 +120,12 @@ def verdict(results: dict[str, Any]) -> list[str]:
 
 
 def winners(results: dict[str, Any]) -> list[str]:
-    """Lines naming, per held-out weight, the method with the highest mean return (the exact optimum,
-    a reference, is left out) and the methods whose 95% CI overlaps its CI (not separable from it)."""
+    """Lines naming, per held-out weight, the method with the highest mean return (references, the exact
+    optimum and the shared start fine-tuned at λ, are left out) and the methods whose 95% CI overlaps its
+    CI (not separable from it); then the surrogate against each peer, and on shared-start anchors the
+    surrogate against parameter interpolation."""
     rows = results["rows"]
-    methods = [n for n in rows if not n.startswith("optimum")]
+    methods = [n for n in rows if not is_reference(n)]
     lines = []
     for w in results["weights"]:
         if not methods:
@@ -130,13 +141,69 @@ def winners(results: dict[str, Any]) -> list[str]:
             f"{fmt(retrained['ci'], 2)}); " + (f"CIs overlap with {', '.join(ties)}." if ties else "its CI overlaps no other method's.")
         )
         surrogate = next((n for n in ("clot/full", *sorted(methods)) if n in methods and n.startswith("clot/")), None)
-        for peer in ("conditioned", "conditioned_x2"):
-            if surrogate and peer in methods:
-                s, p = rows[surrogate][w], rows[peer][w]
-                who = surrogate if s["mean"] >= p["mean"] else peer
-                lines.append(f"  - {surrogate} {fmt(s['mean'])} ± {fmt(s['ci'], 2)} vs {peer} {fmt(p['mean'])} ± {fmt(p['ci'], 2)}: "
-                             f"{who} ahead by {fmt(abs(s['mean'] - p['mean']))}"
-                             + (" (CIs overlap)" if abs(s["mean"] - p["mean"]) <= s["ci"] + p["ci"] else ""))
+        shared_surrogate = next((n for n in sorted(methods) if n.startswith("shared/clot/")), None)
+        pairs = [(surrogate, peer) for peer in ("conditioned", "conditioned_x2", "shared/param_interp")]
+        pairs.append((shared_surrogate, "shared/param_interp"))  # equal anchors
+        for a, b in pairs:
+            if a and a in methods and b in methods:
+                lines.append("  - " + head_to_head(rows, w, a, b))
+    return lines
+
+
+def head_to_head(rows: dict[str, Any], w: float, a: str, b: str) -> str:
+    """"a m ± ci vs b m ± ci: <leader> ahead by d (CIs overlap)" at held-out weight ``w``."""
+    s, p = rows[a][w], rows[b][w]
+    who = a if s["mean"] >= p["mean"] else b
+    return (f"{a} {fmt(s['mean'])} ± {fmt(s['ci'], 2)} vs {b} {fmt(p['mean'])} ± {fmt(p['ci'], 2)}: "
+            f"{who} ahead by {fmt(abs(s['mean'] - p['mean']))}" + (" (CIs overlap)" if abs(s["mean"] - p["mean"]) <= s["ci"] + p["ci"] else ""))
+
+
+def shared_section(results: dict[str, Any]) -> list[str]:
+    """Shared-start anchors against anchors from scratch: compute and quality (return at their own weight),
+    then parameter interpolation against the surrogate on the same shared-start anchors."""
+    shared, spec = results["shared"], results["spec"]
+    own = results["own_weight"]
+    settings = shared["settings"]
+    scratch_steps = [m.get("steps", 0) for m in results["anchor_metas"]]
+    shared_steps = [m.get("steps", 0) for m in shared["anchor_metas"]]
+    base = shared["base_meta"]
+    rows = []
+    for a, m_scratch, m_shared in zip(spec.anchors, results["anchor_metas"], shared["anchor_metas"]):
+        (ms, cs), (mf, cf) = own["scratch"][a], own["shared"][a]
+        rows.append([f"{a:g}", f"{m_scratch.get('steps', '–')} steps, {fmt(m_scratch.get('wall_time_s'), 3)} s", f"{fmt(ms)} ± {fmt(cs, 2)}",
+                     f"{m_shared.get('steps', '–')} steps (after the base), {fmt(m_shared.get('wall_time_s'), 3)} s", f"{fmt(mf)} ± {fmt(cf, 2)}",
+                     f"{fmt(mf - ms, 3)}" + (" (CIs overlap)" if abs(mf - ms) <= cs + cf else "")])
+    total_scratch = sum(scratch_steps)
+    total_shared = base.get("steps", 0) + sum(shared_steps)
+    wall_scratch = sum(m.get("wall_time_s", float("nan")) for m in results["anchor_metas"])
+    wall_shared = base.get("wall_time_s", float("nan")) + sum(m.get("wall_time_s", float("nan")) for m in shared["anchor_metas"])
+    rows.append(["**total**", f"{total_scratch} steps, {fmt(wall_scratch, 4)} s", "", f"{total_shared} steps incl. the base, {fmt(wall_shared, 4)} s", "", ""])
+    worse = [a for a in spec.anchors if own["shared"][a][0] + own["shared"][a][1] + own["scratch"][a][1] < own["scratch"][a][0]]
+    better = [a for a in spec.anchors if own["shared"][a][0] - own["shared"][a][1] - own["scratch"][a][1] > own["scratch"][a][0]]
+    quality = ("of equal quality at every anchor weight (every CI overlaps)" if not worse and not better else
+               "; ".join(filter(None, [f"worse at λ = {', '.join(f'{a:g}' for a in worse)}" if worse else "",
+                                       f"better at λ = {', '.join(f'{a:g}' for a in better)}" if better else ""])) + " (CIs apart)")
+    finetuned = shared.get("finetuned_metas") or {}
+    lines = [
+        f"Shared start: one base agent at λ = {settings['weight']:g} ({base.get('steps', '–')} steps, {fmt(base.get('wall_time_s'), 3)} s), "
+        f"fine-tuned at each anchor weight for {settings['finetune_steps']} steps with the base's observation normaliser frozen "
+        "(`hti-rl train-anchors --shared-start`). Return at the anchor's own weight, the same episodes as above:",
+        "",
+        markdown_table(["anchor λ", "from scratch: compute", "return at own λ", "shared start: compute", "return at own λ",
+                        "shared − scratch"], rows),
+        "",
+        f"Compute: the shared-start anchors took {total_shared} environment steps, {100 * total_shared / max(total_scratch, 1):.0f}% "
+        f"of the from-scratch anchors' {total_scratch}; they are {quality}.",
+    ]
+    if finetuned:
+        lines += ["", f"`{SHARED_REFERENCE}` is the same base fine-tuned at the held-out weight itself ({settings['finetune_steps']} steps): "
+                      "the agent a shared-start method stands in for, and the target of the column `W2 to shared fine-tune` (one "
+                      "solution family, so W2 there measures error rather than a different gait)."]
+    pairs = [("shared/" + n, "shared/param_interp") for n in results["rows"] if n.startswith("clot/")]
+    pairs = [(a, b) for a, b in pairs if a in results["rows"] and b in results["rows"]]
+    if pairs:
+        lines += ["", "Parameter interpolation against the surrogate on the same shared-start anchors:", ""]
+        lines += [f"- λ={w:g}: " + head_to_head(results["rows"], w, a, b) for a, b in pairs for w in results["weights"]]
     return lines
 
 
@@ -192,6 +259,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     for w in results["weights"]:
         lines += ["", f"## λ = {w:g}", "", method_table(results, w)]
     lines += ["", "## Best method per held-out weight", "", *winners(results)]
+    if results.get("shared"):
+        lines += ["", "## Shared-start anchors and parameter interpolation (rewarded soups)", "", *shared_section(results)]
     lines += ["", "## Verdict (target: regret ≤ 2% and above every baseline)", "", *verdict(results)]
     lines += ["", "## Training", "", *training_section(results)]
     if results["cross_warnings"]:

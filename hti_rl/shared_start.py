@@ -62,6 +62,11 @@ def base_dir(spec: Any, run_root: str | Path = "runs") -> Path:
     return anchors_root(spec, run_root) / "base"
 
 
+def finetuned_dir(spec: Any, weight: float, run_root: str | Path = "runs") -> Path:
+    """``runs/<task>/shared/finetuned/w=<λ>``: the base fine-tuned at a weight that is not an anchor."""
+    return Path(spec.run_dir(run_root)) / "finetuned" / f"w={weight:g}"
+
+
 def shared_settings(spec: Any) -> dict[str, Any]:
     """The spec's shared start as plain data: ``{weight, base_steps, finetune_steps}``."""
     shared = _require_shared(spec)
@@ -110,7 +115,32 @@ class BaseJob(AnchorJob):
 @dataclass(frozen=True)
 class FinetuneJob(AnchorJob):
     """Anchor ``index`` as a fine-tune of the finished base: ``finetune_steps`` at the anchor's weight,
-    starting from the base's model and optimiser, with the base's VecNormalize statistics frozen."""
+    starting from the base's model and optimiser, with the base's VecNormalize statistics frozen.
+
+    :param at_weight: fine-tune at this weight instead, into ``runs/<task>/shared/finetuned/w=<λ>/``
+        (a held-out weight: the agent a comparison measures shared-start methods against).
+    """
+
+    at_weight: float | None = None
+
+    @property
+    def weight(self) -> float:
+        return self.spec.anchors[self.index] if self.at_weight is None else self.at_weight
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("finetune", self.weight)
+
+    @property
+    def seed(self) -> int:
+        if self.at_weight is None:
+            return super().seed
+        bits = int(np.float64(self.at_weight).view(np.uint64) % 2**32)
+        return int(np.random.SeedSequence([self.spec.seed, _BASE_KEY, bits]).generate_state(1)[0] % 2**31)
+
+    @property
+    def directory(self) -> Path:
+        return super().directory if self.at_weight is None else finetuned_dir(self.spec, self.at_weight, self.run_root)
 
     @property
     def tb_name(self) -> str:
@@ -185,10 +215,26 @@ def train_shared_anchors(
         return [read_meta(anchor_dir(spec, w, run_root)) for w in spec.anchors]
 
 
-def shared_start_id(meta: dict[str, Any]) -> str | None:
-    """The base a fine-tuned anchor descends from (its base's SHA-256), or ``None`` for any other anchor."""
-    shared = meta.get("shared_start") or {}
-    return shared.get("base_sha256") if shared.get("role") == "finetune" else None
+def train_finetuned(spec: Any, weights: Any, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
+    """Fine-tune the finished base at each of ``weights`` (as an anchor would be, in :func:`finetuned_dir`);
+    finished ones are skipped. A comparison's reference for shared-start methods at held-out weights.
+
+    :return: every agent's ``meta.json``, in the order of ``weights``.
+    :raises AnchorError: the base is not trained.
+    """
+    shared = _require_shared(spec)
+    base_sha = load_base_meta(spec, run_root)["model_sha256"]
+    every = max(shared.finetune_steps // CHECKPOINTS_PER_RUN, 1)
+    jobs = [FinetuneJob(spec, 0, str(run_root), every, None, float(w)) for w in weights]
+    with RunLock(Path(spec.run_dir(run_root)) / "finetuned", "hti-rl compare (fine-tunes at held-out weights)"):
+        for job in jobs:
+            meta = read_meta(job.directory)
+            if meta is not None and meta.get("shared_start", {}).get("base_sha256") != base_sha:
+                (job.directory / "meta.json").unlink()  # a fine-tune of an older base: redo it
+        todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
+        run_jobs(todo, workers, shared.finetune_steps * len(todo), progress, description="fine-tune at held-out weights",
+                 start={job.key: checkpoint_steps(job) for job in todo})
+    return [read_meta(job.directory) for job in jobs]
 
 
 def load_base_meta(spec: Any, run_root: str | Path = "runs") -> dict[str, Any]:
