@@ -397,7 +397,9 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
     from hti_rl.report import write_report
     from hti_rl.tasks import load_task
 
-    spec = load_task(exp.task)
+    # The methods run on anchors from scratch, whatever the task spec says; `shared_start` methods on shared-start ones.
+    task = load_task(exp.task)
+    spec = dataclasses.replace(task, shared_start=None)
     run_dir = Path(spec.run_dir(run_root))
     timing_path = run_dir / "compare" / "timings.json"
     timings: dict[str, float] = json.loads(timing_path.read_text()) if timing_path.exists() else {}
@@ -418,7 +420,7 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
 
         metas = timed("train conditioned agents", lambda: train_conditioned(spec, [METHODS[m] for m in conditioned], run_root, workers, progress=progress))
         conditioned_metas = dict(zip(conditioned, metas))
-    shared_spec = spec.with_shared_start() if exp.shared_start else None
+    shared_spec = task.with_shared_start() if exp.shared_start else None
     finetuned_metas: dict[float, Any] = {}
     if shared_spec is not None:
         from hti_rl.shared_start import train_finetuned
@@ -535,7 +537,7 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
                 policy.set_weight(w)
             returns = returns_at(rollouts(policy, spec, exp), weighted, fixed, w)
             mean, ci = mean_ci(returns)
-            samples = action_samples(policy, states, M if hasattr(policy, "set_weight") else 1, exp.seed)
+            samples = action_samples(policy, states, 1 if name.startswith("optimum") else M, exp.seed)  # the optimum is a Dirac
             w2 = [float(per_state_w2(samples, r).mean()) for r in retrained_samples]
             row = {"mean": mean, "ci": ci, "regret": (retrained_mean - mean) / gap if gap else float("nan"),
                    "w2": float(np.mean(w2)), "w2_per_seed": w2}

@@ -192,8 +192,9 @@ def shared_section(results: dict[str, Any]) -> list[str]:
         markdown_table(["anchor λ", "from scratch: compute", "return at own λ", "shared start: compute", "return at own λ",
                         "shared − scratch"], rows),
         "",
-        f"Compute: the shared-start anchors took {total_shared} environment steps, {100 * total_shared / max(total_scratch, 1):.0f}% "
-        f"of the from-scratch anchors' {total_scratch}; they are {quality}.",
+        f"Compute: the shared-start anchors took {total_shared} environment steps"
+        + (f", {100 * total_shared / total_scratch:.0f}% of the from-scratch anchors' {total_scratch}" if total_scratch else "")
+        + f"; they are {quality}.",
     ]
     if finetuned:
         lines += ["", f"`{SHARED_REFERENCE}` is the same base fine-tuned at the held-out weight itself ({settings['finetune_steps']} steps): "

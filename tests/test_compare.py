@@ -3,6 +3,7 @@ and seeded apart from anchors; and one whole comparison on exact-gain 1-D LQR ag
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -18,8 +19,8 @@ from hti_rl.policy import AnchoredPolicy
 from hti_rl.tasks import load_task
 
 
-def _experiment(root, **fields):
-    spec = write_lqr_spec(root)
+def _experiment(root, spec_fields=None, **fields):
+    spec = write_lqr_spec(root, **(spec_fields or {}))
     body = {"task": str(spec), **fields}
     path = root / "experiments" / "x.yaml"
     path.parent.mkdir(exist_ok=True)
@@ -40,6 +41,8 @@ def test_valid_experiment_and_method_names(tmp_path):
         ({"eval_episodes": 5}, "eval_episodes"),
         ({"eval_seeds": [1, 1]}, "eval_seeds"),
         ({"methods": ["surrogate", "magic"]}, "methods"),
+        ({"methods": ["surrogate", "param_interp"]}, "methods"),
+        ({"shared_start": ["conditioned"]}, "shared_start"),
         ({"variants": {"bad": {"metric": "riemann"}}}, "variants.bad"),
         ({"variants": {"bad": {"no_such": 1}}}, "variants.bad"),
         ({"episodes": 10}, "episodes"),
@@ -113,3 +116,35 @@ def test_whole_comparison_on_exact_agents(tmp_path):
     fitted.write_bytes(fitted.read_bytes()[:100])
     run_compare(exp, runs, progress=False, log=lambda _: None)
     assert AnchoredPolicy.load(fitted, expect_fingerprint=spec.fingerprint()).header["compare_key"]
+
+
+def test_comparison_with_shared_start_anchors(tmp_path):
+    """Exact agents from scratch beside real shared-start anchors (a tiny base, tiny fine-tunes): the shared
+    rows, the fine-tuned reference and its W2 column, and the report's compute and head-to-head lines."""
+    path = _experiment(
+        tmp_path, spec_fields={"shared_start": {"base_steps": 3000, "finetune_steps": 1000}}, eval_episodes=10, eval_seeds=[0],
+        methods=["surrogate", "linear"], shared_start=["surrogate", "param_interp"], variants={"full": {"steps": 3}},
+        w2_states=20, w2_samples=4, grid=5,
+    )
+    exp = load_experiment(path)
+    assert exp.shared_method_names() == ["clot/full", "param_interp"]
+    scratch = load_task(exp.task)
+    scratch = dataclasses.replace(scratch, shared_start=None)
+    runs = tmp_path / "runs"
+    for w in scratch.anchors:
+        _save_exact(scratch, w, anchor_dir(scratch, w, runs))
+    for w in scratch.held_out:
+        for i in range(exp.retrained_seeds):
+            _save_exact(scratch, w, retrained_dir(scratch, w, i, runs))
+    results = run_compare(exp, runs, workers=2, progress=False, log=lambda _: None)
+    rows = results["rows"]
+    assert {"shared/clot/full", "shared/param_interp", "shared/fine-tuned"} <= set(rows)
+    for w in scratch.held_out:
+        assert all(np.isfinite(rows[name][w]["w2_shared"]) for name in rows)
+        assert rows["shared/fine-tuned"][w]["w2_shared"] < rows["linear"][w]["w2_shared"]  # itself, up to sampling
+    report = (tmp_path / "experiments" / "x" / "report.md").read_text()
+    assert "## Shared-start anchors and parameter interpolation" in report and "W2 to shared fine-tune" in report
+    assert "the shared-start anchors took 6000 environment steps" in report  # 3000 (base) + 3 × 1000
+    assert "(1000 steps)" in report
+    assert "shared/clot/full" in report and "vs shared/param_interp" in report
+    assert (runs / "lqr1d" / "shared" / "finetuned" / "w=0.3" / "meta.json").exists()
