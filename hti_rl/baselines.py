@@ -26,6 +26,7 @@ The trainable ones have ``fit_regression(spec, dataset, actors, seed)`` and ``fi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from typing import Any, Sequence
 
@@ -227,6 +228,7 @@ def base_arguments(spec: Any, dataset: Any, actors: Sequence[Any], seed: int, me
             "method": method,
             "dataset_sha256": dataset.header.get("checksum"),
             "versions": package_versions(),
+            "shared_start": dataclasses.asdict(spec.shared_start) if spec.shared_start else None,
         },
     )
     env.close()

@@ -286,6 +286,8 @@ def deploy_command(args: argparse.Namespace) -> int:
 
     header, _ = read_policy_file(args.surrogate)
     spec = load_task(args.spec or f"envs/{header.get('task')}.yaml")
+    if header.get("shared_start"):  # fitted on shared-start anchors: the spec with the same settings
+        spec = spec.with_shared_start(**header["shared_start"])
     policy = SurrogatePolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation)
     policy.set_weight(args.weight)
     mean, half = evaluate_at(policy, spec, args.weight, args.episodes, args.seed, deterministic=not args.stochastic)

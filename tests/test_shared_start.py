@@ -182,3 +182,19 @@ def test_interrupted_fine_tune_resumes_without_retraining_the_base(make_lqr_spec
     for weight in spec.anchors:
         meta = json.loads((anchor_dir(spec, weight, runs) / "meta.json").read_text())
         assert meta["resumed_from"] == checkpoint.get(weight) and meta["steps"] >= 3000
+
+
+def test_cli_stages_on_shared_start_anchors(make_lqr_spec, tmp_path, capsys):
+    """`--shared-start` on train-anchors, record and fit; deploy finds the shared-start settings in the file."""
+    from hti_rl.cli import main
+
+    path = make_lqr_spec(agent={"n_timesteps": 1000})
+    runs = str(tmp_path / "runs")
+    assert main(["train-anchors", str(path), "--shared-start", "--workers", "2", "--no-check", "--run-root", runs]) == 0
+    assert main(["record", str(path), "--shared-start", "--run-root", runs]) == 0
+    assert main(["fit", str(path), "--shared-start", "--set", "steps=3", "--accept-anchors", "--run-root", runs]) == 0
+    surrogate = tmp_path / "runs" / "lqr1d" / "shared" / "surrogate.zip"
+    assert surrogate.is_file() and not (tmp_path / "runs" / "lqr1d" / "surrogate.zip").exists()
+    capsys.readouterr()
+    assert main(["deploy", str(surrogate), "--spec", str(path), "--weight", "0.3", "--episodes", "2"]) == 0
+    assert "lqr1d at weight 0.3: return" in capsys.readouterr().out
