@@ -170,14 +170,11 @@ def shared_section(results: dict[str, Any]) -> list[str]:
     rows = []
     for a, m_scratch, m_shared in zip(spec.anchors, results["anchor_metas"], shared["anchor_metas"]):
         (ms, cs), (mf, cf) = own["scratch"][a], own["shared"][a]
-        rows.append([f"{a:g}", f"{m_scratch.get('steps', '–')} steps, {fmt(m_scratch.get('wall_time_s'), 3)} s", f"{fmt(ms)} ± {fmt(cs, 2)}",
-                     f"{m_shared.get('steps', '–')} steps (after the base), {fmt(m_shared.get('wall_time_s'), 3)} s", f"{fmt(mf)} ± {fmt(cf, 2)}",
-                     f"{fmt(mf - ms, 3)}" + (" (CIs overlap)" if abs(mf - ms) <= cs + cf else "")])
+        rows.append([f"{a:g}", m_scratch.get("steps", "–"), f"{fmt(ms)} ± {fmt(cs, 2)}", f"{m_shared.get('steps', '–')} (after the base)",
+                     f"{fmt(mf)} ± {fmt(cf, 2)}", f"{fmt(mf - ms, 3)}" + (" (CIs overlap)" if abs(mf - ms) <= cs + cf else "")])
     total_scratch = sum(scratch_steps)
     total_shared = base.get("steps", 0) + sum(shared_steps)
-    wall_scratch = sum(m.get("wall_time_s", float("nan")) for m in results["anchor_metas"])
-    wall_shared = base.get("wall_time_s", float("nan")) + sum(m.get("wall_time_s", float("nan")) for m in shared["anchor_metas"])
-    rows.append(["**total**", f"{total_scratch} steps, {fmt(wall_scratch, 4)} s", "", f"{total_shared} steps incl. the base, {fmt(wall_shared, 4)} s", "", ""])
+    rows.append(["**total**", total_scratch, "", f"{total_shared} (with the base's {base.get('steps', 0)})", "", ""])
     worse = [a for a in spec.anchors if own["shared"][a][0] + own["shared"][a][1] + own["scratch"][a][1] < own["scratch"][a][0]]
     better = [a for a in spec.anchors if own["shared"][a][0] - own["shared"][a][1] - own["scratch"][a][1] > own["scratch"][a][0]]
     quality = ("of equal quality at every anchor weight (every CI overlaps)" if not worse and not better else
@@ -185,11 +182,12 @@ def shared_section(results: dict[str, Any]) -> list[str]:
                                        f"better at λ = {', '.join(f'{a:g}' for a in better)}" if better else ""])) + " (CIs apart)")
     finetuned = shared.get("finetuned_metas") or {}
     lines = [
-        f"Shared start: one base agent at λ = {settings['weight']:g} ({base.get('steps', '–')} steps, {fmt(base.get('wall_time_s'), 3)} s), "
+        f"Shared start: one base agent at λ = {settings['weight']:g} ({base.get('steps', '–')} steps), "
         f"fine-tuned at each anchor weight for {settings['finetune_steps']} steps with the base's observation normaliser frozen "
-        "(`hti-rl train-anchors --shared-start`). Return at the anchor's own weight, the same episodes as above:",
+        "(`hti-rl train-anchors --shared-start`). Compute in environment steps (wall times depend on what else the machine "
+        "ran; they are in the meta.json files); return at the anchor's own weight, on the same episodes as above:",
         "",
-        markdown_table(["anchor λ", "from scratch: compute", "return at own λ", "shared start: compute", "return at own λ",
+        markdown_table(["anchor λ", "from scratch: steps", "return at own λ", "shared start: steps", "return at own λ",
                         "shared − scratch"], rows),
         "",
         f"Compute: the shared-start anchors took {total_shared} environment steps"
