@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from hti_rl.errors import SpecError, WeightError
-from hti_rl.tasks import TaskSpec, load_task, parse_expression
+from hti_rl.hyperparams import parse_expression
+from hti_rl.tasks import TaskSpec, load_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "envs").glob("*.yaml"))
