@@ -31,7 +31,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from hti_rl.anchors import anchor_dir, train_anchors
-    from hti_rl.compare import load_experiment, method_path
+    from hti_rl.compare import method_path
+    from hti_rl.experiment import load_experiment
     from hti_rl.policy import AnchoredPolicy
     from hti_rl.tasks import load_task
 

@@ -325,7 +325,8 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("compare", "surrogate vs retrained agents and baselines at held-out weights: report + TensorBoard", _compare_arguments)
 def compare_command(args: argparse.Namespace) -> int:
-    from hti_rl.compare import load_experiment, run_compare
+    from hti_rl.compare import run_compare
+    from hti_rl.experiment import load_experiment
 
     run_compare(load_experiment(args.experiment), args.run_root, workers=args.workers, force=args.force, train_only=args.train_only)
     return 0

@@ -13,7 +13,8 @@ import yaml
 
 from conftest import write_lqr_spec
 from hti_rl.anchors import anchor_dir, anchor_seed
-from hti_rl.compare import RetrainJob, load_experiment, method_path, retrained_dir, run_compare
+from hti_rl.compare import RetrainJob, method_path, retrained_dir, run_compare
+from hti_rl.experiment import load_experiment
 from hti_rl.errors import SpecError
 from hti_rl.policy import AnchoredPolicy
 from hti_rl.tasks import load_task

@@ -157,7 +157,7 @@ def test_train_predict_save_load(make_lqr_spec, tmp_path):
 
 # ----------------------------------------------------------------------------- compare and report
 def test_experiment_accepts_conditioned_methods(make_lqr_spec, tmp_path):
-    from hti_rl.compare import load_experiment
+    from hti_rl.experiment import load_experiment
 
     make_lqr_spec()
     path = tmp_path / "experiments" / "x.yaml"
