@@ -65,10 +65,13 @@ def returns_figure(results: dict[str, Any]) -> Any:
         ax.plot([w] * len(retrained[w]["seed_means"]), retrained[w]["seed_means"], "x", color="grey", ms=6)
     names = list(results["rows"])
     offsets = np.linspace(-0.25, 0.25, len(names)) if len(names) > 1 else [0.0]
-    for off, name in zip(offsets, names):
+    # Colours unlike the anchors' (the default cycle): tab20 from its 9th entry; shared-start rows as diamonds.
+    palette = [plt.get_cmap("tab20")(i) for i in range(8, 20)]
+    for i, (off, name) in enumerate(zip(offsets, names)):
         rows = results["rows"][name]
         xs = [w * math.exp(0.12 * off) if spec.weight_scale == "log" else w + 0.12 * off for w in ws]
-        ax.errorbar(xs, [rows[w]["mean"] for w in ws], yerr=[rows[w]["ci"] for w in ws], fmt="o", ms=4, capsize=2, label=name)
+        ax.errorbar(xs, [rows[w]["mean"] for w in ws], yerr=[rows[w]["ci"] for w in ws], fmt="D" if name.startswith("shared/") else "o",
+                    ms=4, capsize=2, color=palette[i % len(palette)], label=name)
     for a in spec.anchors:
         ax.axvline(a, color="grey", lw=0.5, ls=":")
     ax.set(xscale="log" if spec.weight_scale == "log" else "linear", xlabel="weight λ", ylabel="return at λ",
