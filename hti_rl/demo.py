@@ -70,6 +70,20 @@ def write_demo_spec(run_root: str | Path) -> Path:
     return root / "envs" / "demo.yaml"
 
 
+def _reuse(path: Path, load: Any, force: bool) -> Any:
+    """``load(path)`` when the file exists and loads; ``None`` (make it again) when forced, missing, or
+    unusable (written by an older hti-rl, or damaged): the demo redoes that stage rather than stopping."""
+    from hti_rl.errors import FileFormatError
+
+    if force or not path.exists():
+        return None
+    try:
+        return load(path)
+    except FileFormatError as error:
+        print(f"redoing this stage: {error}", flush=True)
+        return None
+
+
 def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = False) -> Path:
     """Run every stage of the pipeline on the demo task; return the report's path.
 
@@ -106,13 +120,13 @@ def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = Fals
     done("check anchors")
 
     stage("record")
-    path = dataset_path(spec, run_root)
-    dataset = record(spec, run_root) if force or not path.exists() else PolicyDataset.load(path, spec)
+    dataset = _reuse(dataset_path(spec, run_root), lambda p: PolicyDataset.load(p, spec), force)
+    dataset = dataset if dataset is not None else record(spec, run_root)
     done("record")
 
     stage("fit")
-    path = surrogate_path(spec, run_root)
-    policy = fit(spec, run_root, dataset=dataset) if force or not path.exists() else SurrogatePolicy.load(path, spec.fingerprint())
+    policy = _reuse(surrogate_path(spec, run_root), lambda p: SurrogatePolicy.load(p, spec.fingerprint()), force)
+    policy = policy if policy is not None else fit(spec, run_root, dataset=dataset)
     done("fit")
 
     stage(f"retrain one agent at λ = {RETRAINED_WEIGHT:g}")

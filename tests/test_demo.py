@@ -23,3 +23,12 @@ def test_demo_writes_report_plot_and_tensorboard(tmp_path, monkeypatch, capsys):
     assert (report.with_name("demo.png")).stat().st_size > 10_000
     assert any((tmp_path / "demo" / "tb").rglob("events.out.tfevents.*"))
     assert (tmp_path / "demo" / "surrogate.zip").exists()
+
+    # A damaged (or older-format) surrogate is refitted by the next demo instead of stopping it.
+    surrogate = tmp_path / "demo" / "surrogate.zip"
+    surrogate.write_bytes(surrogate.read_bytes()[:200])
+    assert main(["demo", "--run-root", str(tmp_path)]) == 0
+    assert "redoing this stage" in capsys.readouterr().out
+    from hti_rl.policy import SurrogatePolicy
+
+    SurrogatePolicy.load(surrogate)
