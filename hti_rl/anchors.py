@@ -151,6 +151,21 @@ def load_anchor_actor(spec: Any, weight: float, run_root: str | Path = "runs") -
     return actor
 
 
+def load_agent_actor(spec: Any, directory: Path, make_env: Any) -> AnchorActor:
+    """The SB3 agent trained for ``spec`` in ``directory`` (``model.zip`` + ``vecnormalize.pkl`` if any)
+    as an :class:`AnchorActor`, read without unpickling code (:mod:`hti_rl.safe_sb3`,
+    :mod:`hti_rl.safe_pickle`); ``make_env()`` builds the env it was trained on (for its spaces)."""
+    env = make_env()
+    try:
+        model = load_sb3(spec.sb3_algo(), directory / "model.zip", env, spec.hyperparams())
+    finally:
+        env.close()
+    vecnormalize = None
+    if (directory / "vecnormalize.pkl").exists():
+        vecnormalize = load_vecnormalize(directory / "vecnormalize.pkl", DummyVecEnv([make_env]))
+    return actor_from_sb3(model, vecnormalize)
+
+
 def _finished_meta(spec: Any, weight: float, run_root: str | Path) -> tuple[Path, dict[str, Any]]:
     """-> (anchor directory, its meta.json) of a finished anchor of this spec version, else AnchorError."""
     directory = anchor_dir(spec, weight, run_root)

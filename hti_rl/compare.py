@@ -39,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from hti_rl.anchors import AnchorJob, anchor_dir, run_jobs, train_anchors
+from hti_rl.anchors import AnchorJob, anchor_dir, load_agent_actor, run_jobs, train_anchors
 from hti_rl.errors import FileFormatError
 from hti_rl.experiment import CONDITIONED, Experiment
 from hti_rl.evaluate import ComponentReturns, mean_ci, per_state_w2, returns_at, rollout_components
@@ -107,26 +107,6 @@ def train_retrained(spec: Any, seeds: int, run_root: str | Path = "runs", worker
         todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
         run_jobs(todo, workers, total * len(todo), progress, description="retrain")
     return [json.loads((job.directory / "meta.json").read_text()) for job in jobs]
-
-
-def load_actor_from(spec: Any, directory: Path, weight: float) -> Any:
-    """The SB3 agent in ``directory`` (``model.zip`` + ``vecnormalize.pkl`` if any) as an AnchorActor,
-    read without unpickling code (:mod:`hti_rl.safe_sb3`, :mod:`hti_rl.safe_pickle`)."""
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from hti_rl.actors import actor_from_sb3
-    from hti_rl.safe_pickle import load_vecnormalize
-    from hti_rl.safe_sb3 import load_sb3
-
-    env = spec.make_env(weight)
-    try:
-        model = load_sb3(spec.sb3_algo(), directory / "model.zip", env, spec.hyperparams())
-    finally:
-        env.close()
-    vecnormalize = None
-    if (directory / "vecnormalize.pkl").exists():
-        vecnormalize = load_vecnormalize(directory / "vecnormalize.pkl", DummyVecEnv([lambda: spec.make_env(weight)]))
-    return actor_from_sb3(model, vecnormalize)
 
 
 def train_all(spec: Any, exp: Experiment, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> None:
@@ -338,7 +318,7 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
             log(f"== fit shared/{name}")
             policies[f"shared/{name}"], seconds = ensure_method(shared_spec, exp, name, shared_data, shared_actors, run_root, force, progress)
             fit_seconds[f"shared/{name}"] = seconds if seconds is not None else float(policies[f"shared/{name}"].header.get("fit_seconds", float("nan")))
-        finetuned_actors = {w: load_actor_from(shared_spec, finetuned_dir(shared_spec, w, run_root), w) for w in spec.held_out}
+        finetuned_actors = {w: load_agent_actor(shared_spec, finetuned_dir(shared_spec, w, run_root), lambda: shared_spec.make_env(w)) for w in spec.held_out}
     timings.update({f"fit {n}": round(s, 2) for n, s in fit_seconds.items()})
     write_json(timing_path, timings)
 
@@ -348,7 +328,7 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
     anchor_metas = [json.loads((anchor_dir(spec, w, run_root) / "meta.json").read_text()) for w in spec.anchors]
     retrained_metas = {w: [json.loads((retrained_dir(spec, w, i, run_root) / "meta.json").read_text()) for i in range(exp.retrained_seeds)]
                        for w in spec.held_out}
-    retrained_actors = {w: [load_actor_from(spec, retrained_dir(spec, w, i, run_root), w) for i in range(exp.retrained_seeds)] for w in spec.held_out}
+    retrained_actors = {w: [load_agent_actor(spec, retrained_dir(spec, w, i, run_root), lambda: spec.make_env(w)) for i in range(exp.retrained_seeds)] for w in spec.held_out}
 
     lo, hi = spec.anchors[0], spec.anchors[-1]
     grid = np.geomspace(lo, hi, exp.grid) if spec.weight_scale == "log" else np.linspace(lo, hi, exp.grid)

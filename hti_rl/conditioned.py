@@ -34,8 +34,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from hti_rl.actors import AnchorActor, actor_from_sb3
-from hti_rl.anchors import AnchorJob, CHECKPOINTS_PER_RUN, package_versions, run_jobs
+from hti_rl.actors import AnchorActor
+from hti_rl.anchors import AnchorJob, CHECKPOINTS_PER_RUN, load_agent_actor, package_versions, run_jobs
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.io import RunLock
 from hti_rl.policy import AnchoredPolicy, weight_to_time
@@ -211,22 +211,9 @@ def load_conditioned_actor(spec: Any, factor: float, run_root: str | Path = "run
 
     :raises AnchorError: not trained (or not finished), or trained for another version of the spec.
     """
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from hti_rl.safe_pickle import load_vecnormalize
-    from hti_rl.safe_sb3 import load_sb3
-
     directory = conditioned_dir(spec, factor, run_root)
     _check_meta(spec, directory, factor)
-    env = make_conditioned_env(spec)
-    try:
-        model = load_sb3(spec.sb3_algo(), directory / "model.zip", env, spec.hyperparams())
-    finally:
-        env.close()
-    vecnormalize = None
-    if (directory / "vecnormalize.pkl").exists():
-        vecnormalize = load_vecnormalize(directory / "vecnormalize.pkl", DummyVecEnv([lambda: make_conditioned_env(spec)]))
-    return actor_from_sb3(model, vecnormalize)
+    return load_agent_actor(spec, directory, lambda: make_conditioned_env(spec))
 
 
 def load_conditioned_policy(spec: Any, factor: float, run_root: str | Path = "runs", weight: float | None = None) -> ConditionedPolicy:
