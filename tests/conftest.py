@@ -47,6 +47,18 @@ def write_lqr_spec(root: Path, agent: dict[str, Any] | None = None, **fields: An
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (restored after): small tensors gain nothing from threads,
+    and the test machine is shared. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def make_lqr_spec(tmp_path: Path) -> Callable[..., Path]:
     """``make_lqr_spec(agent=None, **fields) -> path``: :func:`write_lqr_spec` into ``tmp_path``."""
     return lambda agent=None, **fields: write_lqr_spec(tmp_path, agent, **fields)

@@ -26,15 +26,7 @@ from hti_rl.tasks import load_task
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LOW, HIGH = 0.1, 10.0  # the anchors' range
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors gain nothing from threads, and the test machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
