@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hti_rl.anchors import is_finished, load_anchor, load_anchor_actor
-from hti_rl.baselines import fit_param_interp
-from hti_rl.dataset import PolicyDataset, dataset_path
+from hti_rl.dataset import PolicyDataset
 from hti_rl.evaluate import time_call
-from hti_rl.policy import AnchoredPolicy
-from hti_rl.surrogate import surrogate_path
-from hti_rl.tasks import load_task
+from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.methods.baselines import fit_param_interp
+from hti_rl.runs import RunDir
+from hti_rl.spec.load import load_task
+from hti_rl.training.store import load_anchor, load_anchor_actor
 
 
 def main() -> int:
@@ -38,16 +38,16 @@ def main() -> int:
     torch.set_num_threads(1)
 
     spec = load_task(args.spec)
-    path = Path(args.surrogate) if args.surrogate else surrogate_path(spec, args.run_root)
+    path = Path(args.surrogate) if args.surrogate else RunDir.of(spec, args.run_root).surrogate
     if not path.exists():
         print(f"no surrogate at {path}: run `hti-rl demo` (or the pipeline for {args.spec}) first", file=sys.stderr)
         return 1
     surrogate = AnchoredPolicy.load(path, expect_fingerprint=spec.fingerprint())
     interp = None
     shared = spec.with_shared_start()
-    if all(is_finished(shared, w, args.run_root) for w in spec.anchors) and dataset_path(shared, args.run_root).exists():
+    if all(RunDir.of(shared, args.run_root).is_finished(w) for w in spec.anchors) and RunDir.of(shared, args.run_root).dataset.exists():
         actors = [load_anchor_actor(shared, w, args.run_root) for w in spec.anchors]
-        interp = fit_param_interp(shared, PolicyDataset.load(dataset_path(shared, args.run_root), shared), actors)
+        interp = fit_param_interp(shared, PolicyDataset.load(RunDir.of(shared, args.run_root).dataset, shared), actors)
     model, vecnormalize = load_anchor(spec, spec.anchors[0], args.run_root)
     env = spec.make_env(spec.anchors[0])
     rng = np.random.default_rng(0)

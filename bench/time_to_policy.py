@@ -30,24 +30,24 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.05, help="share of the budget retrained here (then scaled)")
     args = parser.parse_args()
 
-    from hti_rl.anchors import anchor_dir, train_anchors
-    from hti_rl.compare import method_path
-    from hti_rl.experiment import load_experiment
-    from hti_rl.policy import AnchoredPolicy
-    from hti_rl.tasks import load_task
+    from hti_rl.compare.experiment import load_experiment
+    from hti_rl.methods.base import AnchoredPolicy
+    from hti_rl.runs import RunDir
+    from hti_rl.spec.load import load_task
+    from hti_rl.training.anchors import train_anchors
 
     if args.experiment is None:
-        from hti_rl.surrogate import surrogate_path
+        from hti_rl.runs import RunDir
 
         spec = load_task(Path(args.run_root) / "demo" / "spec" / "envs" / "demo.yaml")
-        variant, path = "surrogate", surrogate_path(spec, args.run_root)
-        timings_path = Path(spec.run_dir(args.run_root)) / "demo" / "timings.json"
+        variant, path = "surrogate", RunDir.of(spec, args.run_root).surrogate
+        timings_path = RunDir.of(spec, args.run_root).path / "demo" / "timings.json"
     else:
         exp = load_experiment(args.experiment)
         spec = load_task(exp.task)
         variant = f"clot/{next(iter(exp.variants))}"
-        path = method_path(spec, variant, args.run_root)
-        timings_path = Path(spec.run_dir(args.run_root)) / "compare" / "timings.json"
+        path = RunDir.of(spec, args.run_root).method(variant)
+        timings_path = RunDir.of(spec, args.run_root).path / "compare" / "timings.json"
     policy = AnchoredPolicy.load(path, expect_fingerprint=spec.fingerprint())
     weight = spec.held_out[len(spec.held_out) // 2]
     obs = spec.make_env(weight).reset(seed=0)[0]
@@ -56,7 +56,7 @@ def main() -> None:
     policy.predict(obs, deterministic=True)
     surrogate_s = time.perf_counter() - started
 
-    metas = [json.loads((anchor_dir(spec, w, args.run_root) / "meta.json").read_text()) for w in spec.anchors]
+    metas = [json.loads((RunDir.of(spec, args.run_root).anchor(w) / "meta.json").read_text()) for w in spec.anchors]
     recorded_s = float(np.mean([m["wall_time_s"] for m in metas]))
     budget = int(spec.hyperparams()["n_timesteps"])
     steps = max(int(budget * args.fraction), 1)

@@ -333,7 +333,10 @@ def _check_flatten(extractor: nn.Module) -> None:
 
 def _from_actor_critic(policy: Any) -> tuple[dict[str, Any], dict[str, nn.Module | Tensor]]:
     """PPO/A2C: latent = mlp_extractor.policy_net(obs); mean = action_net(latent); log_std a parameter or gSDE."""
-    from stable_baselines3.common.distributions import DiagGaussianDistribution, StateDependentNoiseDistribution
+    from stable_baselines3.common.distributions import (
+        DiagGaussianDistribution,
+        StateDependentNoiseDistribution,
+    )
 
     _check_flatten(policy.pi_features_extractor)
     dist = policy.action_dist

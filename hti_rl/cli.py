@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 from hti_rl import __version__
 from hti_rl.errors import HTIError
+from hti_rl.runs import RunDir
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def shared_start_argument(parser: argparse.ArgumentParser) -> None:
 
 def load_spec(args: argparse.Namespace):
     """The task spec named on the command line, with shared-start anchors when ``--shared-start`` is given."""
-    from hti_rl.tasks import load_task
+    from hti_rl.spec.load import load_task
 
     spec = load_task(args.spec)
     return spec.with_shared_start() if getattr(args, "shared_start", False) else spec
@@ -83,13 +84,13 @@ def _train_anchors_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("train-anchors", "train one SB3 agent per anchor weight (resumes after an interruption), then check them", _train_anchors_arguments)
 def train_anchors_command(args: argparse.Namespace) -> int:
-    from hti_rl.anchors import anchor_dir, is_finished, train_anchors
+    from hti_rl.training.anchors import train_anchors
 
     spec = load_spec(args)
-    finished = [w for w in spec.anchors if is_finished(spec, w, args.run_root)]
+    finished = [w for w in spec.anchors if RunDir.of(spec, args.run_root).is_finished(w)]
     if not args.force:
         for w in finished:
-            print(f"anchor w={w:g}: finished ({anchor_dir(spec, w, args.run_root)}), skipped; --force retrains it")
+            print(f"anchor w={w:g}: finished ({RunDir.of(spec, args.run_root).anchor(w)}), skipped; --force retrains it")
     if args.force or len(finished) < len(spec.anchors):
         metas = train_anchors(
             spec,
@@ -100,7 +101,7 @@ def train_anchors_command(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
         )
         if spec.shared_start is not None:
-            from hti_rl.shared_start import load_base_meta
+            from hti_rl.training.shared_start import load_base_meta
 
             base = load_base_meta(spec, args.run_root)
             print(f"shared start: {base['algo']} at w={base['weight']:g}, {base['steps']} steps, {base['wall_time_s']:.1f} s; "
@@ -128,14 +129,14 @@ def _train_conditioned_arguments(parser: argparse.ArgumentParser) -> None:
 @command("train-conditioned", "train one agent that sees the weight in its observation, with the anchors' total compute (a peer baseline)",
          _train_conditioned_arguments)
 def train_conditioned_command(args: argparse.Namespace) -> int:
-    from hti_rl.conditioned import conditioned_dir, train_conditioned
+    from hti_rl.training.conditioned import train_conditioned
 
     spec = load_spec(args)
     [meta] = train_conditioned(spec, [args.budget_factor], run_root=args.run_root, workers=args.workers, force=args.force,
                                checkpoint_every=args.checkpoint_every)
     resumed = f", resumed from step {meta['resumed_from']}" if meta.get("resumed_from") else ""
     print(f"conditioned agent (budget factor {meta['budget_factor']:g}): {meta['algo']} {meta['steps']} steps, "
-          f"{meta['wall_time_s']:.1f} s{resumed} -> {conditioned_dir(spec, args.budget_factor, args.run_root)}")
+          f"{meta['wall_time_s']:.1f} s{resumed} -> {RunDir.of(spec, args.run_root).conditioned(args.budget_factor)}")
     return 0
 
 
@@ -150,8 +151,7 @@ def _import_anchors_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("import-anchors", "install existing SB3 agents as the task's anchors (spaces checked); only import files you trust", _import_anchors_arguments)
 def import_anchors_command(args: argparse.Namespace) -> int:
-    from hti_rl.anchors import anchor_dir
-    from hti_rl.importing import import_anchors
+    from hti_rl.training.importing import import_anchors
 
     spec = load_spec(args)
     results = import_anchors(spec, _weight_paths(args.anchor, "--anchor"), _weight_paths(args.vecnormalize, "--vecnormalize"),
@@ -160,8 +160,8 @@ def import_anchors_command(args: argparse.Namespace) -> int:
         imported = r.meta["imported"]
         norm = f" + {imported['vecnormalize']}" if imported.get("vecnormalize") else ""
         did = "unchanged, skipped (--force imports it again)" if r.status == "unchanged" else f"imported {r.meta['algo']} ({imported['kind']})"
-        print(f"anchor w={r.weight:g}: {did} from {imported['source']}{norm} -> {anchor_dir(spec, r.weight, args.run_root)}")
-    missing = [w for w in spec.anchors if not (anchor_dir(spec, w, args.run_root) / "meta.json").exists()]
+        print(f"anchor w={r.weight:g}: {did} from {imported['source']}{norm} -> {RunDir.of(spec, args.run_root).anchor(r.weight)}")
+    missing = [w for w in spec.anchors if not (RunDir.of(spec, args.run_root).anchor(w) / "meta.json").exists()]
     if missing:
         print(f"anchors still missing: {', '.join(f'{w:g}' for w in missing)} (import them, or `hti-rl train-anchors {args.spec}` trains them)")
     else:
@@ -195,12 +195,12 @@ def check_anchors_command(args: argparse.Namespace) -> int:
 
 def _check_anchors(spec, run_root: str, force: bool) -> None:
     """Cross-evaluate (or reuse the up-to-date ``cross_eval.json``) and print the table and warnings."""
-    from hti_rl.quality import check_anchors, cross_eval_path, print_report, stale_reason
+    from hti_rl.quality import check_anchors, print_report, stale_reason
 
     fresh = not force and stale_reason(spec, run_root) is None
     cross = check_anchors(spec, run_root, force=force, log_warnings=False)
     print_report(cross)
-    path = cross_eval_path(spec, run_root)
+    path = RunDir.of(spec, run_root).cross_eval
     print(f"{path} is up to date (--force evaluates again)" if fresh else f"wrote {path} and {path.with_suffix('.png')}")
 
 
@@ -213,10 +213,10 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("record", "record every anchor's action distribution at the states the anchors visit", _record_arguments)
 def record_command(args: argparse.Namespace) -> int:
-    from hti_rl.dataset import dataset_path, record
+    from hti_rl.dataset import record
 
     spec = load_spec(args)
-    path = dataset_path(spec, args.run_root)
+    path = RunDir.of(spec, args.run_root).dataset
     if path.exists() and not args.force:
         print(f"{path} exists, skipped; --force records it again")
         return 0
@@ -239,18 +239,18 @@ def _fit_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("fit", "fit the CLOT surrogate on the recorded dataset (runs/<task>/surrogate.zip)", _fit_arguments)
 def fit_command(args: argparse.Namespace) -> int:
+    from hti_rl.methods.surrogate import clot_config, fit
     from hti_rl.quality import require_good_anchors
-    from hti_rl.surrogate import clot_config, fit, surrogate_path
 
     spec = load_spec(args)
-    path = surrogate_path(spec, args.run_root)
+    path = RunDir.of(spec, args.run_root).surrogate
     if path.exists() and not args.force:
         print(f"{path} exists, skipped; --force fits again")
         return 0
     require_good_anchors(spec, args.run_root, accept=args.accept_anchors)
     config = clot_config(_key_values(args.set), seed=spec.seed)
     policy = fit(spec, args.run_root, config)
-    print(f"wrote {path} (fit {policy.header['fit_seconds']:.1f} s); TensorBoard: {spec.run_dir(args.run_root) / 'tb'}")
+    print(f"wrote {path} (fit {policy.header['fit_seconds']:.1f} s); TensorBoard: {RunDir.of(spec, args.run_root).tb()}")
     return 0
 
 
@@ -281,8 +281,9 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
 @command("deploy", "evaluate a surrogate at a reward weight: mean return with its 95%% CI", _deploy_arguments)
 def deploy_command(args: argparse.Namespace) -> int:
     from hti_rl.evaluate import evaluate_at, record_episode
-    from hti_rl.policy import SurrogatePolicy, read_policy_file
-    from hti_rl.tasks import load_task
+    from hti_rl.methods.base import read_policy_file
+    from hti_rl.methods.surrogate import SurrogatePolicy
+    from hti_rl.spec.load import load_task
 
     header, _ = read_policy_file(args.surrogate)
     spec = load_task(args.spec or f"envs/{header.get('task')}.yaml")
@@ -308,7 +309,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("demo", "run the whole pipeline on the built-in 2-D LQR task and write a report", _demo_arguments)
 def demo_command(args: argparse.Namespace) -> int:
-    from hti_rl.demo import run_demo
+    from hti_rl.compare.demo import run_demo
 
     run_demo(args.run_root, workers=args.workers, force=args.force)
     return 0
@@ -325,8 +326,8 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("compare", "surrogate vs retrained agents and baselines at held-out weights: report + TensorBoard", _compare_arguments)
 def compare_command(args: argparse.Namespace) -> int:
-    from hti_rl.compare import run_compare
-    from hti_rl.experiment import load_experiment
+    from hti_rl.compare.experiment import load_experiment
+    from hti_rl.compare.run import run_compare
 
     run_compare(load_experiment(args.experiment), args.run_root, workers=args.workers, force=args.force, train_only=args.train_only)
     return 0

@@ -32,12 +32,18 @@ from tqdm.auto import tqdm
 
 from hti_rl import __version__
 from hti_rl.actors import AnchorActor
-from hti_rl.anchors import anchors_root, load_anchor_actor, package_versions
 from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceError
 from hti_rl.io import RunLock, atomic_write, sha256_bytes
+from hti_rl.runs import RunDir, package_versions, spec_hint
+from hti_rl.seeds import dataset_streams
+from hti_rl.training.store import load_anchor_actor
 
 FORMAT = "hti-rl-dataset"
+
+
 FORMAT_VERSION = 1
+
+
 # name -> (dtype, ndim), in checksum order
 ARRAYS: dict[str, tuple[np.dtype, int]] = {
     "obs": (np.dtype(np.float32), 2),
@@ -46,6 +52,8 @@ ARRAYS: dict[str, tuple[np.dtype, int]] = {
     "log_std": (np.dtype(np.float32), 3),
     "samples": (np.dtype(np.float32), 4),
 }
+
+
 _BATCH = 1024  # states per actor evaluation
 
 
@@ -88,9 +96,9 @@ class PolicyDataset:
             non-finite values, a checksum mismatch, another format version, or another task.
         """
         path = Path(path)
-        fix = f"re-run `hti-rl record {_spec_hint(spec)} --force`"
+        fix = f"re-run `hti-rl record {spec_hint(spec)} --force`"
         if not path.is_file():
-            raise FileFormatError(f"{path} does not exist; record it with `hti-rl record {_spec_hint(spec)}`.")
+            raise FileFormatError(f"{path} does not exist; record it with `hti-rl record {spec_hint(spec)}`.")
         try:
             z = np.load(path, allow_pickle=False)
             if not isinstance(z, np.lib.npyio.NpzFile):
@@ -132,8 +140,6 @@ def checksum(arrays: dict[str, np.ndarray]) -> str:
     return sha256_bytes(*chunks)
 
 
-def _spec_hint(spec: Any) -> str:
-    return str(getattr(spec, "path", None) or "envs/<task>.yaml")
 
 
 def _read_header(data: dict[str, np.ndarray], path: Path, fix: str) -> dict[str, Any]:
@@ -180,12 +186,6 @@ def _check_arrays(data: dict[str, np.ndarray], path: Path, fix: str) -> None:
         raise FileFormatError(f"{path}: empty dataset (K={k}, N={n}, M={m}, D={d}); {fix}.")
 
 
-# ----------------------------------------------------------------------------- recording
-def dataset_path(spec: Any, run_root: str | Path = "runs") -> Path:
-    """``runs/<task>/dataset.npz``."""
-    return Path(spec.run_dir(run_root)) / "dataset.npz"
-
-
 def record(spec: Any, run_root: str | Path = "runs", seed: int | None = None, progress: bool = True) -> PolicyDataset:
     """Roll out every anchor, keep the states, evaluate every anchor there, and save the dataset.
 
@@ -200,8 +200,8 @@ def record(spec: Any, run_root: str | Path = "runs", seed: int | None = None, pr
     """
     seed = spec.seed if seed is None else int(seed)
     _check_action_space(spec)
-    streams = np.random.SeedSequence(seed).spawn(len(spec.anchors) + 2)
-    with RunLock(anchors_root(spec, run_root), "hti-rl record"):
+    streams = dataset_streams(seed, len(spec.anchors) + 2)
+    with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl record"):
         actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
         with tqdm(total=len(actors) * spec.record.episodes, unit="episode", desc="record", disable=not progress) as bar:
             visited = [_rollout(spec, w, actor, spec.record.episodes, stream, bar) for w, actor, stream in zip(spec.anchors, actors, streams)]
@@ -216,7 +216,7 @@ def record(spec: Any, run_root: str | Path = "runs", seed: int | None = None, pr
         samples=np.stack(samples),
         header=_header(spec, actors, seed, states_visited=sum(len(v) for v in visited)),
     )
-    dataset.save(dataset_path(spec, run_root))
+    dataset.save(RunDir.of(spec, run_root).dataset)
     return dataset
 
 

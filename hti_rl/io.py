@@ -18,7 +18,6 @@ from typing import Iterator
 
 from hti_rl.errors import HTIError, RunLockedError
 
-
 # errno values that mean "this location cannot be written" and "the storage is full"
 _NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}

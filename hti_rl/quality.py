@@ -34,40 +34,37 @@ from typing import Any
 
 import numpy as np
 
-from hti_rl.anchors import anchor_dir, anchors_root, load_anchor_actor
 from hti_rl.errors import AnchorError, FileFormatError
 from hti_rl.evaluate import ComponentReturns, mean_ci, returns_at, rollout_components
 from hti_rl.io import RunLock, atomic_write, sha256_bytes, write_json
+from hti_rl.runs import RunDir
+from hti_rl.seeds import cross_eval_seed
+from hti_rl.training.store import load_anchor_actor
 
 FORMAT = "hti-rl-cross-eval"
+
+
 FORMAT_VERSION = 1
+
+
 MIN_EPISODES = 10
+
+
 CONFIDENCE = 0.95
-_CROSS_EVAL_KEY = 2**32 - 2  # seeds the cross-evaluation episodes apart from training and selection
+
 
 logger = logging.getLogger(__name__)
-
-
-def cross_eval_path(spec: Any, run_root: str | Path = "runs") -> Path:
-    """``runs/<task>/anchors/cross_eval.json``."""
-    return anchors_root(spec, run_root) / "cross_eval.json"
-
-
-def cross_eval_seed(spec: Any) -> int:
-    """Base reset seed of the cross-evaluation episodes (episode i: seed + i), the same for every anchor."""
-    return int(np.random.SeedSequence([spec.seed, _CROSS_EVAL_KEY]).generate_state(1)[0] % 2**31)
 
 
 def anchor_hashes(spec: Any, run_root: str | Path = "runs") -> dict[str, str | None]:
     """``{"w=<λ>": SHA-256 (16 hex) of its meta.json, or None when missing}`` for every anchor weight."""
     hashes = {}
     for weight in spec.anchors:
-        meta = anchor_dir(spec, weight, run_root) / "meta.json"
+        meta = RunDir.of(spec, run_root).anchor(weight) / "meta.json"
         hashes[f"w={weight:g}"] = sha256_bytes(meta.read_bytes())[:16] if meta.exists() else None
     return hashes
 
 
-# ----------------------------------------------------------------------------- the matrix
 @dataclass(frozen=True)
 class CrossEval:
     """Every anchor's rollouts, re-weighed at every anchor weight.
@@ -255,7 +252,7 @@ def cross_evaluate(spec: Any, run_root: str | Path = "runs", episodes: int | Non
 def stale_reason(spec: Any, run_root: str | Path = "runs") -> str | None:
     """Why ``cross_eval.json`` must be computed again (missing, unreadable, another spec or episode
     count, an anchor's ``meta.json`` changed since), or ``None`` when it is up to date."""
-    path = cross_eval_path(spec, run_root)
+    path = RunDir.of(spec, run_root).cross_eval
     if not path.exists():
         return f"{path} does not exist"
     try:
@@ -272,7 +269,6 @@ def stale_reason(spec: Any, run_root: str | Path = "runs") -> str | None:
     return None
 
 
-# ----------------------------------------------------------------------------- the check
 def check_anchors(spec: Any, run_root: str | Path = "runs", force: bool = False, log_warnings: bool = True) -> CrossEval:
     """Cross-evaluate the anchors (unless ``cross_eval.json`` is up to date) and write the results.
 
@@ -287,15 +283,15 @@ def check_anchors(spec: Any, run_root: str | Path = "runs", force: bool = False,
     :raises AnchorError: an anchor is missing or belongs to another version of the spec.
     :raises RunLockedError: anchors of this task are being trained or recorded.
     """
-    path = cross_eval_path(spec, run_root)
+    path = RunDir.of(spec, run_root).cross_eval
     if force or stale_reason(spec, run_root) is not None:
-        with RunLock(anchors_root(spec, run_root), "hti-rl check-anchors"):
+        with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl check-anchors"):
             cross = cross_evaluate(spec, run_root)
             cross.save(path)
             figure = heatmap(cross)
             with atomic_write(path.with_suffix(".png")) as f:
                 figure.savefig(f, format="png", dpi=120)
-            _log_tensorboard(cross, Path(spec.run_dir(run_root)) / "tb" / "cross_eval", figure)
+            _log_tensorboard(cross, RunDir.of(spec, run_root).tb("cross_eval"), figure)
     else:
         cross = dataclasses.replace(CrossEval.load(path), monotone=spec.monotone_weighted_component)
     if log_warnings:
@@ -324,13 +320,12 @@ def require_good_anchors(spec: Any, run_root: str | Path = "runs", accept: bool 
         return cross
     where = getattr(spec, "path", None) or "envs/<task>.yaml"
     raise AnchorError(
-        f"the anchors of task {spec.name!r} failed the quality check ({cross_eval_path(spec, run_root)}):\n{listed}\n"
+        f"the anchors of task {spec.name!r} failed the quality check ({RunDir.of(spec, run_root).cross_eval}):\n{listed}\n"
         f"Fix: retrain them with more steps (n_timesteps) or more seeds per anchor (e.g. seeds_per_anchor: 3) in {where} "
         f"and run `hti-rl train-anchors {where} --force`; or pass --accept-anchors to fit on them anyway."
     )
 
 
-# ----------------------------------------------------------------------------- display
 def heatmap(cross: CrossEval) -> Any:
     """A matplotlib figure of the matrix: colour = return relative to the column's best and worst
     anchor (columns differ in scale), text = mean ± CI, own-weight cells outlined."""

@@ -67,8 +67,8 @@ def make_lqr_spec(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def trained_lqr(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(spec path, run root) of the tiny LQR task with its three anchors trained once per session."""
-    from hti_rl.anchors import train_anchors
-    from hti_rl.tasks import load_task
+    from hti_rl.spec.load import load_task
+    from hti_rl.training.anchors import train_anchors
 
     root = tmp_path_factory.mktemp("trained_lqr")
     path = write_lqr_spec(root)
@@ -79,7 +79,7 @@ def trained_lqr(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture
 def lqr_run(trained_lqr: tuple[Path, Path], tmp_path: Path) -> tuple[Any, Path]:
     """(spec, run root): a private copy of the trained tiny LQR anchors, free to write into."""
-    from hti_rl.tasks import load_task
+    from hti_rl.spec.load import load_task
 
     path, runs = trained_lqr
     shutil.copytree(runs, tmp_path / "runs", ignore=shutil.ignore_patterns(".lock", "tb"))
@@ -93,8 +93,8 @@ def save_lqr_anchor(spec: Any, weight: float, run_root: Path, exact: bool = True
     import torch
     from stable_baselines3 import PPO
 
-    from hti_rl.anchors import anchor_dir
     from hti_rl.io import write_json
+    from hti_rl.runs import RunDir
 
     env = spec.make_env(weight)
     model = PPO("MlpPolicy", env, seed=0, device="cpu", n_steps=64, batch_size=64,
@@ -103,7 +103,7 @@ def save_lqr_anchor(spec: Any, weight: float, run_root: Path, exact: bool = True
         with torch.no_grad():
             model.policy.action_net.weight.copy_(-torch.as_tensor(env.unwrapped.optimal_gain(weight), dtype=torch.float32))
             model.policy.action_net.bias.zero_()
-    directory = anchor_dir(spec, weight, run_root)
+    directory = RunDir.of(spec, run_root).anchor(weight)
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / "model.zip")
     write_json(directory / "meta.json", {"task": spec.name, "task_fingerprint": spec.fingerprint(), "weight": weight, "algo": "ppo", "exact": exact})

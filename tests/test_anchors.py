@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from hti_rl.anchors import anchor_dir, anchor_seed, load_anchor, load_anchor_actor, own_weight_return, seed_dir, train_anchors
+from hti_rl.envs.lqr import optimal_gain
 from hti_rl.errors import AnchorError, HTIError
-from hti_rl.lqr import optimal_gain
-from hti_rl.tasks import load_task
+from hti_rl.runs import RunDir
+from hti_rl.seeds import anchor_seed
+from hti_rl.spec.load import load_task
+from hti_rl.training.anchors import train_anchors
+from hti_rl.training.jobs import own_weight_return
+from hti_rl.training.store import load_anchor, load_anchor_actor
 
 
 def _cli(*args: str, run_root: Path) -> list[str]:
@@ -48,7 +52,7 @@ def test_layout_meta_and_gain_order(trained_lqr):
     assert exact[0] > exact[1] > exact[2]
     assert gains[0] > gains[1] > gains[2] > 0, (gains, exact)
     for index, weight in enumerate(spec.anchors):
-        directory = anchor_dir(spec, weight, runs)
+        directory = RunDir.of(spec, runs).anchor(weight)
         assert directory.name == f"w={weight:g}"
         assert (directory / "model.zip").is_file() and not (directory / "checkpoints").exists()
         assert not (directory / "seeds").exists()
@@ -61,7 +65,7 @@ def test_layout_meta_and_gain_order(trained_lqr):
 
 def test_finished_anchors_are_skipped(lqr_run):
     spec, runs = lqr_run
-    model = anchor_dir(spec, 1.0, runs) / "model.zip"
+    model = RunDir.of(spec, runs).anchor(1.0) / "model.zip"
     before = model.stat().st_mtime_ns
     metas = train_anchors(spec, run_root=runs, progress=False)
     assert [m["weight"] for m in metas] == list(spec.anchors)
@@ -72,7 +76,7 @@ def test_vecnormalize_saved_and_loaded(make_lqr_spec, tmp_path):
     spec = load_task(make_lqr_spec(agent={"n_timesteps": 400, "normalize": True}, anchors=[0.1, 10.0], held_out=[1.0]))
     train_anchors(spec, run_root=tmp_path / "runs", progress=False)
     model, vecnormalize = load_anchor(spec, 0.1, tmp_path / "runs")
-    assert (anchor_dir(spec, 0.1, tmp_path / "runs") / "vecnormalize.pkl").is_file()
+    assert (RunDir.of(spec, tmp_path / "runs").anchor(0.1) / "vecnormalize.pkl").is_file()
     assert vecnormalize is not None and not vecnormalize.training
     actor = load_anchor_actor(spec, 0.1, tmp_path / "runs")
     obs = np.linspace(-2, 2, 9, dtype=np.float32)[:, None]
@@ -94,7 +98,7 @@ def test_best_of_two_seeds(make_lqr_spec, tmp_path):
     runs = tmp_path / "runs"
     metas = train_anchors(spec, run_root=runs, workers=2, progress=False)
     for index, (weight, meta) in enumerate(zip(spec.anchors, metas)):
-        seeds = [json.loads((seed_dir(spec, weight, i, runs) / "meta.json").read_text()) for i in range(2)]
+        seeds = [json.loads((RunDir.of(spec, runs).seed(weight, i) / "meta.json").read_text()) for i in range(2)]
         assert [s["seed"] for s in seeds] == [anchor_seed(spec, index, 0), anchor_seed(spec, index, 1)]
         assert seeds[0]["seed"] == anchor_seed(spec, index)  # seed 0 is the single-seed anchor's run
         scores = [s["selection"]["return_mean"] for s in seeds]
@@ -102,14 +106,14 @@ def test_best_of_two_seeds(make_lqr_spec, tmp_path):
         best = int(np.argmax(scores))
         assert meta["seed_index"] == best and meta["seed"] == seeds[best]["seed"]
         assert [s["return_mean"] for s in meta["seeds"]] == scores and [s["seed_index"] for s in meta["seeds"]] == [0, 1]
-        directory = anchor_dir(spec, weight, runs)
-        assert (directory / "model.zip").read_bytes() == (seed_dir(spec, weight, best, runs) / "model.zip").read_bytes()
+        directory = RunDir.of(spec, runs).anchor(weight)
+        assert (directory / "model.zip").read_bytes() == (RunDir.of(spec, runs).seed(weight, best) / "model.zip").read_bytes()
         actor = load_anchor_actor(spec, weight, runs)  # downstream reads the chosen seed as the anchor
         assert own_weight_return(spec, actor, weight)[0] == pytest.approx(max(scores))
         assert (runs / "lqr1d" / "tb" / f"anchor_w={weight:g}_seed1_1").is_dir()
-    seed_models = [seed_dir(spec, 0.1, i, runs) / "model.zip" for i in range(2)]
+    seed_models = [RunDir.of(spec, runs).seed(0.1, i) / "model.zip" for i in range(2)]
     before = [p.stat().st_mtime_ns for p in seed_models]
-    (anchor_dir(spec, 0.1, runs) / "meta.json").unlink()  # as if interrupted after both seeds finished
+    (RunDir.of(spec, runs).anchor(0.1) / "meta.json").unlink()  # as if interrupted after both seeds finished
     assert train_anchors(spec, run_root=runs, progress=False)[0] == metas[0]  # the same choice
     assert [p.stat().st_mtime_ns for p in seed_models] == before  # without retraining a seed
 
@@ -124,7 +128,7 @@ def test_resume_after_sigkill(make_lqr_spec, tmp_path):
     path = make_lqr_spec(agent={"n_timesteps": 3000})
     spec, runs = load_task(path), tmp_path / "runs"
     first = subprocess.Popen(_cli("train-anchors", str(path), "--workers", "2", "--checkpoint-every", "400", run_root=runs))
-    latest = [anchor_dir(spec, w, runs) / "checkpoints" / "latest.json" for w in spec.anchors]
+    latest = [RunDir.of(spec, runs).anchor(w) / "checkpoints" / "latest.json" for w in spec.anchors]
     _wait_for(lambda: any(p.exists() for p in latest))
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -135,7 +139,7 @@ def test_resume_after_sigkill(make_lqr_spec, tmp_path):
     done = subprocess.run(_cli("train-anchors", str(path), "--workers", "2", run_root=runs), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     for weight in spec.anchors:
-        meta = json.loads((anchor_dir(spec, weight, runs) / "meta.json").read_text())
+        meta = json.loads((RunDir.of(spec, runs).anchor(weight) / "meta.json").read_text())
         assert meta["resumed_from"] == checkpoint.get(weight), (weight, meta, checkpoint)
         assert meta["steps"] >= 3000
     assert "resumed from step" in done.stdout

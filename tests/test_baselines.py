@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import save_lqr_anchor, write_lqr_spec
-from hti_rl.anchors import load_anchor_actor
-from hti_rl.baselines import FITS, POLICIES, fit_cfm, fit_regression
+
 from hti_rl.dataset import record
-from hti_rl.policy import AnchoredPolicy
-from hti_rl.tasks import load_task
+from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.methods.baselines import FITS, POLICIES, fit_cfm, fit_regression
+from hti_rl.spec.load import load_task
+from hti_rl.training.store import load_anchor_actor
 
 FAST = {"regression": {"steps": 400}, "cfm": {"steps": 600}}
 # Parameter interpolation needs shared-start anchors, not these hand-made ones: tests/test_shared_start.py.

@@ -1,7 +1,6 @@
 """fit_clot and CLOTModel: validation, determinism, exact anchors at s = 0, save/load round trip."""
 
 import dataclasses
-import math
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch
 from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
 from hti_rl.clot.fit import ot_pairing
 from hti_rl.errors import FileFormatError, HTIError, SpecError
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

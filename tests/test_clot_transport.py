@@ -1,12 +1,17 @@
 """Semi-dual transport against exact answers: POT's emd2 on samples, the closed-form Gaussian OT map."""
 
 import numpy as np
-import pytest
 import ot
+import pytest
 import torch
 from scipy.linalg import sqrtm
 
-from hti_rl.clot.transport import IntervalTransport, euclidean_cost, refine, semi_dual_losses
+from hti_rl.clot.transport import (
+    IntervalTransport,
+    euclidean_cost,
+    refine,
+    semi_dual_losses,
+)
 
 
 @pytest.fixture(autouse=True)

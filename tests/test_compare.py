@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import write_lqr_spec
-from hti_rl.anchors import anchor_dir, anchor_seed
-from hti_rl.compare import RetrainJob, method_path, retrained_dir, run_compare
-from hti_rl.experiment import load_experiment
+
+from hti_rl.compare.experiment import load_experiment
+from hti_rl.compare.run import run_compare
 from hti_rl.errors import SpecError
-from hti_rl.policy import AnchoredPolicy
-from hti_rl.tasks import load_task
+from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.runs import RunDir
+from hti_rl.seeds import anchor_seed
+from hti_rl.spec.load import load_task
+from hti_rl.training.retrained import RetrainJob
 
 
 def _experiment(root, spec_fields=None, **fields):
@@ -60,7 +62,7 @@ def test_bad_experiment_names_file_and_field(tmp_path, fields, field):
 def test_retrain_jobs_have_their_own_directories_and_seeds(tmp_path):
     spec = load_task(write_lqr_spec(tmp_path))
     jobs = [RetrainJob(spec, 0, "runs", 100, None, w, i) for w in spec.held_out for i in range(2)]
-    assert jobs[1].directory == retrained_dir(spec, 0.3, 1, "runs") and str(jobs[1].directory).endswith("retrained/w=0.3/seed=1")
+    assert jobs[1].directory == RunDir.of(spec, "runs").retrained(0.3, 1) and str(jobs[1].directory).endswith("retrained/w=0.3/seed=1")
     seeds = {job.seed for job in jobs} | {anchor_seed(spec, k) for k in range(len(spec.anchors))}
     assert len(seeds) == len(jobs) + len(spec.anchors)
     assert jobs[0].weight == 0.3 and jobs[0].tb_name == "retrained_w=0.3_seed0"
@@ -92,10 +94,10 @@ def test_whole_comparison_on_exact_agents(tmp_path):
     spec = load_task(exp.task)
     runs = tmp_path / "runs"
     for w in spec.anchors:
-        _save_exact(spec, w, anchor_dir(spec, w, runs))
+        _save_exact(spec, w, RunDir.of(spec, runs).anchor(w))
     for w in spec.held_out:
         for i in range(exp.retrained_seeds):
-            _save_exact(spec, w, retrained_dir(spec, w, i, runs), log_std=-2.0 + 0.1 * i)
+            _save_exact(spec, w, RunDir.of(spec, runs).retrained(w, i), log_std=-2.0 + 0.1 * i)
     results = run_compare(exp, runs, progress=False, log=lambda _: None)
     report = (tmp_path / "experiments" / "x" / "report.md").read_text()
     assert (tmp_path / "experiments" / "x" / "returns.png").stat().st_size > 10_000
@@ -113,7 +115,7 @@ def test_whole_comparison_on_exact_agents(tmp_path):
     # A second run reuses every fit; a damaged (or older-format) fit is refitted, not fatal.
     again = run_compare(exp, runs, progress=False, log=lambda _: None)
     assert again["rows"]["clot/full"][spec.held_out[0]]["mean"] == rows["clot/full"][spec.held_out[0]]["mean"]
-    fitted = method_path(spec, "clot/full", runs)
+    fitted = RunDir.of(spec, runs).method("clot/full")
     fitted.write_bytes(fitted.read_bytes()[:100])
     run_compare(exp, runs, progress=False, log=lambda _: None)
     assert AnchoredPolicy.load(fitted, expect_fingerprint=spec.fingerprint()).header["compare_key"]
@@ -133,10 +135,10 @@ def test_comparison_with_shared_start_anchors(tmp_path):
     scratch = dataclasses.replace(scratch, shared_start=None)
     runs = tmp_path / "runs"
     for w in scratch.anchors:
-        _save_exact(scratch, w, anchor_dir(scratch, w, runs))
+        _save_exact(scratch, w, RunDir.of(scratch, runs).anchor(w))
     for w in scratch.held_out:
         for i in range(exp.retrained_seeds):
-            _save_exact(scratch, w, retrained_dir(scratch, w, i, runs))
+            _save_exact(scratch, w, RunDir.of(scratch, runs).retrained(w, i))
     results = run_compare(exp, runs, workers=2, progress=False, log=lambda _: None)
     rows = results["rows"]
     assert {"shared/clot/full", "shared/param_interp", "shared/fine-tuned"} <= set(rows)

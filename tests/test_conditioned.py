@@ -8,24 +8,23 @@ import math
 import numpy as np
 import pytest
 
-from hti_rl.conditioned import (
-    ConditionedPolicy,
+from hti_rl.envs.wrappers import WEIGHT_KEY, RewardWeightWrapper, WeightInObservation
+from hti_rl.errors import AnchorError, HTIError, WeightError
+from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.methods.conditioned import ConditionedPolicy, load_conditioned_policy
+from hti_rl.runs import RunDir
+from hti_rl.spec.load import load_task
+from hti_rl.training.conditioned import (
     conditioned_budget,
-    conditioned_dir,
-    load_conditioned_policy,
     make_conditioned_env,
     train_conditioned,
 )
-from hti_rl.errors import AnchorError, HTIError, WeightError
-from hti_rl.policy import AnchoredPolicy
-from hti_rl.tasks import load_task
-from hti_rl.wrappers import WEIGHT_KEY, RewardWeightWrapper, WeightInObservation
 
 
 def _lqr_env(weight: float = 1.0) -> RewardWeightWrapper:
     import gymnasium as gym
 
-    import hti_rl.lqr  # noqa: F401  (registers the LQR envs)
+    import hti_rl.envs.lqr  # noqa: F401  (registers the LQR envs)
 
     return RewardWeightWrapper(gym.make("hti_rl/LQR1D-v0"), {"state": "reward_state", "ctrl": "reward_ctrl"}, "ctrl", weight)
 
@@ -118,7 +117,7 @@ def test_train_predict_save_load(make_lqr_spec, tmp_path):
     with pytest.raises(AnchorError, match="train-conditioned"):
         load_conditioned_policy(spec, 1.0, run_root)
     [meta] = train_conditioned(spec, [1.0], run_root, progress=False)
-    directory = conditioned_dir(spec, 1.0, run_root)
+    directory = RunDir.of(spec, run_root).conditioned(1.0)
     assert directory == run_root / "lqr1d" / "conditioned" / "f=1"
     assert (directory / "model.zip").exists() and not (directory / "checkpoints").exists()
     assert meta["steps"] >= 3000 and meta["budget"] == 3000 and meta["budget_factor"] == 1.0
@@ -157,7 +156,7 @@ def test_train_predict_save_load(make_lqr_spec, tmp_path):
 
 # ----------------------------------------------------------------------------- compare and report
 def test_experiment_accepts_conditioned_methods(make_lqr_spec, tmp_path):
-    from hti_rl.experiment import load_experiment
+    from hti_rl.compare.experiment import load_experiment
 
     make_lqr_spec()
     path = tmp_path / "experiments" / "x.yaml"
@@ -168,7 +167,7 @@ def test_experiment_accepts_conditioned_methods(make_lqr_spec, tmp_path):
 
 
 def test_report_names_the_winner_per_weight():
-    from hti_rl.report import verdict, winners
+    from hti_rl.compare.report import verdict, winners
 
     def row(mean, ci):
         return {"mean": mean, "ci": ci, "regret": 0.0, "w2": 0.0}
@@ -203,7 +202,7 @@ def test_cli_trains_then_skips_when_finished(make_lqr_spec, tmp_path, capsys):
     args = ["train-conditioned", str(spec_path), "--run-root", str(run_root), "--budget-factor", "0.5",
             "--checkpoint-every", "500"]
     assert main(args) == 0
-    directory = conditioned_dir(load_task(spec_path), 0.5, run_root)
+    directory = RunDir.of(load_task(spec_path), run_root).conditioned(0.5)
     assert f"-> {directory}" in capsys.readouterr().out
     assert json.loads((directory / "meta.json").read_text())["budget"] == 1500
     assert main(args) == 0 and "resumed" not in capsys.readouterr().out  # finished: skipped

@@ -8,8 +8,16 @@ import zipfile
 import numpy as np
 import pytest
 
-from hti_rl.dataset import ARRAYS, FORMAT, FORMAT_VERSION, PolicyDataset, checksum, dataset_path, record
+from hti_rl.dataset import (
+    ARRAYS,
+    FORMAT,
+    FORMAT_VERSION,
+    PolicyDataset,
+    checksum,
+    record,
+)
 from hti_rl.errors import FileFormatError, ObservationError, SpaceError
+from hti_rl.runs import RunDir
 
 
 def _synthetic(k: int = 3, n: int = 50, m: int = 4, d: int = 2, c: int = 3, fingerprint: str = "abc") -> PolicyDataset:
@@ -135,7 +143,7 @@ def test_record_shapes_and_round_trip(lqr_run):
     assert data.obs.shape == (n, 1) and data.header["states_visited"] >= n
     assert data.header["actor_kinds"] == ["gaussian"] * 3 and data.header["action_low"] == [-5.0]
     np.testing.assert_array_equal(data.weights, spec.anchors)
-    loaded = PolicyDataset.load(dataset_path(spec, runs), spec=spec)
+    loaded = PolicyDataset.load(RunDir.of(spec, runs).dataset, spec=spec)
     for name, array in data.arrays.items():
         np.testing.assert_array_equal(getattr(loaded, name), array)
     # the LQR gain falls with the weight, so the mean action at x > 0 rises (towards 0) with it
@@ -155,7 +163,7 @@ def test_same_seed_same_dataset(lqr_run):
 
 
 def test_non_box_action_space_refused(make_lqr_spec, tmp_path):
-    from hti_rl.tasks import load_task
+    from hti_rl.spec.load import load_task
 
     spec = load_task(make_lqr_spec(env_id="CartPole-v1", reward={"components": {"up": {"function": "hti_rl.components:pendulum_angle"}}, "weighted": "up"}))
     with pytest.raises(SpaceError, match="Box"):
@@ -165,7 +173,7 @@ def test_non_box_action_space_refused(make_lqr_spec, tmp_path):
 def test_non_finite_observation_refused(lqr_run, monkeypatch):
     import gymnasium as gym
 
-    from hti_rl.tasks import TaskSpec
+    from hti_rl.spec.task import TaskSpec
 
     spec, runs = lqr_run
     make_env = TaskSpec.make_env

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from hti_rl import demo
 from hti_rl.cli import main
+from hti_rl.compare import demo
 
 
 def test_demo_writes_report_plot_and_tensorboard(tmp_path, monkeypatch, capsys):
@@ -29,6 +29,6 @@ def test_demo_writes_report_plot_and_tensorboard(tmp_path, monkeypatch, capsys):
     surrogate.write_bytes(surrogate.read_bytes()[:200])
     assert main(["demo", "--run-root", str(tmp_path)]) == 0
     assert "redoing this stage" in capsys.readouterr().out
-    from hti_rl.policy import SurrogatePolicy
+    from hti_rl.methods.surrogate import SurrogatePolicy
 
     SurrogatePolicy.load(surrogate)

@@ -12,17 +12,22 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import save_lqr_anchor, write_lqr_spec
 from gymnasium import spaces
 from stable_baselines3 import A2C, DDPG, DQN, PPO, SAC, TD3
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-from conftest import save_lqr_anchor, write_lqr_spec
-from hti_rl.anchors import anchor_dir, load_anchor, load_anchor_actor
 from hti_rl.cli import main
 from hti_rl.errors import AnchorError, FileFormatError, SpaceError, SpecError
-from hti_rl.importing import CallableActor, check_spaces, import_anchors
-from hti_rl.safe_pickle import UnsafePickleError, read_norm_stats, read_vecnormalize
-from hti_rl.tasks import load_task
+from hti_rl.runs import RunDir
+from hti_rl.sb3io.safe_pickle import (
+    UnsafePickleError,
+    read_norm_stats,
+    read_vecnormalize,
+)
+from hti_rl.spec.load import load_task
+from hti_rl.training.importing import CallableActor, check_spaces, import_anchors
+from hti_rl.training.store import load_anchor, load_anchor_actor
 
 torch.set_num_threads(1)
 
@@ -71,8 +76,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Seven tiny agents (every supported policy) imported at seven weights of one task, recorded,
     fitted, and the surrogate reloaded from its file."""
     from hti_rl.dataset import record
-    from hti_rl.policy import SurrogatePolicy
-    from hti_rl.surrogate import clot_config, fit
+    from hti_rl.methods.surrogate import SurrogatePolicy, clot_config, fit
 
     root = tmp_path_factory.mktemp("mixed")
     path = lqr2d_spec(root, anchors=WEIGHTS, held_out=[0.3])
@@ -114,7 +118,7 @@ def test_mixed_algorithms_between_anchors_and_stages(mixed: dict[str, Any], caps
         assert np.all(np.isfinite(actions)) and np.all(np.abs(actions) <= spec.make_env(1.0).action_space.high)
     model, norm = load_anchor(spec, 2.0, mixed["runs"])  # the copied SAC zip and the JSON statistics
     assert isinstance(model, SAC) and norm is not None and not norm.training
-    assert (anchor_dir(spec, 2.0, mixed["runs"]) / "vecnormalize.json").exists()
+    assert (RunDir.of(spec, mixed["runs"]).anchor(2.0) / "vecnormalize.json").exists()
     assert main(["check-anchors", str(mixed["path"]), "--run-root", str(mixed["runs"])]) == 0
     # importing the same files again is a no-op; another agent needs --force
     args = ["import-anchors", str(mixed["path"]), "--run-root", str(mixed["runs"])]
@@ -149,8 +153,7 @@ def policy_of_other_library(obs: np.ndarray) -> np.ndarray:
 
 def test_callable_anchors(tmp_path: Path) -> None:
     from hti_rl.dataset import record
-    from hti_rl.policy import SurrogatePolicy
-    from hti_rl.surrogate import clot_config, fit
+    from hti_rl.methods.surrogate import SurrogatePolicy, clot_config, fit
 
     spec = load_task(lqr2d_spec(tmp_path))
     runs = tmp_path / "runs"
@@ -198,7 +201,7 @@ def test_crafted_vecnormalize_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsafePickleError, match="system.*Nothing in the file was run"):
         read_vecnormalize(tmp_path / "evil.pkl")
     save_lqr_anchor(spec, 0.1, tmp_path / "runs")  # a trained-layout anchor with a tampered vecnormalize.pkl
-    (anchor_dir(spec, 0.1, tmp_path / "runs") / "vecnormalize.pkl").write_bytes((tmp_path / "evil.pkl").read_bytes())
+    (RunDir.of(spec, tmp_path / "runs").anchor(0.1) / "vecnormalize.pkl").write_bytes((tmp_path / "evil.pkl").read_bytes())
     with pytest.raises(UnsafePickleError):
         load_anchor_actor(spec, 0.1, tmp_path / "runs")
     model = PPO("MlpPolicy", spec.make_env(0.1), device="cpu", n_steps=64, batch_size=64)
@@ -219,7 +222,7 @@ def test_safe_statistics_match_sb3(tmp_path: Path) -> None:
     np.testing.assert_array_equal(stats.normalize(obs), VecNormalize.load(str(norm), DummyVecEnv([lambda: spec.make_env(0.1)])).normalize_obs(obs))
     np.testing.assert_array_equal(stats.wrap(DummyVecEnv([lambda: spec.make_env(0.1)])).normalize_obs(obs), venv.normalize_obs(obs))
     import_anchors(spec, {0.1: tmp_path / "a" / "model.zip"}, {0.1: norm}, run_root=tmp_path / "runs")
-    assert read_norm_stats(anchor_dir(spec, 0.1, tmp_path / "runs") / "vecnormalize.json") == stats
+    assert read_norm_stats(RunDir.of(spec, tmp_path / "runs").anchor(0.1) / "vecnormalize.json") == stats
 
 
 def test_errors_name_anchor_file_and_fix(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

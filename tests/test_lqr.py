@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import hti_rl.tasks  # noqa: F401  (importing the task module registers the LQR ids)
-from hti_rl.lqr import LQR_ENVS, LQREnv, optimal_gain
+import hti_rl.spec.task  # noqa: F401  (importing the task module registers the LQR ids)
+from hti_rl.envs.lqr import LQR_ENVS, LQREnv, optimal_gain
 
 
 def _closed_form_1d(weight: float) -> float:

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import save_lqr_anchor
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from conftest import save_lqr_anchor
-from hti_rl.anchors import load_anchor_actor
 from hti_rl.dataset import record
 from hti_rl.errors import FileFormatError, ObservationError, WeightError
-from hti_rl.policy import SurrogatePolicy
-from hti_rl.surrogate import clot_config, fit, surrogate_path
-from hti_rl.tasks import load_task
+from hti_rl.methods.surrogate import SurrogatePolicy, clot_config, fit
+from hti_rl.runs import RunDir
+from hti_rl.spec.load import load_task
+from hti_rl.training.store import load_anchor_actor
 
 FAST_CLOT = {"steps": 150}
 
@@ -40,9 +40,10 @@ def lqr2d(tmp_path_factory):
 
 
 def _relative_error(policy, spec, runs, weight):
-    from hti_rl.dataset import PolicyDataset, dataset_path
+    from hti_rl.dataset import PolicyDataset
+    from hti_rl.runs import RunDir
 
-    obs = PolicyDataset.load(dataset_path(spec, runs)).obs
+    obs = PolicyDataset.load(RunDir.of(spec, runs).dataset).obs
     obs = obs[np.linalg.norm(obs, axis=1) > 0.3]  # relative error is ill-posed at the origin
     policy.set_weight(weight)
     action, _ = policy.predict(obs, deterministic=True)
@@ -96,7 +97,7 @@ def test_evaluate_policy_and_vecenv(lqr2d):
 
 def test_save_load_round_trip_identical(lqr2d, tmp_path):
     spec, runs, policy = lqr2d
-    loaded = SurrogatePolicy.load(surrogate_path(spec, runs), expect_fingerprint=spec.fingerprint())
+    loaded = SurrogatePolicy.load(RunDir.of(spec, runs).surrogate, expect_fingerprint=spec.fingerprint())
     obs = np.random.default_rng(1).normal(size=(64, 2)).astype(np.float32)
     for w in (0.2, 0.3, 2.0, 3.0):
         policy.set_weight(w)
@@ -113,7 +114,7 @@ def test_bad_weight_names_the_range(lqr2d, weight):
 
 def test_extrapolation_only_when_asked(lqr2d):
     spec, runs, _ = lqr2d
-    policy = SurrogatePolicy.load(surrogate_path(spec, runs), allow_extrapolation=True)
+    policy = SurrogatePolicy.load(RunDir.of(spec, runs).surrogate, allow_extrapolation=True)
     policy.set_weight(20.0)
     assert np.all(np.isfinite(policy.predict(np.ones(2, dtype=np.float32), deterministic=True)[0]))
 
@@ -138,13 +139,13 @@ def test_surrogate_of_another_task_is_refused(lqr2d, make_lqr_spec):
     spec, runs, _ = lqr2d
     other = load_task(make_lqr_spec())
     with pytest.raises(FileFormatError, match="another spec"):
-        SurrogatePolicy.load(surrogate_path(spec, runs), expect_fingerprint=other.fingerprint())
+        SurrogatePolicy.load(RunDir.of(spec, runs).surrogate, expect_fingerprint=other.fingerprint())
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "missing"])
 def test_damaged_surrogate_file_is_refused(lqr2d, tmp_path, damage):
     spec, runs, _ = lqr2d
-    blob = surrogate_path(spec, runs).read_bytes()
+    blob = RunDir.of(spec, runs).surrogate.read_bytes()
     path = tmp_path / "surrogate.zip"
     if damage == "truncate":
         path.write_bytes(blob[: len(blob) // 2])

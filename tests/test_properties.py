@@ -13,16 +13,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import save_lqr_anchor, write_lqr_spec
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from conftest import save_lqr_anchor, write_lqr_spec
-from hti_rl.dataset import ARRAYS, FORMAT, FORMAT_VERSION, PolicyDataset, checksum, record
+from hti_rl.dataset import (
+    ARRAYS,
+    FORMAT,
+    FORMAT_VERSION,
+    PolicyDataset,
+    checksum,
+    record,
+)
 from hti_rl.errors import FileFormatError, ObservationError, WeightError
-from hti_rl.policy import SurrogatePolicy
-from hti_rl.surrogate import clot_config, fit, surrogate_path
-from hti_rl.tasks import load_task
+from hti_rl.methods.surrogate import SurrogatePolicy, clot_config, fit
+from hti_rl.runs import RunDir
+from hti_rl.spec.load import load_task
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LOW, HIGH = 0.1, 10.0  # the anchors' range
@@ -41,7 +48,7 @@ def policy(tmp_path_factory) -> SurrogatePolicy:
         save_lqr_anchor(spec, w, runs)
     record(spec, runs, progress=False)
     fit(spec, runs, clot_config({"steps": 10}, seed=0), progress=False)
-    return SurrogatePolicy.load(surrogate_path(spec, runs))
+    return SurrogatePolicy.load(RunDir.of(spec, runs).surrogate)
 
 
 # ----------------------------------------------------------------------------------- strategies

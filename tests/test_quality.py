@@ -7,15 +7,23 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import save_lqr_anchor
 from rich.console import Console
 
-from conftest import save_lqr_anchor
-from hti_rl.anchors import load_anchor_actor
 from hti_rl.cli import main
 from hti_rl.errors import AnchorError
 from hti_rl.evaluate import returns_at, rollout_components
-from hti_rl.quality import CrossEval, check_anchors, cross_eval_path, cross_evaluate, print_report, require_good_anchors, stale_reason
-from hti_rl.tasks import load_task
+from hti_rl.quality import (
+    CrossEval,
+    check_anchors,
+    cross_evaluate,
+    print_report,
+    require_good_anchors,
+    stale_reason,
+)
+from hti_rl.runs import RunDir
+from hti_rl.spec.load import load_task
+from hti_rl.training.store import load_anchor_actor
 
 
 @pytest.fixture
@@ -38,7 +46,7 @@ def test_exact_anchors_pass(exact_anchors):
     wmean, _ = cross.weighted_sums()
     assert wmean[0] < wmean[1] < wmean[2] < 0  # a higher control cost spends less control
     assert require_good_anchors(spec, runs).warnings == []
-    files = cross_eval_path(spec, runs)
+    files = RunDir.of(spec, runs).cross_eval
     assert files.is_file() and files.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert any((runs / "lqr1d" / "tb" / "cross_eval").iterdir())
     written = json.loads(files.read_text())
@@ -93,7 +101,7 @@ def test_stale_when_an_anchor_changes(exact_anchors):
     path, runs = exact_anchors
     spec = load_task(path)
     check_anchors(spec, runs)
-    file = cross_eval_path(spec, runs)
+    file = RunDir.of(spec, runs).cross_eval
     before = file.stat().st_mtime_ns
     assert stale_reason(spec, runs) is None
     require_good_anchors(spec, runs)
@@ -109,7 +117,7 @@ def test_file_round_trip_and_report(exact_anchors):
     path, runs = exact_anchors
     spec = load_task(path)
     cross = check_anchors(spec, runs)
-    loaded = CrossEval.load(cross_eval_path(spec, runs))
+    loaded = CrossEval.load(RunDir.of(spec, runs).cross_eval)
     np.testing.assert_array_equal(loaded.sums, cross.sums)
     assert loaded.weights == cross.weights and loaded.anchors == cross.anchors
     console = Console(record=True, width=200)

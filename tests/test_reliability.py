@@ -20,19 +20,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import save_lqr_anchor, write_lqr_spec
 from gymnasium import spaces
 
-from conftest import save_lqr_anchor, write_lqr_spec
-from hti_rl.anchors import anchor_dir, load_anchor_actor
 from hti_rl.cli import main
 from hti_rl.clot import CLOTModel
-from hti_rl.dataset import PolicyDataset, dataset_path, record
+from hti_rl.dataset import PolicyDataset, record
+from hti_rl.envs.lqr import LQREnv
 from hti_rl.errors import FileFormatError, HTIError, SpaceError
 from hti_rl.io import atomic_write, write_json
-from hti_rl.lqr import LQREnv
-from hti_rl.policy import FILE_VERSION, SurrogatePolicy, read_policy_file
-from hti_rl.surrogate import clot_config, fit, surrogate_path
-from hti_rl.tasks import load_task
+from hti_rl.methods.base import FILE_VERSION, read_policy_file
+from hti_rl.methods.surrogate import SurrogatePolicy, clot_config, fit
+from hti_rl.runs import RunDir
+from hti_rl.spec.load import load_task
+from hti_rl.training.store import load_anchor_actor
 
 REPO = Path(__file__).resolve().parent.parent
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -41,7 +42,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def build_tiny_surrogate(root: Path, seed: int = 0) -> tuple[object, Path]:
     """(spec, run root) of a 2-D LQR task with exact-gain anchors (no training), recorded and fitted
-    in a few seconds; the surrogate is at ``surrogate_path(spec, runs)``."""
+    in a few seconds; the surrogate is at ``RunDir.of(spec, runs).surrogate``."""
     path = write_lqr_spec(
         root, name="lqr2d", env_id="hti_rl/LQR2D-v0", anchors=[0.1, 1.0, 10.0], held_out=[0.3, 3.0],
         record={"episodes": 1, "samples": 4, "max_states": 60},
@@ -107,11 +108,11 @@ def test_non_finite_values_while_recording(tiny_copy, monkeypatch, fault, messag
                 info["reward_ctrl"] = {"nan reward": np.nan, "inf reward": -np.inf, "text reward": "high"}[fault]
         return obs, reward, terminated, truncated, info
 
-    before = dataset_path(spec, runs).read_bytes()
+    before = RunDir.of(spec, runs).dataset.read_bytes()
     monkeypatch.setattr(LQREnv, "step", faulty_step)
     with pytest.raises(HTIError, match=re.escape(message)):
         record(spec, runs, progress=False)
-    assert dataset_path(spec, runs).read_bytes() == before
+    assert RunDir.of(spec, runs).dataset.read_bytes() == before
 
 
 def test_policy_needs_a_box_action_space(tiny):
@@ -141,10 +142,10 @@ def _rewrite_policy(source: Path, target: Path, edit_header=None, payload: bytes
 def test_surrogate_of_another_version_is_refused(tiny, tmp_path):
     spec, runs = tiny
     path = tmp_path / "surrogate.zip"
-    _rewrite_policy(surrogate_path(spec, runs), path, edit_header=lambda h: h.update(format_version=FILE_VERSION + 1))
+    _rewrite_policy(RunDir.of(spec, runs).surrogate, path, edit_header=lambda h: h.update(format_version=FILE_VERSION + 1))
     with pytest.raises(FileFormatError, match=f"format version {FILE_VERSION + 1}; this hti-rl .* reads version {FILE_VERSION}.*hti-rl fit"):
         SurrogatePolicy.load(path)
-    _rewrite_policy(surrogate_path(spec, runs), path, edit_header=lambda h: h.update(format="something-else"))
+    _rewrite_policy(RunDir.of(spec, runs).surrogate, path, edit_header=lambda h: h.update(format="something-else"))
     with pytest.raises(FileFormatError, match="not an hti-rl surrogate file"):
         SurrogatePolicy.load(path)
 
@@ -152,7 +153,7 @@ def test_surrogate_of_another_version_is_refused(tiny, tmp_path):
 @pytest.mark.parametrize("damage", ["truncate", "flip", "foreign", "empty"])
 def test_damaged_clot_model_file_is_refused(tiny, tmp_path, damage):
     spec, runs = tiny
-    policy = SurrogatePolicy.load(surrogate_path(spec, runs))
+    policy = SurrogatePolicy.load(RunDir.of(spec, runs).surrogate)
     path = tmp_path / "clot.pt"
     policy.clot.save(path)
     blob = path.read_bytes()
@@ -181,7 +182,7 @@ def test_damaged_clot_model_file_is_refused(tiny, tmp_path, damage):
 )
 def test_cli_reports_bad_files_and_weights_without_traceback(tiny, tmp_path, capsys, fault, message):
     spec, runs = tiny
-    source, path = surrogate_path(spec, runs), tmp_path / "surrogate.zip"
+    source, path = RunDir.of(spec, runs).surrogate, tmp_path / "surrogate.zip"
     weight = {"weight out of range": "20", "weight nan": "nan"}.get(fault, "3")
     if fault == "truncated":
         path.write_bytes(source.read_bytes()[:1000])
@@ -297,7 +298,7 @@ def test_every_writer_goes_through_atomic_write():
             if in_place.search(code) and "atomic_write" not in code:
                 offenders.append(f"{source.relative_to(REPO)}:{number}: {line.strip()}")
     # the save methods of our own artefacts, themselves atomic (checked by this test where they write)
-    allowed = {"policy.save(surrogate_path(spec, run_root))", "policy.save(path)", "cross.save(path)", "dataset.save(dataset_path(spec, run_root))"}
+    allowed = {"policy.save(RunDir.of(spec, run_root).surrogate)", "policy.save(path)", "cross.save(path)", "dataset.save(RunDir.of(spec, run_root).dataset)"}
     offenders = [o for o in offenders if o.split(": ", 1)[1] not in allowed]
     assert not offenders, "files written without atomic_write:\n" + "\n".join(offenders)
 
@@ -309,8 +310,8 @@ def test_training_killed_at_several_points_resumes_and_finishes(make_lqr_spec, t
     spec, runs = load_task(path), tmp_path / "runs"
     command = [sys.executable, "-m", "hti_rl.cli", "train-anchors", str(path), "--run-root", str(runs),
                "--checkpoint-every", str(every), "--no-check"]
-    latest = [anchor_dir(spec, w, runs) / "checkpoints" / "latest.json" for w in spec.anchors]
-    meta = [anchor_dir(spec, w, runs) / "meta.json" for w in spec.anchors]
+    latest = [RunDir.of(spec, runs).anchor(w) / "checkpoints" / "latest.json" for w in spec.anchors]
+    meta = [RunDir.of(spec, runs).anchor(w) / "meta.json" for w in spec.anchors]
 
     def steps(i: int) -> int:
         try:
@@ -341,7 +342,7 @@ def test_training_killed_at_several_points_resumes_and_finishes(make_lqr_spec, t
     for i, weight in enumerate(spec.anchors):
         info = json.loads(meta[i].read_text())
         assert info["steps"] >= total and info["resumed_from"] == resumed_from.get(i), (i, info, resumed_from)
-        assert not (anchor_dir(spec, weight, runs) / "checkpoints").exists()
+        assert not (RunDir.of(spec, runs).anchor(weight) / "checkpoints").exists()
         assert np.isfinite(load_anchor_actor(spec, weight, runs).predict(np.ones(1, dtype=np.float32))[0]).all()
 
 
@@ -375,7 +376,7 @@ def test_pickled_object_in_dataset_is_refused(tmp_path):
 def test_pickled_object_in_surrogate_is_refused(tiny, tmp_path, where):
     spec, runs = tiny
     marker, path = tmp_path / "ran", tmp_path / "surrogate.zip"
-    _, blob = read_policy_file(surrogate_path(spec, runs))
+    _, blob = read_policy_file(RunDir.of(spec, runs).surrogate)
     state = torch.load(io.BytesIO(blob), weights_only=True)
     if where == "whole payload":
         state = _Payload(marker)
@@ -385,7 +386,7 @@ def test_pickled_object_in_surrogate_is_refused(tiny, tmp_path, where):
         state["method"]["clot"]["config"] = _Payload(marker)
     buf = io.BytesIO()
     torch.save(state, buf)
-    _rewrite_policy(surrogate_path(spec, runs), path, payload=buf.getvalue())  # a valid checksum: only the loader stands in the way
+    _rewrite_policy(RunDir.of(spec, runs).surrogate, path, payload=buf.getvalue())  # a valid checksum: only the loader stands in the way
     with pytest.raises(FileFormatError, match="refused without running it"):
         SurrogatePolicy.load(path)
     assert not marker.exists()
@@ -404,7 +405,7 @@ def test_pickled_object_in_anchor_model_zip_is_refused(tiny_copy):
     import pickle
 
     spec, runs = tiny_copy
-    marker, model = runs / "ran", anchor_dir(spec, 0.1, runs) / "model.zip"
+    marker, model = runs / "ran", RunDir.of(spec, runs).anchor(0.1) / "model.zip"
     with zipfile.ZipFile(model) as zf:
         members = {name: zf.read(name) for name in zf.namelist()}
     data = json.loads(members["data"])
@@ -424,10 +425,10 @@ def test_pickled_object_in_anchor_model_zip_is_refused(tiny_copy):
 def test_same_seed_same_surrogate_actions(tiny, tmp_path):
     spec, runs = tiny
     again_spec, again_runs = build_tiny_surrogate(tmp_path / "again")  # recorded and fitted from scratch
-    assert dataset_path(spec, runs).read_bytes() == dataset_path(again_spec, again_runs).read_bytes()
-    first, second = (SurrogatePolicy.load(surrogate_path(s, r)) for s, r in ((spec, runs), (again_spec, again_runs)))
+    assert RunDir.of(spec, runs).dataset.read_bytes() == RunDir.of(again_spec, again_runs).dataset.read_bytes()
+    first, second = (SurrogatePolicy.load(RunDir.of(s, r).surrogate) for s, r in ((spec, runs), (again_spec, again_runs)))
     other = build_tiny_surrogate(tmp_path / "other", seed=1)
-    third = SurrogatePolicy.load(surrogate_path(*other))
+    third = SurrogatePolicy.load(RunDir.of(*other).surrogate)
     obs = np.random.default_rng(0).uniform(-3, 3, size=(32, 2)).astype(np.float32)
     for weight in (0.3, 3.0):
         for policy in (first, second, third):
@@ -518,8 +519,8 @@ def full_disk(monkeypatch):
 @pytest.mark.parametrize("artefact", ["dataset", "surrogate", "clot model", "report"])
 def test_disk_full_keeps_previous_file(tiny_copy, full_disk, artefact):
     spec, runs = tiny_copy
-    policy = SurrogatePolicy.load(surrogate_path(spec, runs))
-    target = {"dataset": dataset_path(spec, runs), "surrogate": surrogate_path(spec, runs),
+    policy = SurrogatePolicy.load(RunDir.of(spec, runs).surrogate)
+    target = {"dataset": RunDir.of(spec, runs).dataset, "surrogate": RunDir.of(spec, runs).surrogate,
               "clot model": runs / "clot.pt", "report": runs / "report.json"}[artefact]
     if artefact == "clot model":
         torch.save(policy.clot.state(), target)
@@ -539,9 +540,9 @@ def test_disk_full_keeps_previous_file(tiny_copy, full_disk, artefact):
 
 def test_disk_full_cli_message(tiny_copy, full_disk, capsys):
     spec, runs = tiny_copy
-    before = dataset_path(spec, runs).read_bytes()
+    before = RunDir.of(spec, runs).dataset.read_bytes()
     assert main(["record", str(spec.path), "--run-root", str(runs), "--force"]) == 2
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith("error: disk full while writing") and "Traceback" not in err
-    assert dataset_path(spec, runs).read_bytes() == before
-    PolicyDataset.load(dataset_path(spec, runs), spec=spec)
+    assert RunDir.of(spec, runs).dataset.read_bytes() == before
+    PolicyDataset.load(RunDir.of(spec, runs).dataset, spec=spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-from hti_rl.report import markdown_table, verdict, write_report
+from hti_rl.compare.report import markdown_table, verdict, write_report
 
 
 def _results() -> dict:

@@ -17,8 +17,8 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.utils import LinearSchedule
 
 from hti_rl.errors import SpaceError
-from hti_rl.safe_pickle import UnsafePickleError
-from hti_rl.safe_sb3 import load_sb3
+from hti_rl.sb3io.safe_pickle import UnsafePickleError
+from hti_rl.sb3io.safe_sb3 import load_sb3
 
 
 class _Payload:

@@ -15,16 +15,18 @@ import numpy as np
 import pytest
 import torch
 
-from hti_rl.anchors import anchor_dir, load_anchor_actor, train_anchors
-from hti_rl.baselines import ParameterInterpolation, fit_param_interp
 from hti_rl.dataset import record
 from hti_rl.errors import AnchorError, SpecError
 from hti_rl.evaluate import evaluate_at
 from hti_rl.io import sha256_file
-from hti_rl.policy import AnchoredPolicy
-from hti_rl.safe_pickle import read_vecnormalize
-from hti_rl.shared_start import base_dir, total_steps
-from hti_rl.tasks import load_task
+from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.methods.baselines import ParameterInterpolation, fit_param_interp
+from hti_rl.runs import RunDir
+from hti_rl.sb3io.safe_pickle import read_vecnormalize
+from hti_rl.spec.load import load_task
+from hti_rl.training.anchors import train_anchors
+from hti_rl.training.shared_start import total_steps
+from hti_rl.training.store import load_anchor_actor
 
 SHARED = {"base_steps": 3000, "finetune_steps": 1200}
 
@@ -47,7 +49,7 @@ def test_spec_field_defaults_and_errors(make_lqr_spec):
     spec = load_task(make_lqr_spec(shared_start=True))
     assert (spec.shared_start.weight, spec.shared_start.base_steps, spec.shared_start.finetune_steps) == (1.0, 6000, 3000)
     assert spec == scratch.with_shared_start()  # the CLI's --shared-start on a spec without the field
-    assert spec.fingerprint() != scratch.fingerprint() and spec.run_dir("runs").as_posix() == "runs/lqr1d/shared"
+    assert spec.fingerprint() != scratch.fingerprint() and RunDir.of(spec, "runs").path.as_posix() == "runs/lqr1d/shared"
     assert load_task(make_lqr_spec(shared_start=False)).fingerprint() == scratch.fingerprint()
     with pytest.raises(SpecError, match="shared_start.*outside the anchor range|outside the anchor range.*shared_start"):
         load_task(make_lqr_spec(shared_start={"weight": 50}))
@@ -59,13 +61,13 @@ def test_spec_field_defaults_and_errors(make_lqr_spec):
 
 def test_layout_ties_fine_tunes_to_their_base(shared_lqr):
     spec, runs, _, _ = shared_lqr
-    base = json.loads((base_dir(spec, runs) / "meta.json").read_text())
+    base = json.loads((RunDir.of(spec, runs).base / "meta.json").read_text())
     assert base["weight"] == 1.0 and base["steps"] >= SHARED["base_steps"]
     assert base["shared_start"] == {"role": "base", "weight": 1.0, **SHARED}
-    assert base["model_sha256"] == sha256_file(base_dir(spec, runs) / "model.zip")
+    assert base["model_sha256"] == sha256_file(RunDir.of(spec, runs).base / "model.zip")
     for weight in spec.anchors:
-        meta = json.loads((anchor_dir(spec, weight, runs) / "meta.json").read_text())
-        assert anchor_dir(spec, weight, runs).parent.parent == runs / "lqr1d" / "shared"
+        meta = json.loads((RunDir.of(spec, runs).anchor(weight) / "meta.json").read_text())
+        assert RunDir.of(spec, runs).anchor(weight).parent.parent == runs / "lqr1d" / "shared"
         assert SHARED["finetune_steps"] <= meta["steps"] < SHARED["base_steps"]  # its own budget, counted from the base
         assert meta["shared_start"]["role"] == "finetune" and meta["shared_start"]["base_sha256"] == base["model_sha256"]
         assert (runs / "lqr1d" / "shared" / "tb" / f"finetune_w={weight:g}_1").is_dir()
@@ -134,7 +136,7 @@ def test_fine_tune_of_another_base_is_refused(shared_lqr, tmp_path):
     spec, runs, _, _ = shared_lqr
     copy = tmp_path / "runs"
     shutil.copytree(runs, copy, ignore=shutil.ignore_patterns(".lock", "tb"))
-    meta_path = anchor_dir(spec, 10.0, copy) / "meta.json"
+    meta_path = RunDir.of(spec, copy).anchor(10.0) / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta["shared_start"]["base_sha256"] = "0" * 64
     meta_path.write_text(json.dumps(meta))
@@ -147,9 +149,9 @@ def test_fine_tunes_keep_the_base_normaliser(make_lqr_spec, tmp_path):
                                    shared_start={"base_steps": 800, "finetune_steps": 400}))
     runs = tmp_path / "runs"
     train_anchors(spec, run_root=runs, progress=False)
-    base = read_vecnormalize(base_dir(spec, runs) / "vecnormalize.pkl")
+    base = read_vecnormalize(RunDir.of(spec, runs).base / "vecnormalize.pkl")
     for weight in spec.anchors:
-        stats = read_vecnormalize(anchor_dir(spec, weight, runs) / "vecnormalize.pkl")
+        stats = read_vecnormalize(RunDir.of(spec, runs).anchor(weight) / "vecnormalize.pkl")
         assert (stats.obs_mean, stats.obs_var, stats.obs_count) == (base.obs_mean, base.obs_var, base.obs_count)
         assert (stats.ret_var, stats.ret_count) == (base.ret_var, base.ret_count)
     policy = fit_param_interp(spec, record(spec, runs, progress=False), [load_anchor_actor(spec, w, runs) for w in spec.anchors])
@@ -164,7 +166,7 @@ def test_interrupted_fine_tune_resumes_without_retraining_the_base(make_lqr_spec
     command = [sys.executable, "-m", "hti_rl.cli", "train-anchors", str(path), "--shared-start", "--workers", "2",
                "--checkpoint-every", "400", "--no-check", "--run-root", str(runs)]
     first = subprocess.Popen(command)
-    latest = [anchor_dir(spec, w, runs) / "checkpoints" / "latest.json" for w in spec.anchors]
+    latest = [RunDir.of(spec, runs).anchor(w) / "checkpoints" / "latest.json" for w in spec.anchors]
     end = time.monotonic() + 120
     while not any(p.exists() for p in latest):
         assert time.monotonic() < end and first.poll() is None, "no fine-tune checkpoint appeared"
@@ -172,7 +174,7 @@ def test_interrupted_fine_tune_resumes_without_retraining_the_base(make_lqr_spec
     first.send_signal(signal.SIGKILL)
     first.wait()
     time.sleep(1.0)  # its orphaned workers notice and exit
-    base_model = base_dir(spec, runs) / "model.zip"
+    base_model = RunDir.of(spec, runs).base / "model.zip"
     before = base_model.stat().st_mtime_ns
     checkpoint = {w: json.loads(p.read_text())["steps"] for w, p in zip(spec.anchors, latest) if p.exists()}
     done = subprocess.run(command, capture_output=True, text=True)
@@ -180,7 +182,7 @@ def test_interrupted_fine_tune_resumes_without_retraining_the_base(make_lqr_spec
     assert base_model.stat().st_mtime_ns == before
     assert "shared start: ppo at w=1" in done.stdout
     for weight in spec.anchors:
-        meta = json.loads((anchor_dir(spec, weight, runs) / "meta.json").read_text())
+        meta = json.loads((RunDir.of(spec, runs).anchor(weight) / "meta.json").read_text())
         assert meta["resumed_from"] == checkpoint.get(weight) and meta["steps"] >= 3000
 
 

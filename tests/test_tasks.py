@@ -16,8 +16,10 @@ import torch
 import yaml
 
 from hti_rl.errors import SpecError, WeightError
-from hti_rl.hyperparams import parse_expression
-from hti_rl.tasks import TaskSpec, load_task
+from hti_rl.runs import RunDir
+from hti_rl.spec.hyperparams import parse_expression
+from hti_rl.spec.load import load_task
+from hti_rl.spec.task import TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "envs").glob("*.yaml"))
@@ -174,34 +176,45 @@ def test_parse_expression():
             parse_expression(bad)
 
 
-def test_scale_and_local_time():
+def test_axis_coordinate_and_local_time():
     spec = load_task(ROOT / "envs" / "lqr1d.yaml")  # log scale, anchors 0.1, 1, 10
-    assert spec.scale(10.0) == pytest.approx(math.log(10))
-    assert spec.to_local_time(0.1) == (0, 0.0)
-    assert spec.to_local_time(1.0) == (1, 0.0)
-    assert spec.to_local_time(10.0) == (1, 1.0)
-    k, s = spec.to_local_time(3.0)
+    axis = spec.axis
+    assert axis.coord(10.0) == pytest.approx(math.log(10))
+    assert axis.local_time(0.1) == (0, 0.0)
+    assert axis.local_time(1.0) == (1, 0.0)
+    assert axis.local_time(10.0) == (1, 1.0)
+    k, s = axis.local_time(3.0)
     assert k == 1 and s == pytest.approx(math.log10(3))
-    linear = dataclasses.replace(spec, weight_scale="linear")
-    assert linear.scale(3.0) == 3.0 and linear.to_local_time(3.0) == (1, pytest.approx(2 / 9))
+    linear = dataclasses.replace(spec, weight_scale="linear").axis
+    assert linear.coord(3.0) == 3.0 and linear.local_time(3.0) == (1, pytest.approx(2 / 9))
+
+
+def test_axis_grid_holds_anchors_held_out_and_points_between():
+    axis = load_task(ROOT / "envs" / "lqr1d.yaml").axis
+    grid = axis.grid(per_interval=3, include=(0.3, 3.0))
+    assert set(axis.anchors) <= set(grid) and {0.3, 3.0} <= set(grid) and list(grid) == sorted(set(grid))
+    assert len(grid) == 3 + 2 * 3 + 2
+    assert grid[1] == pytest.approx(10 ** -0.75)  # evenly spaced in log λ inside [0.1, 1]
+    with pytest.raises(WeightError, match="outside the anchor range"):
+        axis.grid(include=(20.0,))
 
 
 @pytest.mark.parametrize("weight", [float("nan"), float("inf"), 0.05, 11.0, -1.0])
 def test_bad_weight_names_the_range(weight):
     spec = load_task(ROOT / "envs" / "lqr1d.yaml")
-    with pytest.raises(WeightError, match=r"outside the anchor range \[0.1, 10\]"):
-        spec.to_local_time(weight)
+    with pytest.raises(WeightError, match=r"\[0.1, 10\]|> 0"):
+        spec.axis.local_time(weight)
     assert issubclass(WeightError, ValueError)
 
 
 def test_log_scale_refuses_non_positive_weight():
-    with pytest.raises(WeightError, match="positive"):
-        load_task(ROOT / "envs" / "lqr1d.yaml").scale(0.0)
+    with pytest.raises(WeightError, match="> 0"):
+        load_task(ROOT / "envs" / "lqr1d.yaml").axis.coord(0.0)
 
 
 def test_run_dir():
     spec = load_task(ROOT / "envs" / "lqr1d.yaml")
-    assert spec.run_dir() == Path("runs/lqr1d") and spec.run_dir("/tmp/x") == Path("/tmp/x/lqr1d")
+    assert RunDir.of(spec).path == Path("runs/lqr1d") and RunDir.of(spec, "/tmp/x").path == Path("/tmp/x/lqr1d")
 
 
 def test_fingerprint(tmp_path):

@@ -10,9 +10,9 @@ import pytest
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
+from hti_rl.envs.wrappers import COMPONENTS_KEY, WEIGHT_KEY, RewardWeightWrapper
 from hti_rl.errors import HTIError, SpecError, WeightError
-from hti_rl.tasks import load_task
-from hti_rl.wrappers import COMPONENTS_KEY, WEIGHT_KEY, RewardWeightWrapper
+from hti_rl.spec.load import load_task
 
 ENVS = Path(__file__).resolve().parents[1] / "envs"
 

@@ -4,7 +4,6 @@ layer (h = act(γ(x) ⊙ W·h + β(x))), so one network serves every condition."
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 

@@ -308,6 +308,8 @@ def fit_clot(
 def _writer(log_dir: str | os.PathLike | None):
     if log_dir is None:
         return None
-    from torch.utils.tensorboard import SummaryWriter  # tensorboard is only imported when logging
+    from torch.utils.tensorboard import (
+        SummaryWriter,  # tensorboard is only imported when logging
+    )
 
     return SummaryWriter(log_dir=str(log_dir))

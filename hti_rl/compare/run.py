@@ -30,119 +30,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from hti_rl.anchors import AnchorJob, anchor_dir, load_agent_actor, run_jobs, train_anchors
+from hti_rl.compare.experiment import CONDITIONED, Experiment
+from hti_rl.compare.report import SHARED_REFERENCE
 from hti_rl.errors import FileFormatError
-from hti_rl.experiment import CONDITIONED, Experiment
-from hti_rl.evaluate import ComponentReturns, mean_ci, per_state_w2, returns_at, rollout_components
-from hti_rl.io import RunLock, write_json
-from hti_rl.report import SHARED_REFERENCE
-
-_RETRAIN_KEY = 2**32 - 3  # seeds retrained agents apart from anchors, selection and cross-evaluation
-_EVAL_KEY = 2**32 - 4  # seeds the evaluation episodes
-
-
-# ----------------------------------------------------------------------------- retrained agents
-def retrained_root(spec: Any, run_root: str | Path = "runs") -> Path:
-    """``runs/<task>/retrained``: the directory locked while retrained agents train."""
-    return Path(spec.run_dir(run_root)) / "retrained"
-
-
-def retrained_dir(spec: Any, weight: float, seed_index: int, run_root: str | Path = "runs") -> Path:
-    """``runs/<task>/retrained/w=<λ>/seed=<i>``."""
-    return retrained_root(spec, run_root) / f"w={weight:g}" / f"seed={seed_index}"
-
-
-@dataclass(frozen=True)
-class RetrainJob(AnchorJob):
-    """An agent trained from scratch at held-out weight ``retrain_weight``, as an anchor would be (same
-    algorithm, budget, hyperparameters, checkpoints and resume), in :func:`retrained_dir`.
-
-    :param retrain_weight: the held-out weight.
-    :param retrain_seed: which of the experiment's retrained seeds.
-    """
-
-    retrain_weight: float = 0.0
-    retrain_seed: int = 0
-
-    @property
-    def weight(self) -> float:
-        return self.retrain_weight
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        return ("retrained", self.retrain_weight, self.retrain_seed)
-
-    @property
-    def seed(self) -> int:
-        index = list(self.spec.held_out).index(self.retrain_weight)
-        return int(np.random.SeedSequence([self.spec.seed, _RETRAIN_KEY, index, self.retrain_seed]).generate_state(1)[0] % 2**31)
-
-    @property
-    def directory(self) -> Path:
-        return retrained_dir(self.spec, self.retrain_weight, self.retrain_seed, self.run_root)
-
-    @property
-    def tb_name(self) -> str:
-        return f"retrained_w={self.retrain_weight:g}_seed{self.retrain_seed}"
-
-
-def train_retrained(spec: Any, seeds: int, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> list[dict]:
-    """Train (or resume) ``seeds`` agents at every held-out weight; finished ones are skipped.
-
-    :return: every retrained agent's ``meta.json`` (held-out weight order, then seed order).
-    """
-    total = int(spec.hyperparams()["n_timesteps"])
-    every = max(total // 10, 1)
-    jobs = [RetrainJob(spec, 0, str(run_root), every, None, w, i) for w in spec.held_out for i in range(seeds)]
-    with RunLock(retrained_root(spec, run_root), "hti-rl compare (retrained agents)"):
-        todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
-        run_jobs(todo, workers, total * len(todo), progress, description="retrain")
-    return [json.loads((job.directory / "meta.json").read_text()) for job in jobs]
-
-
-def train_all(spec: Any, exp: Experiment, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> None:
-    """Anchors and retrained agents at once: ``workers`` processes shared in proportion to their jobs."""
-    from hti_rl.anchors import is_finished
-
-    n_anchor = sum(not is_finished(spec, w, run_root) for w in spec.anchors) * max(spec.seeds_per_anchor, 1)
-    n_retrain = sum(not (retrained_dir(spec, w, i, run_root) / "meta.json").exists() for w in spec.held_out for i in range(exp.retrained_seeds))
-    if workers <= 1 or n_anchor == 0 or n_retrain == 0:
-        train_anchors(spec, run_root, workers=workers, progress=progress)
-        train_retrained(spec, exp.retrained_seeds, run_root, workers=workers, progress=progress)
-        return
-    w_anchor = min(n_anchor, max(1, round(workers * n_anchor / (n_anchor + n_retrain))))
-    w_retrain = max(1, workers - w_anchor)
-    errors: list[BaseException] = []
-
-    def anchors() -> None:
-        try:
-            train_anchors(spec, run_root, workers=w_anchor, progress=progress)
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=anchors)
-    thread.start()
-    try:
-        train_retrained(spec, exp.retrained_seeds, run_root, workers=w_retrain, progress=progress)
-    finally:
-        thread.join()
-    if errors:
-        raise errors[0]
-
-
-# ----------------------------------------------------------------------------- methods
-def method_path(spec: Any, name: str, run_root: str | Path = "runs") -> Path:
-    """``runs/<task>/compare/<method>.zip`` (``clot/full`` -> ``clot-full.zip``)."""
-    return Path(spec.run_dir(run_root)) / "compare" / f"{name.replace('/', '-')}.zip"
+from hti_rl.evaluate import (
+    ComponentReturns,
+    mean_ci,
+    per_state_w2,
+    returns_at,
+    rollout_components,
+)
+from hti_rl.io import write_json
+from hti_rl.runs import RunDir
+from hti_rl.seeds import eval_seed
+from hti_rl.training.anchors import train_anchors
+from hti_rl.training.retrained import train_all
+from hti_rl.training.store import load_agent_actor
 
 
 def ensure_method(spec: Any, exp: Experiment, name: str, dataset: Any, actors: list, run_root: str | Path, force: bool, progress: bool) -> tuple[Any, float | None]:
@@ -150,12 +60,11 @@ def ensure_method(spec: Any, exp: Experiment, name: str, dataset: Any, actors: l
 
     :return: (policy, fit seconds now, or None when loaded).
     """
-    from hti_rl.baselines import FITS
-    from hti_rl.policy import AnchoredPolicy
+    from hti_rl.methods.base import AnchoredPolicy
+    from hti_rl.methods.baselines import FITS
+    from hti_rl.methods.surrogate import clot_config, fit_policy
 
-    from hti_rl.surrogate import clot_config, fit_policy
-
-    path = method_path(spec, name, run_root)
+    path = RunDir.of(spec, run_root).method(name)
     settings = exp.variants[name.split("/", 1)[1]] if name.startswith("clot/") else {}
     # The key holds the fully resolved CLOT config, so a changed pipeline default refits too.
     resolved = dataclasses.asdict(clot_config(settings, seed=spec.seed)) if name.startswith("clot/") else {}
@@ -192,12 +101,6 @@ class RandomPolicy:
         obs = np.asarray(observation)
         shape = (obs.shape[0], *self.low.shape) if obs.ndim > 1 else self.low.shape
         return self.rng.uniform(self.low, self.high, size=shape).astype(np.float32), state
-
-
-# ----------------------------------------------------------------------------- evaluation
-def eval_seed(spec: Any, index: int) -> int:
-    """Base reset seed of evaluation seed ``index`` (episode i: base + i)."""
-    return int(np.random.SeedSequence([spec.seed, _EVAL_KEY, index]).generate_state(1)[0] % 2**31)
 
 
 def rollouts(policy: Any, spec: Any, exp: Experiment) -> ComponentReturns:
@@ -240,15 +143,15 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
     :param train_only: stop after training (for a many-core machine).
     :param out_dir: where the report goes (``experiments/<name>/`` beside the experiment file by default).
     """
-    from hti_rl.dataset import PolicyDataset, dataset_path, record
+    from hti_rl.compare.report import write_report
+    from hti_rl.dataset import PolicyDataset, record
     from hti_rl.quality import check_anchors
-    from hti_rl.report import write_report
-    from hti_rl.tasks import load_task
+    from hti_rl.spec.load import load_task
 
     # The methods run on anchors from scratch, whatever the task spec says; `shared_start` methods on shared-start ones.
     task = load_task(exp.task)
     spec = dataclasses.replace(task, shared_start=None)
-    run_dir = Path(spec.run_dir(run_root))
+    run_dir = RunDir.of(spec, run_root).path
     timing_path = run_dir / "compare" / "timings.json"
     timings: dict[str, float] = json.loads(timing_path.read_text()) if timing_path.exists() else {}
 
@@ -260,18 +163,18 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
         write_json(timing_path, timings)
         return out
 
-    timed("train anchors + retrained agents", lambda: train_all(spec, exp, run_root, workers, progress))
+    timed("train anchors + retrained agents", lambda: train_all(spec, exp.retrained_seeds, run_root, workers, progress))
     conditioned = [m for m in exp.methods if m in CONDITIONED]
     conditioned_metas: dict[str, Any] = {}
     if conditioned:
-        from hti_rl.conditioned import METHODS, train_conditioned
+        from hti_rl.training.conditioned import METHODS, train_conditioned
 
         metas = timed("train conditioned agents", lambda: train_conditioned(spec, [METHODS[m] for m in conditioned], run_root, workers, progress=progress))
         conditioned_metas = dict(zip(conditioned, metas))
     shared_spec = task.with_shared_start() if exp.shared_start else None
     finetuned_metas: dict[float, Any] = {}
     if shared_spec is not None:
-        from hti_rl.shared_start import train_finetuned
+        from hti_rl.training.shared_start import train_finetuned
 
         timed("train shared-start anchors", lambda: train_anchors(shared_spec, run_root, workers=workers, progress=progress))
         metas = timed("fine-tune the shared start at held-out weights",
@@ -283,12 +186,12 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
     # (measured: the same LQR no-potential fit scored −15.9 ± 11 with 2 threads, −9.38 ± 3.1 with 1).
     torch.set_num_threads(1)
     cross = timed("check anchors", lambda: check_anchors(spec, run_root, log_warnings=False))
-    path = dataset_path(spec, run_root)
+    path = RunDir.of(spec, run_root).dataset
     if path.exists():
         dataset = PolicyDataset.load(path, spec)
     else:
         dataset = timed("record", lambda: record(spec, run_root, progress=progress))
-    from hti_rl.anchors import load_anchor_actor
+    from hti_rl.training.store import load_anchor_actor
 
     actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
     names = exp.method_names()
@@ -298,7 +201,8 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
         if name == "optimum":
             continue
         if name in CONDITIONED:  # trained above, nothing to fit
-            from hti_rl.conditioned import METHODS, load_conditioned_policy
+            from hti_rl.methods.conditioned import load_conditioned_policy
+            from hti_rl.training.conditioned import METHODS
 
             policies[name] = load_conditioned_policy(spec, METHODS[name], run_root)
             continue
@@ -308,9 +212,8 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
     shared_actors: list[Any] = []
     finetuned_actors: dict[float, Any] = {}
     if shared_spec is not None:
-        from hti_rl.shared_start import finetuned_dir
 
-        shared_path = dataset_path(shared_spec, run_root)
+        shared_path = RunDir.of(shared_spec, run_root).dataset
         shared_data = PolicyDataset.load(shared_path, shared_spec) if shared_path.exists() else \
             timed("record shared-start anchors", lambda: record(shared_spec, run_root, progress=progress))
         shared_actors = [load_anchor_actor(shared_spec, w, run_root) for w in spec.anchors]
@@ -318,20 +221,20 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
             log(f"== fit shared/{name}")
             policies[f"shared/{name}"], seconds = ensure_method(shared_spec, exp, name, shared_data, shared_actors, run_root, force, progress)
             fit_seconds[f"shared/{name}"] = seconds if seconds is not None else float(policies[f"shared/{name}"].header.get("fit_seconds", float("nan")))
-        finetuned_actors = {w: load_agent_actor(shared_spec, finetuned_dir(shared_spec, w, run_root), lambda: shared_spec.make_env(w)) for w in spec.held_out}
+        finetuned_actors = {w: load_agent_actor(shared_spec, RunDir.of(shared_spec, run_root).finetuned(w), lambda: shared_spec.make_env(w)) for w in spec.held_out}
     timings.update({f"fit {n}": round(s, 2) for n, s in fit_seconds.items()})
     write_json(timing_path, timings)
 
     started = time.perf_counter()
     log("== evaluate")
     weighted, fixed = spec.reward.weighted, spec.reward.fixed
-    anchor_metas = [json.loads((anchor_dir(spec, w, run_root) / "meta.json").read_text()) for w in spec.anchors]
-    retrained_metas = {w: [json.loads((retrained_dir(spec, w, i, run_root) / "meta.json").read_text()) for i in range(exp.retrained_seeds)]
+    anchor_metas = [json.loads((RunDir.of(spec, run_root).anchor(w) / "meta.json").read_text()) for w in spec.anchors]
+    retrained_metas = {w: [json.loads((RunDir.of(spec, run_root).retrained(w, i) / "meta.json").read_text()) for i in range(exp.retrained_seeds)]
                        for w in spec.held_out}
-    retrained_actors = {w: [load_agent_actor(spec, retrained_dir(spec, w, i, run_root), lambda: spec.make_env(w)) for i in range(exp.retrained_seeds)] for w in spec.held_out}
+    retrained_actors = {w: [load_agent_actor(spec, RunDir.of(spec, run_root).retrained(w, i), lambda: spec.make_env(w)) for i in range(exp.retrained_seeds)] for w in spec.held_out}
 
     lo, hi = spec.anchors[0], spec.anchors[-1]
-    grid = np.geomspace(lo, hi, exp.grid) if spec.weight_scale == "log" else np.linspace(lo, hi, exp.grid)
+    grid = spec.axis.even(exp.grid)
     grid = np.unique(np.concatenate([grid, spec.anchors, spec.held_out]))
     anchor_rolls = [rollouts(a, spec, exp) for a in actors]
     anchor_curves = {a: [mean_ci(returns_at(r, weighted, fixed, w)) for w in grid] for a, r in zip(spec.anchors, anchor_rolls)}
@@ -365,7 +268,7 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
         optimum_samples = None
         methods_here: dict[str, Any] = dict(policies)
         if is_lqr(spec):
-            from hti_rl.lqr import OptimalPolicy
+            from hti_rl.envs.lqr import OptimalPolicy
 
             # Two optima: γ = 1 maximises the (undiscounted) return evaluated here; γ = PPO's gamma is
             # what the anchors' own objective converges to, so W2 is measured against that one.
@@ -399,7 +302,7 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
             results["floor_optimum"] = results.get("floor_optimum", {})
             results["floor_optimum"][w] = float(np.mean([per_state_w2(r, optimum_samples).mean() for r in retrained_samples]))
     if is_lqr(spec):
-        from hti_rl.lqr import OptimalPolicy
+        from hti_rl.envs.lqr import OptimalPolicy
 
         for w in grid:
             r = rollouts(OptimalPolicy(env, float(w), discount=gamma_of(spec)), spec, exp)
@@ -424,12 +327,16 @@ def run_compare(exp: Experiment, run_root: str | Path = "runs", workers: int = 1
 
 def shared_results(shared_spec: Any, finetuned_metas: dict[float, Any], run_root: str | Path) -> dict[str, Any]:
     """What the report says of the shared-start anchors: settings, the base's and the anchors' meta data."""
-    from hti_rl.shared_start import load_base_meta, shared_settings, total_steps
+    from hti_rl.training.shared_start import (
+        load_base_meta,
+        shared_settings,
+        total_steps,
+    )
 
     return {
         "settings": shared_settings(shared_spec),
         "base_meta": load_base_meta(shared_spec, run_root),
-        "anchor_metas": [json.loads((anchor_dir(shared_spec, w, run_root) / "meta.json").read_text()) for w in shared_spec.anchors],
+        "anchor_metas": [json.loads((RunDir.of(shared_spec, run_root).anchor(w) / "meta.json").read_text()) for w in shared_spec.anchors],
         "finetuned_metas": finetuned_metas,
         "total_steps": total_steps(shared_spec),
     }

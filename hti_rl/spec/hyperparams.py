@@ -19,6 +19,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 
 from hti_rl.errors import SpecError
+from hti_rl.spec.fields import is_number
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {
     "ppo": stable_baselines3.PPO,
@@ -27,9 +28,17 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {
     "td3": stable_baselines3.TD3,
     "ddpg": stable_baselines3.DDPG,
 }
+
+
 ZOO_KEYS = ("n_timesteps", "n_envs", "normalize")
+
+
 """rl-zoo3 keys that configure the run rather than the algorithm's constructor."""
+
+
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
+
+
 """Keys whose value may be an rl-zoo3 schedule ``lin_<x>`` (linear from x to 0 over training)."""
 
 
@@ -59,7 +68,7 @@ def parse_agent(agent: dict[str, Any], algo: str, n_timesteps: int | None, where
         raise SpecError(f"{where}: field `n_timesteps` is missing; add it there or in the task spec.")
     for key in ("n_timesteps", "n_envs"):
         value = run[key]
-        if isinstance(value, bool) or not _is_number(value) or value < 1 or not float(value).is_integer():
+        if isinstance(value, bool) or not is_number(value) or value < 1 or not float(value).is_integer():
             raise SpecError(f"{where}: field `{key}` is {value!r}; give an integer ≥ 1.")
         run[key] = int(value)
     if not isinstance(run["normalize"], (bool, dict)):
@@ -99,7 +108,7 @@ def _convert(node: ast.AST) -> Any:
         return {_convert(k): _convert(v) for k, v in zip(node.keys, node.values)}
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and isinstance(node.operand, ast.Constant):
         value = _convert(node.operand)
-        if _is_number(value):
+        if is_number(value):
             return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
         if all(kw.arg is not None for kw in node.keywords):
@@ -116,5 +125,3 @@ def _convert(node: ast.AST) -> Any:
     )
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -13,10 +13,9 @@ would. The baselines (hti_rl/baselines.py) are other subclasses.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
-import math
-import reprlib
 import zipfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,17 +27,14 @@ from stable_baselines3.common.policies import BasePolicy
 
 from hti_rl import __version__
 from hti_rl.actors import AnchorActor
-from hti_rl.clot import CLOTModel
 from hti_rl.errors import FileFormatError, ObservationError, SpaceError, WeightError
 from hti_rl.io import atomic_write, sha256_bytes
+from hti_rl.weights import WeightAxis
 
 FILE_FORMAT = "hti-rl-surrogate"
+
+
 FILE_VERSION = 1
-
-
-def weight_to_time(weight: float, scale: str) -> float:
-    """Map a reward weight to the surrogate's time coordinate (``log`` or ``linear`` scale)."""
-    return math.log(weight) if scale == "log" else float(weight)
 
 
 class AnchoredPolicy(BasePolicy):
@@ -86,7 +82,8 @@ class AnchoredPolicy(BasePolicy):
         self.actors = torch.nn.ModuleList(actors)
         self.weights = [float(w) for w in weights]
         self.weight_scale = weight_scale
-        self.times = [weight_to_time(w, weight_scale) for w in self.weights]
+        self.axis = WeightAxis(tuple(self.weights), weight_scale)  # type: ignore[arg-type]
+        self.times = list(self.axis.times)
         self.register_buffer("x_mean", torch.as_tensor(np.asarray(x_mean), dtype=torch.float32))
         self.register_buffer("x_std", torch.as_tensor(np.asarray(x_std), dtype=torch.float32))
         self.header = dict(header or {})
@@ -104,29 +101,8 @@ class AnchoredPolicy(BasePolicy):
         :raises WeightError: NaN/inf, non-positive on a log scale, or outside the anchor range
             (unless ``allow_extrapolation``).
         """
-        try:
-            weight = float(weight)
-        except (TypeError, ValueError, OverflowError):
-            raise WeightError(f"weight must be a number, got {reprlib.repr(weight)}; the anchors span [{self.weights[0]:g}, {self.weights[-1]:g}].") from None
-        lo, hi = self.weights[0], self.weights[-1]
-        if not math.isfinite(weight):
-            raise WeightError(f"weight must be finite, got {weight}; the anchors span [{lo:g}, {hi:g}].")
-        if self.weight_scale == "log" and weight <= 0:
-            raise WeightError(f"weight must be > 0 on this task's log weight scale, got {weight:g}.")
-        if not (lo <= weight <= hi) and not self.allow_extrapolation:
-            raise WeightError(
-                f"weight {weight:g} is outside the anchor range [{lo:g}, {hi:g}]. Pick a weight in range, "
-                "train an anchor beyond it, or pass allow_extrapolation=True to accept an untested extrapolation."
-            )
-        self.weight = weight
-        self._interval = self._local_time(weight_to_time(weight, self.weight_scale))
-
-    def _local_time(self, t: float) -> tuple[int, float]:
-        """Time coordinate -> (interval k, local time s); s may leave [0, 1] only when extrapolating."""
-        times = self.times
-        k = int(np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2))
-        s = (t - times[k]) / (times[k + 1] - times[k])
-        return k, float(s)
+        self._interval = self.axis.local_time(weight, self.allow_extrapolation)
+        self.weight = float(weight)
 
     # ----------------------------------------------------------------- predict
     def predict(
@@ -315,39 +291,6 @@ def _load_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0][:200]}" if lines else f"{type(exc).__name__}, empty or cut short"
 
 
-class SurrogatePolicy(AnchoredPolicy):
-    """hti-rl's policy at any weight: anchor actions moved along the fitted CLOT paths.
-
-    :param clot: the CLOT model fitted on the anchors' action samples.
-    :param base: the :class:`AnchoredPolicy` arguments.
-
-    Example::
-
-        policy = SurrogatePolicy.load("runs/lqr2d/surrogate.zip")
-        policy.set_weight(3.0)
-        action, _ = policy.predict(obs, deterministic=True)
-    """
-
-    def __init__(self, *args: Any, clot: CLOTModel, **base: Any):
-        super().__init__(*args, **base)
-        self.clot = clot
-
-    def _between(self, obs: torch.Tensor, x: torch.Tensor, k: int, s: float, deterministic: bool) -> torch.Tensor:
-        y_k, noise = self.anchor_draw(self.actors[k], obs, deterministic)
-        y_end = None
-        if self.clot.endpoint:
-            y_end, _ = self.anchor_draw(self.actors[k + 1], obs, deterministic, noise)
-        t = torch.full((obs.shape[0],), self.times[k] + s * (self.times[k + 1] - self.times[k]))
-        return self.clot.push(y_k, x, t, y_end=y_end)
-
-    def method_state(self) -> dict[str, Any]:
-        return {"clot": self.clot.state()}
-
-    @classmethod
-    def from_method_state(cls, state: dict[str, Any], **base: Any) -> "SurrogatePolicy":
-        return cls(clot=CLOTModel.from_state(state["clot"]), **base)
-
-
 def read_policy_file(path: str | Path) -> tuple[dict[str, Any], bytes]:
     """Open a policy zip and check its format, version and checksum -> (header, payload bytes)."""
     path = Path(path)
@@ -382,3 +325,38 @@ def _box_from_json(d: dict[str, Any]) -> spaces.Box:
     low = np.array(d["low"], dtype=d["dtype"]).reshape(d["shape"])
     high = np.array(d["high"], dtype=d["dtype"]).reshape(d["shape"])
     return spaces.Box(low=low, high=high, dtype=np.dtype(d["dtype"]))
+
+
+def standardiser(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """obs [N, C] -> (mean [C], std [C]); constant coordinates get std 1 so they stay finite."""
+    mean = obs.mean(axis=0)
+    std = obs.std(axis=0)
+    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+
+def base_arguments(spec: Any, dataset: Any, actors: Sequence[Any], seed: int, method: str) -> dict[str, Any]:
+    """The :class:`AnchoredPolicy` constructor arguments every method shares for ``spec`` and ``dataset``."""
+    from hti_rl.runs import package_versions
+
+    env = spec.make_env(spec.anchors[0])
+    x_mean, x_std = standardiser(dataset.obs)
+    base = dict(
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        actors=list(actors),
+        weights=spec.anchors,
+        weight_scale=spec.weight_scale,
+        x_mean=x_mean,
+        x_std=x_std,
+        header={
+            "task": spec.name,
+            "task_fingerprint": spec.fingerprint(),
+            "seed": int(seed),
+            "method": method,
+            "dataset_sha256": dataset.header.get("checksum"),
+            "versions": package_versions(),
+            "shared_start": dataclasses.asdict(spec.shared_start) if spec.shared_start else None,
+        },
+    )
+    env.close()
+    return base

@@ -31,6 +31,8 @@ from hti_rl.errors import FileFormatError, SpaceError
 from hti_rl.io import write_json
 
 STATS_FORMAT = "hti-rl-vecnormalize"
+
+
 STATS_VERSION = 1
 
 
@@ -83,13 +85,19 @@ def _numpy(name: str) -> Any:
 
 
 _NUMPY_FUNCTIONS = ("multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer")
+
+
 _RECORDS: dict[tuple[str, str], type[_Record]] = {
     ("stable_baselines3.common.vec_env.vec_normalize", "VecNormalize"): _VecNormalize,
     ("stable_baselines3.common.running_mean_std", "RunningMeanStd"): _RunningMeanStd,
     ("gymnasium.spaces.box", "Box"): _Box,
     ("gym.spaces.box", "Box"): _Box,
 }
+
+
 _PLAIN_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray", "bytes", "bool", "int", "float", "str", "list", "tuple", "dict"}
+
+
 _OTHER_SPACES = {"Dict", "Discrete", "MultiDiscrete", "MultiBinary", "Tuple", "Sequence", "Graph", "Text", "OneOf"}
 
 

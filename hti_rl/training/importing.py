@@ -38,18 +38,39 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hti_rl.actors import DETERMINISTIC_LOG_STD, AnchorActor, _copy_layers, actor_from_sb3, describe_layers
-from hti_rl.anchors import anchor_dir, anchors_root, package_versions
+from hti_rl.actors import (
+    DETERMINISTIC_LOG_STD,
+    AnchorActor,
+    _copy_layers,
+    actor_from_sb3,
+    describe_layers,
+)
 from hti_rl.errors import AnchorError, HTIError, SpaceError
 from hti_rl.io import RunLock, atomic_write, sha256_bytes, write_json
-from hti_rl.safe_pickle import NormStats, read_norm_stats, read_vecnormalize, write_norm_stats
-from hti_rl.safe_sb3 import load_sb3
+from hti_rl.runs import RunDir, package_versions
+from hti_rl.sb3io.safe_pickle import (
+    NormStats,
+    read_norm_stats,
+    read_vecnormalize,
+    write_norm_stats,
+)
+from hti_rl.sb3io.safe_sb3 import load_sb3
 
 log = logging.getLogger(__name__)
+
+
 Source = Union[str, Path, Any, Callable]
+
+
 """A path (SB3 zip or rl-zoo3 folder), a loaded SB3 model, or a callable obs -> action."""
+
+
 ACTOR_FILE, STATS_FILE = "actor.pt", "vecnormalize.json"
+
+
 IMPORT_FILES = ("model.zip", "vecnormalize.pkl", STATS_FILE, ACTOR_FILE)
+
+
 _POLICY_MODULES = {"stable_baselines3.common.policies": "ppo/a2c", "stable_baselines3.sac.policies": "sac", "stable_baselines3.td3.policies": "td3/ddpg"}
 
 
@@ -88,7 +109,7 @@ def import_anchors(
             f"no agents to import for task {spec.name!r}: pass --anchor <weight>=<model.zip> (or models={{weight: ...}}), "
             f"or give anchors as {{weight: λ, model: path}} entries in {spec.path}."
         )
-    with RunLock(anchors_root(spec, run_root), "hti-rl import-anchors"):
+    with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl import-anchors"):
         return [import_anchor(spec, w, model, norm, run_root, force) for w, (model, norm) in sorted(sources.items())]
 
 
@@ -140,7 +161,7 @@ def import_anchor(spec: Any, weight: float, source: Source, vecnormalize: Path |
     finally:
         env.close()
     digest = sha256_bytes(*(_tensor_bytes(actor) if info.get("callable") is None else [info["callable"].encode()]))
-    directory = anchor_dir(spec, weight, run_root)
+    directory = RunDir.of(spec, run_root).anchor(weight)
     old = _read_json(directory / "meta.json")
     if old is not None and not force:
         if old.get("imported", {}).get("sha256") == digest and old.get("task_fingerprint") == spec.fingerprint():
@@ -281,7 +302,7 @@ def detect_algo(path: Path, where: str = "anchor") -> str:
 
 def _load_sb3(algo: str, path: Path, env: Any, where: str) -> Any:
     """The zip's model, read by :func:`hti_rl.safe_sb3.load_sb3` (no serialized setting is unpickled)."""
-    from hti_rl.tasks import ALGOS
+    from hti_rl.spec.task import ALGOS
 
     try:
         return load_sb3(ALGOS[algo], path, env)
@@ -335,7 +356,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-# ----------------------------------------------------------------------------- callables
 def actor_from_callable(fn: Callable, observation_space: spaces.Box, action_space: spaces.Box) -> AnchorActor:
     """A deterministic anchor from a callable: an ``nn.Sequential`` of Linear layers and activations
     (raw obs [B, C] -> action [B, D]) becomes a plain :class:`AnchorActor`; anything else a

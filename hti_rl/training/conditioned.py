@@ -32,29 +32,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
-from hti_rl.actors import AnchorActor
-from hti_rl.anchors import AnchorJob, CHECKPOINTS_PER_RUN, load_agent_actor, package_versions, run_jobs
+from hti_rl.envs.wrappers import WeightInObservation
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.io import RunLock
-from hti_rl.policy import AnchoredPolicy, weight_to_time
-from hti_rl.wrappers import WeightInObservation
+from hti_rl.runs import RunDir
+from hti_rl.seeds import conditioned_seed
+from hti_rl.training.jobs import CHECKPOINTS_PER_RUN, AnchorJob
+from hti_rl.training.runner import run_jobs
 
 METHODS = {"conditioned": 1.0, "conditioned_x2": 2.0}
+
+
 """``hti-rl compare`` method name -> budget factor."""
-_CONDITIONED_KEY = 2**32 - 5  # seeds conditioned agents apart from anchors, retrained agents and evaluation
-
-
-# ----------------------------------------------------------------------------- layout and budget
-def conditioned_root(spec: Any, run_root: str | Path = "runs") -> Path:
-    """``runs/<task>/conditioned``: the directory locked while conditioned agents train."""
-    return Path(spec.run_dir(run_root)) / "conditioned"
-
-
-def conditioned_dir(spec: Any, factor: float, run_root: str | Path = "runs") -> Path:
-    """``runs/<task>/conditioned/f=<F>`` with F formatted by ``f"{F:g}"``."""
-    return conditioned_root(spec, run_root) / f"f={factor:g}"
 
 
 def conditioned_budget(spec: Any, factor: float) -> int:
@@ -81,7 +71,6 @@ def make_conditioned_env(spec: Any, weight: float | None = None, seed: int | Non
     )
 
 
-# ----------------------------------------------------------------------------- training
 @dataclass(frozen=True)
 class ConditionedJob(AnchorJob):
     """The conditioned agent of budget factor ``factor`` as an anchor job: same algorithm,
@@ -104,11 +93,11 @@ class ConditionedJob(AnchorJob):
 
     @property
     def seed(self) -> int:
-        return int(np.random.SeedSequence([self.spec.seed, _CONDITIONED_KEY, int(round(self.factor * 1000))]).generate_state(1)[0] % 2**31)
+        return conditioned_seed(self.spec, self.factor)
 
     @property
     def directory(self) -> Path:
-        return conditioned_dir(self.spec, self.factor, self.run_root)
+        return RunDir.of(self.spec, self.run_root).conditioned(self.factor)
 
     @property
     def tb_name(self) -> str:
@@ -151,89 +140,17 @@ def train_conditioned(
         raise HTIError(f"workers must be ≥ 1, got {workers}.")
     jobs = [ConditionedJob(spec, 0, str(run_root), int(checkpoint_every or max(conditioned_budget(spec, f) // CHECKPOINTS_PER_RUN, 1)), None, f)
             for f in factors]
-    with RunLock(conditioned_root(spec, run_root), "hti-rl train-conditioned"):
+    with RunLock(RunDir.of(spec, run_root).conditioned_root, "hti-rl train-conditioned"):
         if force:
             for job in jobs:
                 (job.directory / "meta.json").unlink(missing_ok=True)
                 shutil.rmtree(job.directory / "checkpoints", ignore_errors=True)
         for job in jobs:
-            _check_meta(spec, job.directory, job.factor, missing_ok=True)
+            check_conditioned_meta(spec, job.directory, job.factor, missing_ok=True)
         todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
         run_jobs(todo, workers, sum(conditioned_budget(spec, job.factor) for job in todo), progress,
                  description="train conditioned")
     return [json.loads((job.directory / "meta.json").read_text()) for job in jobs]
-
-
-# ----------------------------------------------------------------------------- the policy
-class ConditionedPolicy(AnchoredPolicy):
-    """The weight-conditioned agent with SurrogatePolicy's interface: ``predict`` takes raw env
-    observations ``[C]`` / ``[B, C]`` and appends the current weight's coordinate (``log λ`` on a log
-    scale) before the agent sees them. The weight must lie in the range the agent was trained on.
-
-    The base class keeps one actor per anchor weight; here every slot holds the one conditioned actor
-    (its observation has C + 1 entries), so the file format and ``AnchoredPolicy.load`` are unchanged.
-
-    Example::
-
-        policy = load_conditioned_policy(spec, factor=1.0)
-        policy.set_weight(3.0)
-        action, _ = policy.predict(obs, deterministic=True)
-    """
-
-    @classmethod
-    def from_actor(cls, spec: Any, actor: AnchorActor, header: dict[str, Any] | None = None, weight: float | None = None) -> "ConditionedPolicy":
-        """Wrap a conditioned actor for ``spec``'s env (its raw observation space and action space)."""
-        env = spec.make_env(spec.anchors[0])
-        try:
-            obs_space, action_space = env.observation_space, env.action_space
-        finally:
-            env.close()
-        c = int(np.prod(obs_space.shape))
-        return cls(obs_space, action_space, [actor] * len(spec.anchors), spec.anchors, spec.weight_scale,
-                   x_mean=np.zeros(c, dtype=np.float32), x_std=np.ones(c, dtype=np.float32), header=header, weight=weight)
-
-    @property
-    def coordinate(self) -> float:
-        """The current weight in the observed coordinate."""
-        return weight_to_time(self.weight, self.weight_scale)
-
-    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """obs [B, C] (raw env observations) -> env actions [B, D]."""
-        obs = observation.float().reshape(observation.shape[0], -1)
-        conditioned = torch.cat([obs, torch.full((obs.shape[0], 1), self.coordinate)], dim=1)
-        actor = self.actors[0]
-        return actor.to_env_action(self.anchor_draw(actor, conditioned, deterministic)[0])
-
-
-def load_conditioned_actor(spec: Any, factor: float, run_root: str | Path = "runs") -> AnchorActor:
-    """The finished conditioned agent of budget factor ``factor`` as an :class:`AnchorActor`, read
-    without unpickling code (:mod:`hti_rl.safe_sb3`, :mod:`hti_rl.safe_pickle`).
-
-    :raises AnchorError: not trained (or not finished), or trained for another version of the spec.
-    """
-    directory = conditioned_dir(spec, factor, run_root)
-    _check_meta(spec, directory, factor)
-    return load_agent_actor(spec, directory, lambda: make_conditioned_env(spec))
-
-
-def load_conditioned_policy(spec: Any, factor: float, run_root: str | Path = "runs", weight: float | None = None) -> ConditionedPolicy:
-    """The finished conditioned agent of budget factor ``factor`` as a :class:`ConditionedPolicy`."""
-    directory = conditioned_dir(spec, factor, run_root)
-    meta = json.loads((directory / "meta.json").read_text()) if (directory / "meta.json").exists() else {}
-    header = {"task": spec.name, "task_fingerprint": spec.fingerprint(), "seed": spec.seed, "budget_factor": float(factor),
-              "steps": meta.get("steps"), "wall_time_s": meta.get("wall_time_s"), "versions": package_versions()}
-    return ConditionedPolicy.from_actor(spec, load_conditioned_actor(spec, factor, run_root), header=header, weight=weight)
-
-
-def _check_meta(spec: Any, directory: Path, factor: float, missing_ok: bool = False) -> None:
-    path = directory / "meta.json"
-    hint = f"`hti-rl train-conditioned {spec.path} --budget-factor {factor:g}`"
-    if not path.exists():
-        if missing_ok:
-            return
-        raise AnchorError(f"the conditioned agent of task {spec.name!r} with budget factor {factor:g} is not trained ({path} is missing); run {hint}.")
-    if json.loads(path.read_text()).get("task_fingerprint") != spec.fingerprint():
-        raise AnchorError(f"{directory} was trained for another version of task {spec.name!r}; retrain it with {hint} --force.")
 
 
 def _check_factor(factor: Any) -> float:
@@ -244,3 +161,14 @@ def _check_factor(factor: Any) -> float:
     if not np.isfinite(value) or value <= 0:
         raise HTIError(f"budget factor {factor!r} must be a positive finite number (1 = the anchors' total steps).")
     return value
+
+
+def check_conditioned_meta(spec: Any, directory: Path, factor: float, missing_ok: bool = False) -> None:
+    path = directory / "meta.json"
+    hint = f"`hti-rl train-conditioned {spec.path} --budget-factor {factor:g}`"
+    if not path.exists():
+        if missing_ok:
+            return
+        raise AnchorError(f"the conditioned agent of task {spec.name!r} with budget factor {factor:g} is not trained ({path} is missing); run {hint}.")
+    if json.loads(path.read_text()).get("task_fingerprint") != spec.fingerprint():
+        raise AnchorError(f"{directory} was trained for another version of task {spec.name!r}; retrain it with {hint} --force.")

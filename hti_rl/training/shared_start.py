@@ -39,32 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from hti_rl.anchors import (
-    CHECKPOINTS_PER_RUN,
-    AnchorJob,
-    checkpoint_steps,
-    read_meta,
-    anchor_dir,
-    anchors_root,
-    is_finished,
-    run_jobs,
-)
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.io import RunLock, sha256_file
-from hti_rl.safe_pickle import load_vecnormalize
-from hti_rl.safe_sb3 import load_sb3
-
-_BASE_KEY = 2**32 - 6  # seeds the base apart from anchors, retrained and conditioned agents
-
-
-def base_dir(spec: Any, run_root: str | Path = "runs") -> Path:
-    """``runs/<task>/shared/anchors/base``: the shared start."""
-    return anchors_root(spec, run_root) / "base"
-
-
-def finetuned_dir(spec: Any, weight: float, run_root: str | Path = "runs") -> Path:
-    """``runs/<task>/shared/finetuned/w=<λ>``: the base fine-tuned at a weight that is not an anchor."""
-    return Path(spec.run_dir(run_root)) / "finetuned" / f"w={weight:g}"
+from hti_rl.runs import RunDir, read_meta
+from hti_rl.sb3io.safe_pickle import load_vecnormalize
+from hti_rl.sb3io.safe_sb3 import load_sb3
+from hti_rl.seeds import base_seed, finetune_seed
+from hti_rl.training.jobs import CHECKPOINTS_PER_RUN, AnchorJob, checkpoint_steps
+from hti_rl.training.runner import run_jobs
 
 
 def shared_settings(spec: Any) -> dict[str, Any]:
@@ -79,7 +61,6 @@ def total_steps(spec: Any) -> int:
     return shared.base_steps + len(spec.anchors) * shared.finetune_steps
 
 
-# ----------------------------------------------------------------------------- jobs
 @dataclass(frozen=True)
 class BaseJob(AnchorJob):
     """The shared start: the task's agent trained at ``shared_start.weight`` for ``base_steps``."""
@@ -94,11 +75,11 @@ class BaseJob(AnchorJob):
 
     @property
     def seed(self) -> int:
-        return int(np.random.SeedSequence([self.spec.seed, _BASE_KEY]).generate_state(1)[0] % 2**31)
+        return base_seed(self.spec)
 
     @property
     def directory(self) -> Path:
-        return base_dir(self.spec, self.run_root)
+        return RunDir.of(self.spec, self.run_root).base
 
     @property
     def tb_name(self) -> str:
@@ -136,11 +117,11 @@ class FinetuneJob(AnchorJob):
         if self.at_weight is None:
             return super().seed
         bits = int(np.float64(self.at_weight).view(np.uint64) % 2**32)
-        return int(np.random.SeedSequence([self.spec.seed, _BASE_KEY, bits]).generate_state(1)[0] % 2**31)
+        return finetune_seed(self.spec, bits)
 
     @property
     def directory(self) -> Path:
-        return super().directory if self.at_weight is None else finetuned_dir(self.spec, self.at_weight, self.run_root)
+        return super().directory if self.at_weight is None else RunDir.of(self.spec, self.run_root).finetuned(self.at_weight)
 
     @property
     def tb_name(self) -> str:
@@ -154,7 +135,7 @@ class FinetuneJob(AnchorJob):
         return self.spec.shared_start.finetune_steps
 
     def create_model(self, venv: Any, hp: dict[str, Any], tensorboard_log: str) -> Any:
-        base = base_dir(self.spec, self.run_root)
+        base = RunDir.of(self.spec, self.run_root).base
         if (base / "vecnormalize.pkl").exists():
             venv = load_vecnormalize(base / "vecnormalize.pkl", venv, training=False)
         model = load_sb3(self.spec.sb3_algo(), base / "model.zip", venv, hp, env=venv, device="cpu", tensorboard_log=tensorboard_log)
@@ -163,12 +144,11 @@ class FinetuneJob(AnchorJob):
         return model
 
     def extra_meta(self) -> dict[str, Any]:
-        base = read_meta(base_dir(self.spec, self.run_root)) or {}
+        base = read_meta(RunDir.of(self.spec, self.run_root).base) or {}
         return {"shared_start": {"role": "finetune", **shared_settings(self.spec), "base_sha256": base.get("model_sha256"),
                                  "base_seed": base.get("seed")}}
 
 
-# ----------------------------------------------------------------------------- training
 def train_shared_anchors(
     spec: Any,
     run_root: str | Path = "runs",
@@ -193,7 +173,7 @@ def train_shared_anchors(
     base = BaseJob(spec, 0, str(run_root), int(checkpoint_every or max(shared.base_steps // CHECKPOINTS_PER_RUN, 1)))
     finetunes = [FinetuneJob(spec, i, str(run_root), int(checkpoint_every or max(shared.finetune_steps // CHECKPOINTS_PER_RUN, 1)))
                  for i in range(len(spec.anchors))]
-    with RunLock(anchors_root(spec, run_root), "hti-rl train-anchors --shared-start"):
+    with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl train-anchors --shared-start"):
         if force:
             for job in (base, *finetunes):
                 (job.directory / "meta.json").unlink(missing_ok=True)
@@ -209,10 +189,10 @@ def train_shared_anchors(
                     f"anchor w={job.weight:g} in {job.directory} was not fine-tuned from the base in {base.directory}; "
                     f"retrain every shared-start anchor with `hti-rl train-anchors {spec.path} --shared-start --force`."
                 )
-        todo = [job for job in finetunes if not is_finished(spec, job.weight, run_root)]
+        todo = [job for job in finetunes if not RunDir.of(spec, run_root).is_finished(job.weight)]
         run_jobs(todo, workers, shared.finetune_steps * len(todo), progress, description="fine-tune anchors",
                  start={job.key: checkpoint_steps(job) for job in todo}, backend=backend)
-        return [read_meta(anchor_dir(spec, w, run_root)) for w in spec.anchors]
+        return [read_meta(RunDir.of(spec, run_root).anchor(w)) for w in spec.anchors]
 
 
 def train_finetuned(spec: Any, weights: Any, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
@@ -226,7 +206,7 @@ def train_finetuned(spec: Any, weights: Any, run_root: str | Path = "runs", work
     base_sha = load_base_meta(spec, run_root)["model_sha256"]
     every = max(shared.finetune_steps // CHECKPOINTS_PER_RUN, 1)
     jobs = [FinetuneJob(spec, 0, str(run_root), every, None, float(w)) for w in weights]
-    with RunLock(Path(spec.run_dir(run_root)) / "finetuned", "hti-rl compare (fine-tunes at held-out weights)"):
+    with RunLock(RunDir.of(spec, run_root).finetuned_root, "hti-rl compare (fine-tunes at held-out weights)"):
         for job in jobs:
             meta = read_meta(job.directory)
             if meta is not None and meta.get("shared_start", {}).get("base_sha256") != base_sha:
@@ -242,7 +222,7 @@ def load_base_meta(spec: Any, run_root: str | Path = "runs") -> dict[str, Any]:
 
     :raises AnchorError: the base is not trained.
     """
-    path = base_dir(spec, run_root) / "meta.json"
+    path = RunDir.of(spec, run_root).base / "meta.json"
     if not path.exists():
         raise AnchorError(f"the shared start of task {spec.name!r} is not trained ({path} is missing); "
                           f"run `hti-rl train-anchors {spec.path} --shared-start`.")

@@ -17,8 +17,14 @@ import yaml
 from hti_rl.errors import SpecError
 
 BASELINES = ("nearest", "linear", "regression", "cfm")
+
+
 CONDITIONED = ("conditioned", "conditioned_x2")  # peers: one weight-conditioned agent, budget factor 1 and 2 (hti_rl.conditioned)
+
+
 KNOWN_METHODS = ("surrogate", *BASELINES, *CONDITIONED, "optimum")
+
+
 SHARED_METHODS = ("surrogate", "param_interp", *BASELINES)  # methods that can run on shared-start anchors
 
 
@@ -133,7 +139,7 @@ def load_experiment(path: str | Path) -> Experiment:
             raise bad("shared_start", f"= {v!r}: must be a list of {', '.join(SHARED_METHODS)} (methods fitted on shared-start anchors).")
         values["shared_start"] = tuple(dict.fromkeys(v))
     if "variants" in raw:
-        from hti_rl.surrogate import clot_config
+        from hti_rl.methods.surrogate import clot_config
 
         v = raw["variants"]
         if not isinstance(v, dict) or not v or not all(isinstance(o, dict) for o in (x or {} for x in v.values())):

@@ -11,13 +11,23 @@ import gymnasium as gym
 import numpy as np
 
 from hti_rl.errors import HTIError, SpecError, WeightError
+from hti_rl.weights import SCALES, WeightAxis
 
 ComponentFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+
+
 Source = Union[str, int, ComponentFn]
+
+
 """Where a component is read: a key of ``info`` (str), an index of a vector reward (int), or ``fn(obs, action, next_obs)``."""
 
+
 COMPONENTS_KEY = "hti_rl/components"
+
+
 WEIGHT_KEY = "hti_rl/weight"
+
+
 _WEIGHT_DRAWS = 0x57  # keys WeightInObservation's weight draws apart from the env's own use of a reset seed
 
 
@@ -186,12 +196,15 @@ class WeightInObservation(gym.Wrapper):
         seed: int | None = None,
     ):
         super().__init__(env)
-        if scale not in ("log", "linear"):
+        if scale not in SCALES:
             raise SpecError(f"weight scale {scale!r} is not 'log' or 'linear'.")
         self.scale = scale
         lo, hi = (_check_weight(w) for w in weight_range)
         if not lo < hi:
             raise WeightError(f"weight range ({lo:g}, {hi:g}) is empty; give (low, high) with low < high.")
+        if scale == "log" and lo <= 0:
+            raise WeightError(f"reward weight {lo:g} must be > 0 on a log weight scale.")
+        self.axis = WeightAxis((lo, hi), scale)  # type: ignore[arg-type]
         self.weight_range = (lo, hi)
         self.coordinate_range = (self.coordinate(lo), self.coordinate(hi))
         self.choices = None if choices is None else [_check_weight(w) for w in choices]
@@ -219,11 +232,9 @@ class WeightInObservation(gym.Wrapper):
         :raises WeightError: NaN/inf, or ≤ 0 on a log scale.
         """
         weight = _check_weight(weight)
-        if self.scale == "log":
-            if weight <= 0:
-                raise WeightError(f"reward weight {weight:g} must be > 0 on a log weight scale.")
-            return math.log(weight)
-        return weight
+        if self.scale == "log" and weight <= 0:
+            raise WeightError(f"reward weight {weight:g} must be > 0 on a log weight scale.")
+        return self.axis.coord(weight)
 
     @property
     def weight(self) -> float:
@@ -243,7 +254,7 @@ class WeightInObservation(gym.Wrapper):
             weight = self.choices[int(self._rng.integers(len(self.choices)))]
         else:
             c = self._rng.uniform(*self.coordinate_range)
-            weight = math.exp(c) if self.scale == "log" else c
+            weight = self.axis.from_coord(c)
         self.env.get_wrapper_attr("set_weight")(weight)
         self._weight = weight
         obs, info = self.env.reset(seed=seed, options=options)
@@ -260,4 +271,3 @@ class WeightInObservation(gym.Wrapper):
         weight = _check_weight(weight)
         self.coordinate(weight)
         return weight
-

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from hti_rl.io import atomic_write, write_json
+from hti_rl.runs import RunDir
 
 DEMO_SPEC = """\
 # hti-rl demo task: 2-D LQR, reward −(xᵀQx + λ·uᵀRu).
@@ -41,6 +42,7 @@ record: {episodes: 10, samples: 16, max_states: 1000}
 eval_episodes: 20
 """
 
+
 DEMO_PPO = """\
 demo:
   n_timesteps: 150000
@@ -56,8 +58,13 @@ demo:
   policy_kwargs: "dict(net_arch=dict(pi=[32], vf=[32]), log_std_init=-1.0)"
 """
 
+
 RETRAINED_WEIGHT = 3.0
+
+
 GRID = np.geomspace(0.1, 10, 9)
+
+
 PROBE_STATE = np.array([1.0, 1.0], dtype=np.float32) / np.sqrt(2)
 
 
@@ -91,16 +98,15 @@ def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = Fals
     :param workers: anchors trained at once.
     :param force: redo finished stages.
     """
-    from hti_rl.anchors import train_anchors
-    from hti_rl.dataset import PolicyDataset, dataset_path, record
-    from hti_rl.policy import SurrogatePolicy
+    from hti_rl.dataset import PolicyDataset, record
+    from hti_rl.methods.surrogate import SurrogatePolicy, fit
     from hti_rl.quality import check_anchors, print_report
-    from hti_rl.surrogate import fit, surrogate_path
-    from hti_rl.tasks import load_task
+    from hti_rl.spec.load import load_task
+    from hti_rl.training.anchors import train_anchors
 
     torch.set_num_threads(max(1, workers))
     spec = load_task(write_demo_spec(run_root))
-    run_dir = spec.run_dir(run_root)
+    run_dir = RunDir.of(spec, run_root).path
     seconds: dict[str, float] = {}
 
     def stage(name: str) -> None:
@@ -120,12 +126,12 @@ def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = Fals
     done("check anchors")
 
     stage("record")
-    dataset = _reuse(dataset_path(spec, run_root), lambda p: PolicyDataset.load(p, spec), force)
+    dataset = _reuse(RunDir.of(spec, run_root).dataset, lambda p: PolicyDataset.load(p, spec), force)
     dataset = dataset if dataset is not None else record(spec, run_root)
     done("record")
 
     stage("fit")
-    policy = _reuse(surrogate_path(spec, run_root), lambda p: SurrogatePolicy.load(p, spec.fingerprint()), force)
+    policy = _reuse(RunDir.of(spec, run_root).surrogate, lambda p: SurrogatePolicy.load(p, spec.fingerprint()), force)
     policy = policy if policy is not None else fit(spec, run_root, dataset=dataset)
     done("fit")
 
@@ -146,16 +152,16 @@ def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = Fals
 
 def _compare(spec: Any, run_root: str | Path, policy: Any) -> dict[str, Any]:
     """Returns of every method on the weight grid and at the held-out weights, and the action paths."""
-    from hti_rl.anchors import load_anchor_actor
+    from hti_rl.envs.lqr import OptimalPolicy
     from hti_rl.evaluate import mean_ci, returns_at, rollout_components
-    from hti_rl.lqr import OptimalPolicy
+    from hti_rl.training.store import load_anchor_actor
 
     episodes, seed = spec.eval_episodes, spec.seed + 1000
     make_env = lambda: spec.make_env(spec.anchors[0])  # noqa: E731  (the weight does not change the dynamics)
     weigh = lambda comps, w: mean_ci(returns_at(comps, spec.reward.weighted, spec.reward.fixed, w))  # noqa: E731
 
     anchors = {w: rollout_components(load_anchor_actor(spec, w, run_root), make_env, episodes, seed) for w in spec.anchors}
-    retrained_actor = load_anchor_actor(dataclasses.replace(spec, anchors=(RETRAINED_WEIGHT,)), RETRAINED_WEIGHT, spec.run_dir(run_root) / "retrained")
+    retrained_actor = load_anchor_actor(dataclasses.replace(spec, anchors=(RETRAINED_WEIGHT,)), RETRAINED_WEIGHT, RunDir.of(spec, run_root).path / "retrained")
     retrained = rollout_components(retrained_actor, make_env, episodes, seed)
     rows: dict[str, dict[float, tuple[float, float]]] = {"surrogate": {}, "optimum": {}, "best anchor": {}}
     for w in sorted({*GRID.tolist(), *spec.held_out}):

@@ -26,7 +26,6 @@ The trainable ones have ``fit_regression(spec, dataset, actors, seed)`` and ``fi
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from typing import Any, Sequence
 
@@ -37,10 +36,9 @@ from torch import Tensor, nn
 from hti_rl.actors import AnchorActor
 from hti_rl.clot.fit import ot_pairing
 from hti_rl.errors import AnchorError
-from hti_rl.policy import AnchoredPolicy, weight_to_time
+from hti_rl.methods.base import AnchoredPolicy, base_arguments
 
 
-# ----------------------------------------------------------------------------- parameter-free
 class NearestPolicy(AnchoredPolicy):
     """The nearer anchor's action (distance measured in the task's weight scale)."""
 
@@ -110,7 +108,6 @@ def check_shared_start(actors: Sequence[AnchorActor]) -> None:
         raise AnchorError(f"the anchors' networks differ in layers or sizes, so their parameters cannot be averaged. {how}")
 
 
-# ----------------------------------------------------------------------------- learned
 def mlp(n_in: int, n_out: int, hidden: int, depth: int) -> nn.Sequential:
     """A plain SiLU MLP ``[B, n_in] -> [B, n_out]``."""
     layers: list[nn.Module] = []
@@ -205,36 +202,6 @@ class CFMPolicy(_Learned):
                    euler_steps=state["euler_steps"], **base)
 
 
-# ----------------------------------------------------------------------------- fitting
-def base_arguments(spec: Any, dataset: Any, actors: Sequence[Any], seed: int, method: str) -> dict[str, Any]:
-    """The :class:`AnchoredPolicy` constructor arguments every method shares for ``spec`` and ``dataset``."""
-    from hti_rl.anchors import package_versions
-    from hti_rl.surrogate import standardiser
-
-    env = spec.make_env(spec.anchors[0])
-    x_mean, x_std = standardiser(dataset.obs)
-    base = dict(
-        observation_space=env.observation_space,
-        action_space=env.action_space,
-        actors=list(actors),
-        weights=spec.anchors,
-        weight_scale=spec.weight_scale,
-        x_mean=x_mean,
-        x_std=x_std,
-        header={
-            "task": spec.name,
-            "task_fingerprint": spec.fingerprint(),
-            "seed": int(seed),
-            "method": method,
-            "dataset_sha256": dataset.header.get("checksum"),
-            "versions": package_versions(),
-            "shared_start": dataclasses.asdict(spec.shared_start) if spec.shared_start else None,
-        },
-    )
-    env.close()
-    return base
-
-
 def fit_nearest(spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0) -> NearestPolicy:
     """The nearest-anchor policy (nothing to fit)."""
     return NearestPolicy(**base_arguments(spec, dataset, actors, seed, "nearest"))
@@ -246,7 +213,7 @@ def fit_linear(spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0) ->
 
 
 def _unit_times(spec: Any) -> np.ndarray:
-    t = np.array([weight_to_time(w, spec.weight_scale) for w in spec.anchors])
+    t = np.array(spec.axis.times)
     return (t - t[0]) / (t[-1] - t[0])
 
 
@@ -357,5 +324,7 @@ def fit_param_interp(spec: Any, dataset: Any, actors: Sequence[Any], seed: int =
 
 
 FITS = {"nearest": fit_nearest, "linear": fit_linear, "regression": fit_regression, "cfm": fit_cfm, "param_interp": fit_param_interp}
+
+
 POLICIES = {"nearest": NearestPolicy, "linear": LinearPolicy, "regression": RegressionPolicy, "cfm": CFMPolicy,
             "param_interp": ParameterInterpolation}

@@ -12,19 +12,47 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from hti_rl.anchors import load_anchor_actor
-from hti_rl.clot import CLOTConfig, CLOTData, fit_clot
-from hti_rl.dataset import PolicyDataset, dataset_path
+from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
+from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import FileFormatError, SpecError
-from hti_rl.policy import SurrogatePolicy, weight_to_time
+from hti_rl.methods.base import AnchoredPolicy, base_arguments
+from hti_rl.runs import RunDir
+from hti_rl.training.store import load_anchor_actor
 
 
-def surrogate_path(spec: Any, run_root: str | Path = "runs") -> Path:
-    """``runs/<task>/surrogate.zip``."""
-    return spec.run_dir(run_root) / "surrogate.zip"
+class SurrogatePolicy(AnchoredPolicy):
+    """hti-rl's policy at any weight: anchor actions moved along the fitted CLOT paths.
+
+    :param clot: the CLOT model fitted on the anchors' action samples.
+    :param base: the :class:`AnchoredPolicy` arguments.
+
+    Example::
+
+        policy = SurrogatePolicy.load("runs/lqr2d/surrogate.zip")
+        policy.set_weight(3.0)
+        action, _ = policy.predict(obs, deterministic=True)
+    """
+
+    def __init__(self, *args: Any, clot: CLOTModel, **base: Any):
+        super().__init__(*args, **base)
+        self.clot = clot
+
+    def _between(self, obs: torch.Tensor, x: torch.Tensor, k: int, s: float, deterministic: bool) -> torch.Tensor:
+        y_k, noise = self.anchor_draw(self.actors[k], obs, deterministic)
+        y_end = None
+        if self.clot.endpoint:
+            y_end, _ = self.anchor_draw(self.actors[k + 1], obs, deterministic, noise)
+        t = torch.full((obs.shape[0],), self.times[k] + s * (self.times[k + 1] - self.times[k]))
+        return self.clot.push(y_k, x, t, y_end=y_end)
+
+    def method_state(self) -> dict[str, Any]:
+        return {"clot": self.clot.state()}
+
+    @classmethod
+    def from_method_state(cls, state: dict[str, Any], **base: Any) -> "SurrogatePolicy":
+        return cls(clot=CLOTModel.from_state(state["clot"]), **base)
 
 
 # The deployed policy holds every anchor actor, so the end of each path is anchor k+1's own action at
@@ -72,13 +100,6 @@ def clot_config(overrides: dict[str, Any] | None = None, seed: int = 0) -> CLOTC
     return CLOTConfig(**values)
 
 
-def standardiser(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """obs [N, C] -> (mean [C], std [C]); constant coordinates get std 1 so they stay finite."""
-    mean = obs.mean(axis=0)
-    std = obs.std(axis=0)
-    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
-
-
 def fit(
     spec: Any,
     run_root: str | Path = "runs",
@@ -97,13 +118,13 @@ def fit(
     """
     config = config or clot_config(seed=spec.seed)
     if dataset is None:
-        path = dataset_path(spec, run_root)
+        path = RunDir.of(spec, run_root).dataset
         if not path.exists():
             raise FileFormatError(f"no dataset at {path}. Record one first: `hti-rl record {spec.path}`.")
         dataset = PolicyDataset.load(path, spec=spec)
     actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
-    policy = fit_policy(spec, dataset, actors, config, log_dir=spec.run_dir(run_root) / "tb" / "clot", progress=progress)
-    policy.save(surrogate_path(spec, run_root))
+    policy = fit_policy(spec, dataset, actors, config, log_dir=RunDir.of(spec, run_root).tb("clot"), progress=progress)
+    policy.save(RunDir.of(spec, run_root).surrogate)
     return policy
 
 
@@ -124,12 +145,11 @@ def fit_policy(
     :param log_dir: TensorBoard directory of the fit, or None.
     :param progress: show a progress bar.
     """
-    from hti_rl.baselines import base_arguments
 
     base = base_arguments(spec, dataset, actors, config.seed, "clot")
     data = CLOTData(
         x=torch.from_numpy((dataset.obs - base["x_mean"]) / base["x_std"]),
-        times=torch.tensor([weight_to_time(w, spec.weight_scale) for w in spec.anchors], dtype=torch.float32),
+        times=torch.tensor(spec.axis.times, dtype=torch.float32),
         y=torch.from_numpy(dataset.samples),
     )
     started = time.perf_counter()

@@ -122,11 +122,14 @@ LQR_ENVS: dict[str, dict[str, Any]] = {
     # at x = (1, 1)/√2 turns by 18 degrees and bends away from the straight chord by 42% of its length.
     "hti_rl/LQR2D-v0": {"A": [[1.2, 0.3], [-0.2, 0.8]], "B": [[-0.6, -0.7], [0.1, -0.5]], "R": [[1.0, 0.0], [0.0, 0.1]]},
 }
+
+
 """Registered ids and their ``LQREnv`` arguments (the rest take ``LQREnv``'s defaults)."""
+
 
 for _env_id, _kwargs in LQR_ENVS.items():
     if _env_id not in registry:
-        register(id=_env_id, entry_point="hti_rl.lqr:LQREnv", kwargs=_kwargs)
+        register(id=_env_id, entry_point="hti_rl.envs.lqr:LQREnv", kwargs=_kwargs)
 
 
 class OptimalPolicy:

@@ -1,0 +1,77 @@
+"""ConditionedPolicy: the weight-conditioned peer agent (:mod:`hti_rl.training.conditioned`) behind the
+:class:`~hti_rl.methods.base.AnchoredPolicy` interface; it appends the weight coordinate to each observation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hti_rl.actors import AnchorActor
+from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.runs import RunDir, package_versions
+from hti_rl.training.conditioned import check_conditioned_meta, make_conditioned_env
+from hti_rl.training.store import load_agent_actor
+
+
+class ConditionedPolicy(AnchoredPolicy):
+    """The weight-conditioned agent with SurrogatePolicy's interface: ``predict`` takes raw env
+    observations ``[C]`` / ``[B, C]`` and appends the current weight's coordinate (``log λ`` on a log
+    scale) before the agent sees them. The weight must lie in the range the agent was trained on.
+
+    The base class keeps one actor per anchor weight; here every slot holds the one conditioned actor
+    (its observation has C + 1 entries), so the file format and ``AnchoredPolicy.load`` are unchanged.
+
+    Example::
+
+        policy = load_conditioned_policy(spec, factor=1.0)
+        policy.set_weight(3.0)
+        action, _ = policy.predict(obs, deterministic=True)
+    """
+
+    @classmethod
+    def from_actor(cls, spec: Any, actor: AnchorActor, header: dict[str, Any] | None = None, weight: float | None = None) -> "ConditionedPolicy":
+        """Wrap a conditioned actor for ``spec``'s env (its raw observation space and action space)."""
+        env = spec.make_env(spec.anchors[0])
+        try:
+            obs_space, action_space = env.observation_space, env.action_space
+        finally:
+            env.close()
+        c = int(np.prod(obs_space.shape))
+        return cls(obs_space, action_space, [actor] * len(spec.anchors), spec.anchors, spec.weight_scale,
+                   x_mean=np.zeros(c, dtype=np.float32), x_std=np.ones(c, dtype=np.float32), header=header, weight=weight)
+
+    @property
+    def coordinate(self) -> float:
+        """The current weight in the observed coordinate."""
+        return self.axis.coord(self.weight)
+
+    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """obs [B, C] (raw env observations) -> env actions [B, D]."""
+        obs = observation.float().reshape(observation.shape[0], -1)
+        conditioned = torch.cat([obs, torch.full((obs.shape[0], 1), self.coordinate)], dim=1)
+        actor = self.actors[0]
+        return actor.to_env_action(self.anchor_draw(actor, conditioned, deterministic)[0])
+
+
+def load_conditioned_actor(spec: Any, factor: float, run_root: str | Path = "runs") -> AnchorActor:
+    """The finished conditioned agent of budget factor ``factor`` as an :class:`AnchorActor`, read
+    without unpickling code (:mod:`hti_rl.safe_sb3`, :mod:`hti_rl.safe_pickle`).
+
+    :raises AnchorError: not trained (or not finished), or trained for another version of the spec.
+    """
+    directory = RunDir.of(spec, run_root).conditioned(factor)
+    check_conditioned_meta(spec, directory, factor)
+    return load_agent_actor(spec, directory, lambda: make_conditioned_env(spec))
+
+
+def load_conditioned_policy(spec: Any, factor: float, run_root: str | Path = "runs", weight: float | None = None) -> ConditionedPolicy:
+    """The finished conditioned agent of budget factor ``factor`` as a :class:`ConditionedPolicy`."""
+    directory = RunDir.of(spec, run_root).conditioned(factor)
+    meta = json.loads((directory / "meta.json").read_text()) if (directory / "meta.json").exists() else {}
+    header = {"task": spec.name, "task_fingerprint": spec.fingerprint(), "seed": spec.seed, "budget_factor": float(factor),
+              "steps": meta.get("steps"), "wall_time_s": meta.get("wall_time_s"), "versions": package_versions()}
+    return ConditionedPolicy.from_actor(spec, load_conditioned_actor(spec, factor, run_root), header=header, weight=weight)

@@ -1,0 +1,226 @@
+"""load_task: read an envs/*.yaml file and validate every field into a :class:`~hti_rl.spec.task.TaskSpec`."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import yaml
+
+import hti_rl.envs.lqr  # noqa: F401  (registers the LQR env ids)
+from hti_rl.errors import SpecError
+from hti_rl.spec.fields import REQUIRED, Fields, is_number
+from hti_rl.spec.hyperparams import ALGOS, parse_agent
+from hti_rl.spec.task import (
+    COMPONENT_KINDS,
+    AnchorFiles,
+    Component,
+    RecordSpec,
+    RewardSpec,
+    SharedStart,
+    TaskSpec,
+    import_callable,
+)
+from hti_rl.weights import SCALES
+
+try:  # registers the mo-* env ids when MO-Gymnasium is installed
+    import mo_gymnasium  # noqa: F401
+except ImportError:
+    pass
+
+
+def load_task(path: str | Path) -> TaskSpec:
+    """Read and validate a task spec.
+
+    :param path: the YAML file, e.g. ``envs/lqr1d.yaml``.
+    :raises SpecError: the file is missing or invalid; the message names the file and the field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"task spec {path} does not exist; the specs shipped with hti-rl are in envs/*.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML ({exc}); fix the syntax.") from exc
+    top = Fields(path, raw)
+    defaults = TaskSpec.__dataclass_fields__
+    top.allow(("name", "env_id", "env_kwargs", "max_episode_steps", "reward", "weight_scale", "anchors", "held_out", "algo",
+               "hyperparams_file", "hyperparams_key", "n_timesteps", "seed", "seeds_per_anchor", "record", "eval_episodes",
+               "monotone_weighted_component", "shared_start"))
+
+    name = top.string("name")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise top.error("name", f"is {name!r}; use letters, digits, '_', '.' and '-' only (it names a folder).")
+    env_id = _check_env_id(top, top.string("env_id"))
+    weight_scale = top.choice("weight_scale", SCALES)
+    anchors, anchor_files = _read_anchors(top)
+    if len(anchors) < 2:
+        raise top.error("anchors", f"is {list(anchors)}; give at least 2 weights.")
+    if any(b <= a for a, b in zip(anchors, anchors[1:])):
+        raise top.error("anchors", f"is {list(anchors)}; the weights must be strictly increasing.")
+    if weight_scale == "log" and anchors[0] <= 0:
+        raise top.error("anchors", f"is {list(anchors)}; a log weight_scale needs weights > 0 (or use weight_scale: linear).")
+    held_out = top.floats("held_out")
+    outside = [w for w in held_out if not anchors[0] <= w <= anchors[-1]]
+    if outside:
+        raise top.error("held_out", f"has {outside} outside the anchor range [{anchors[0]:g}, {anchors[-1]:g}]; move them inside.")
+    algo = top.choice("algo", tuple(ALGOS), default=defaults["algo"].default)
+    hyperparams_file = _resolve(top, "hyperparams_file", top.string("hyperparams_file", default=f"agents/{algo}.yml"))
+    hyperparams_key = top.string("hyperparams_key", default=name)
+    n_timesteps = top.integer("n_timesteps", default=None, minimum=1)
+    agent = _load_agent(hyperparams_file, hyperparams_key, top)
+    parse_agent(agent, algo, n_timesteps, where=f"{hyperparams_file}: entry `{hyperparams_key}`")
+
+    record_fields = top.mapping("record", default={})
+    rec = Fields(path, record_fields, where="record.")
+    rec.allow(tuple(RecordSpec.__dataclass_fields__))
+    record = RecordSpec(**{k: rec.integer(k, default=f.default, minimum=1) for k, f in RecordSpec.__dataclass_fields__.items()})
+
+    spec = TaskSpec(
+        name=name,
+        env_id=env_id,
+        reward=_read_reward(path, top.mapping("reward")),
+        weight_scale=weight_scale,
+        anchors=anchors,
+        held_out=held_out,
+        path=path,
+        hyperparams_file=hyperparams_file,
+        agent=agent,
+        env_kwargs=top.mapping("env_kwargs", default={}),
+        max_episode_steps=top.integer("max_episode_steps", default=None, minimum=1),
+        algo=algo,
+        hyperparams_key=hyperparams_key,
+        n_timesteps=n_timesteps,
+        seed=top.integer("seed", default=defaults["seed"].default, minimum=0),
+        seeds_per_anchor=top.integer("seeds_per_anchor", default=defaults["seeds_per_anchor"].default, minimum=1),
+        record=record,
+        eval_episodes=top.integer("eval_episodes", default=defaults["eval_episodes"].default, minimum=1),
+        monotone_weighted_component=top.boolean("monotone_weighted_component", default=defaults["monotone_weighted_component"].default),
+        anchor_files=anchor_files,
+    )
+    return _read_shared_start(top, spec)
+
+
+def _read_shared_start(top: Fields, spec: TaskSpec) -> TaskSpec:
+    """``shared_start``: absent/false (anchors from scratch), true (defaults) or ``{weight, base_steps, finetune_steps}``."""
+    raw = top._get("shared_start", False)
+    if raw is False or raw is None:
+        return spec
+    if raw is True:
+        raw = {}
+    item = Fields(top.file, raw, where="shared_start.")
+    item.allow(tuple(SharedStart.__dataclass_fields__))
+    weight = item._get("weight", None)
+    if weight is not None and not (is_number(weight) and math.isfinite(weight)):
+        raise item.error("weight", f"is {weight!r}; give a finite number inside the anchor range.")
+    try:
+        return spec.with_shared_start(weight, item.integer("base_steps", default=None, minimum=1),
+                                      item.integer("finetune_steps", default=None, minimum=1))
+    except SpecError as exc:
+        raise SpecError(f"{exc} (field `shared_start`)") from None
+
+
+def _read_anchors(top: Fields) -> tuple[tuple[float, ...], tuple[AnchorFiles, ...]]:
+    """``anchors``: numbers, or ``{weight: λ, model: path, vecnormalize: path}`` entries for existing agents."""
+    raw = top._get("anchors", REQUIRED)
+    if not isinstance(raw, list):
+        return top.floats("anchors"), ()
+    weights, files = [], []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, dict):
+            item = Fields(top.file, entry, where=f"anchors[{i}].")
+            item.allow(("weight", "model", "vecnormalize"))
+            weight = item._get("weight", REQUIRED)
+            if not is_number(weight) or not math.isfinite(weight):
+                raise item.error("weight", f"is {weight!r}; give a finite number.")
+            model = _relative(top, item.string("model"))
+            vecnormalize = item.string("vecnormalize", default=None) if entry.get("vecnormalize") is not None else None
+            files.append(AnchorFiles(float(weight), model, _relative(top, vecnormalize) if vecnormalize else None))
+            weights.append(weight)
+        else:
+            weights.append(entry)
+    return Fields(top.file, {"anchors": weights}).floats("anchors"), tuple(files)
+
+
+def _relative(top: Fields, relative: str) -> Path:
+    """A path as written in the spec: relative to the spec's folder, else its parent; need not exist yet."""
+    path = Path(relative).expanduser()
+    if path.is_absolute():
+        return path
+    candidates = [top.file.parent / path, top.file.parent.parent / path]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+def _check_env_id(top: Fields, env_id: str) -> str:
+    if env_id not in gym.envs.registry:
+        hint = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
+        raise top.error(
+            "env_id",
+            f"is {env_id!r}, which is not a registered Gymnasium id"
+            f"{'; close ids: ' + ', '.join(hint) if hint else ''}. MO-Gymnasium ids need `pip install mo-gymnasium`.",
+        )
+    return env_id
+
+
+def _read_reward(file: Path, raw: dict[str, Any]) -> RewardSpec:
+    reward = Fields(file, raw, where="reward.")
+    reward.allow(("components", "weighted", "fixed"))
+    components = {}
+    for name, entry in reward.mapping("components").items():
+        where = f"reward.components.{name}"
+        if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in COMPONENT_KINDS:
+            raise SpecError(
+                f"{file}: field `{where}` is {entry!r}; give exactly one of "
+                "{info: <key>}, {vector: <index>}, {function: 'module:callable'}."
+            )
+        kind, ref = next(iter(entry.items()))
+        if kind == "vector" and (isinstance(ref, bool) or not isinstance(ref, int) or ref < 0):
+            raise SpecError(f"{file}: field `{where}.vector` is {ref!r}; give an index ≥ 0 into the env's vector reward.")
+        if kind != "vector" and (not isinstance(ref, str) or not ref):
+            raise SpecError(f"{file}: field `{where}.{kind}` is {ref!r}; give a non-empty string.")
+        if kind == "function":
+            try:
+                import_callable(ref)
+            except ValueError as exc:
+                raise SpecError(f"{file}: field `{where}.function` {exc}") from None
+        components[name] = Component(kind, ref)
+    if not components:
+        raise reward.error("components", "is empty; name at least the weighted component.")
+    weighted = reward.choice("weighted", tuple(components))
+    fixed = reward.mapping("fixed", default={})
+    others = tuple(n for n in components if n != weighted)
+    for name, value in fixed.items():
+        if name not in others:
+            raise reward.error(f"fixed.{name}", f"names no unweighted component; fixed weights apply to {', '.join(others) or 'none'}.")
+        if not is_number(value) or not math.isfinite(value):
+            raise reward.error(f"fixed.{name}", f"is {value!r}; give a finite number.")
+    return RewardSpec(components, weighted, {n: float(fixed.get(n, 1.0)) for n in others})
+
+
+def _resolve(top: Fields, key: str, relative: str) -> Path:
+    candidates = [top.file.parent / relative, top.file.parent.parent / relative]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise top.error(key, f"is {relative!r}, but neither {' nor '.join(map(str, candidates))} exists; fix the path.")
+
+
+def _load_agent(file: Path, key: str, top: Fields) -> dict[str, Any]:
+    try:
+        entries = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{file}: not valid YAML ({exc}); fix the syntax (needed by {top.file}).") from exc
+    if not isinstance(entries, dict) or key not in entries:
+        keys = sorted(entries) if isinstance(entries, dict) else []
+        raise top.error(
+            "hyperparams_key",
+            f"is {key!r}, which is not a top-level key of {file} (keys: {', '.join(map(str, keys)) or 'none'}); "
+            "add an entry there or set hyperparams_key.",
+        )
+    if not isinstance(entries[key], dict):
+        raise SpecError(f"{file}: entry `{key}` is {entries[key]!r}; give a mapping of hyperparameters.")
+    return dict(entries[key])

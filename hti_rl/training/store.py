@@ -1,0 +1,94 @@
+"""Load finished agents: an anchor (trained here or imported) or any SB3 agent in a run directory,
+as SB3 models or as :class:`~hti_rl.actors.AnchorActor` s, without unpickling code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from hti_rl.actors import AnchorActor, actor_from_sb3
+from hti_rl.errors import AnchorError
+from hti_rl.runs import RunDir, read_meta, spec_hint
+from hti_rl.sb3io.safe_pickle import load_vecnormalize
+from hti_rl.sb3io.safe_sb3 import load_sb3
+
+
+def load_anchor(spec: Any, weight: float, run_root: str | Path = "runs") -> tuple[Any, Any]:
+    """Load a finished anchor (trained, or imported from an SB3 model).
+
+    :return: ``(model, vecnormalize)``; ``vecnormalize`` is ``None`` when the anchor does not normalise,
+        else a ``VecNormalize`` in evaluation mode (``training=False``, rewards not normalised), read
+        without unpickling code (:mod:`hti_rl.safe_pickle`); the model is read without unpickling code
+        either (:mod:`hti_rl.safe_sb3`).
+    :raises AnchorError: the anchor is not trained (or not finished), was trained for another spec, or
+        was imported from a callable (it has no SB3 model: use :func:`load_anchor_actor`).
+    """
+    from hti_rl.spec.task import ALGOS
+
+    directory, meta = _finished_meta(spec, weight, run_root)
+    if not (directory / "model.zip").exists():
+        raise AnchorError(
+            f"anchor w={weight:g} in {directory} has no SB3 model (it was imported from a callable); "
+            "read it with load_anchor_actor, or re-import an SB3 model with `hti-rl import-anchors ... --force`."
+        )
+    env = spec.make_env(weight)
+    try:  # an imported agent was trained elsewhere: its schedules are not the spec's (they only matter for training)
+        model = load_sb3(ALGOS[meta.get("algo", spec.algo)], directory / "model.zip", env, None if meta.get("imported") else spec.hyperparams())
+    finally:
+        env.close()
+    vecnormalize = None
+    for name in ("vecnormalize.json", "vecnormalize.pkl"):  # hti-rl's own format first
+        if (directory / name).exists():
+            vecnormalize = load_vecnormalize(directory / name, DummyVecEnv([lambda: spec.make_env(weight)]))
+            break
+    return model, vecnormalize
+
+
+def load_anchor_actor(spec: Any, weight: float, run_root: str | Path = "runs") -> AnchorActor:
+    """The finished anchor at ``weight`` as an :class:`AnchorActor` (policy + VecNormalize statistics);
+    an imported anchor's is read from its tensors-only ``actor.pt`` (or its callable)."""
+    directory, meta = _finished_meta(spec, weight, run_root)
+    if meta.get("imported"):
+        from hti_rl.training.importing import load_imported_actor
+
+        return load_imported_actor(spec, weight, directory, meta)
+    model, vecnormalize = load_anchor(spec, weight, run_root)
+    actor = actor_from_sb3(model, vecnormalize)
+    if (meta.get("shared_start") or {}).get("role") == "finetune":  # which base it descends from (hti_rl.shared_start)
+        actor.arch["source"]["shared_start"] = meta["shared_start"]["base_sha256"]
+    return actor
+
+
+def load_agent_actor(spec: Any, directory: Path, make_env: Any) -> AnchorActor:
+    """The SB3 agent trained for ``spec`` in ``directory`` (``model.zip`` + ``vecnormalize.pkl`` if any)
+    as an :class:`AnchorActor`, read without unpickling code (:mod:`hti_rl.safe_sb3`,
+    :mod:`hti_rl.safe_pickle`); ``make_env()`` builds the env it was trained on (for its spaces)."""
+    env = make_env()
+    try:
+        model = load_sb3(spec.sb3_algo(), directory / "model.zip", env, spec.hyperparams())
+    finally:
+        env.close()
+    vecnormalize = None
+    if (directory / "vecnormalize.pkl").exists():
+        vecnormalize = load_vecnormalize(directory / "vecnormalize.pkl", DummyVecEnv([make_env]))
+    return actor_from_sb3(model, vecnormalize)
+
+
+def _finished_meta(spec: Any, weight: float, run_root: str | Path) -> tuple[Path, dict[str, Any]]:
+    """-> (anchor directory, its meta.json) of a finished anchor of this spec version, else AnchorError."""
+    directory = RunDir.of(spec, run_root).anchor(weight)
+    meta = read_meta(directory)
+    if meta is None:
+        raise AnchorError(
+            f"anchor w={weight:g} of task {spec.name!r} is not trained ({directory / 'meta.json'} is missing). "
+            f"Run `hti-rl train-anchors {spec_hint(spec)}` (or `hti-rl import-anchors`) first."
+        )
+    if meta.get("task_fingerprint") != spec.fingerprint():
+        raise AnchorError(
+            f"anchor w={weight:g} in {directory} was trained for another version of task {spec.name!r} "
+            f"(fingerprint {meta.get('task_fingerprint')}, spec has {spec.fingerprint()}). "
+            f"Retrain it with `hti-rl train-anchors {spec_hint(spec)} --force` (or re-import it with --force)."
+        )
+    return directory, meta
