@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium import spaces
 from torch import Tensor, nn
 
-from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceError
+from hti_rl.errors import AnchorError, FileFormatError, ObservationError
 
 STATE_FORMAT = "hti-rl-actor"
 STATE_VERSION = 1
 KINDS = ("gaussian", "squashed_gaussian", "deterministic")
 DETERMINISTIC_LOG_STD = -20.0
+
 
 # Layers an SB3 MlpPolicy is built from, with the constructor arguments that define them.
 _ACTIVATIONS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
@@ -48,7 +48,6 @@ _ACTIVATIONS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
 }
 
 
-# ----------------------------------------------------------------------------- layer descriptions
 def _flat_layers(module: nn.Module) -> list[nn.Module]:
     """Unroll nested ``nn.Sequential`` into its leaf layers, in call order."""
     if isinstance(module, nn.Sequential):
@@ -91,12 +90,26 @@ def build_layers(description: list[dict[str, Any]]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _copy_layers(source: nn.Module, target: nn.Sequential) -> None:
+def copy_layers(source: nn.Module, target: nn.Sequential) -> None:
     for src, dst in zip(_flat_layers(source), target):
         dst.load_state_dict({k: v.detach().cpu().float() for k, v in src.state_dict().items()})
 
 
-# ----------------------------------------------------------------------------- the module
+def sde_variance(latent: Tensor, log_std: Tensor, use_expln: bool, epsilon: float) -> Tensor:
+    """gSDE's per-state action variance: latent [B, L], log_std [L, D or 1] -> (latent²) @ std² [B, D].
+
+    The noise is latent @ W with W_ij ~ N(0, std_ij²), so each action's marginal variance is
+    Σ_i latent_i² std_ij² (SB3's ``StateDependentNoiseDistribution``).
+    """
+    if use_expln:
+        below = torch.exp(log_std) * (log_std <= 0)
+        above = (torch.log1p(log_std * (log_std > 0) + epsilon) + 1.0) * (log_std > 0)
+        std = below + above
+    else:
+        std = torch.exp(log_std)
+    return (latent**2) @ (std**2)
+
+
 class AnchorActor(nn.Module):
     """One anchor policy's action distribution: raw env observation -> (mean, log_std) of y.
 
@@ -248,155 +261,3 @@ class AnchorActor(nn.Module):
         except (RuntimeError, KeyError) as exc:
             raise FileFormatError(f"actor tensors do not match its description: {exc}") from exc
         return actor.eval()
-
-
-def sde_variance(latent: Tensor, log_std: Tensor, use_expln: bool, epsilon: float) -> Tensor:
-    """gSDE's per-state action variance: latent [B, L], log_std [L, D or 1] -> (latent²) @ std² [B, D].
-
-    The noise is latent @ W with W_ij ~ N(0, std_ij²), so each action's marginal variance is
-    Σ_i latent_i² std_ij² (SB3's ``StateDependentNoiseDistribution``).
-    """
-    if use_expln:
-        below = torch.exp(log_std) * (log_std <= 0)
-        above = (torch.log1p(log_std * (log_std > 0) + epsilon) + 1.0) * (log_std > 0)
-        std = below + above
-    else:
-        std = torch.exp(log_std)
-    return (latent**2) @ (std**2)
-
-
-# ----------------------------------------------------------------------------- from SB3
-def actor_from_sb3(model: Any, vecnormalize: Any = None) -> AnchorActor:
-    """Extract an :class:`AnchorActor` from a trained SB3 model.
-
-    :param model: a PPO, A2C (MlpPolicy, with or without gSDE), SAC, TD3 or DDPG model.
-    :param vecnormalize: the ``VecNormalize`` the model was trained with, or ``None``.
-    :raises SpaceError: for a non-Box action space or a non-flat observation space.
-    :raises AnchorError: for an unsupported algorithm or policy network.
-    """
-    from stable_baselines3.common.policies import ActorCriticPolicy
-    from stable_baselines3.sac.policies import SACPolicy
-    from stable_baselines3.td3.policies import TD3Policy
-
-    policy = getattr(model, "policy", model)
-    if not isinstance(policy, (ActorCriticPolicy, SACPolicy, TD3Policy)):
-        raise AnchorError(
-            f"cannot read a {type(policy).__name__} ({type(model).__name__}); hti-rl reads PPO, A2C, SAC, TD3 and DDPG "
-            "models with MlpPolicy."
-        )
-    _check_spaces(policy)
-    if isinstance(policy, ActorCriticPolicy):
-        arch, parts = _from_actor_critic(policy)
-    elif isinstance(policy, SACPolicy):
-        arch, parts = _from_sac(policy)
-    else:
-        arch, parts = _from_td3(policy)
-    arch.update(
-        obs_dim=int(spaces.flatdim(policy.observation_space)),
-        action_dim=int(policy.action_space.shape[0]),
-        obs_norm=_obs_norm(vecnormalize),
-        source={"algo": type(model).__name__, "policy": type(policy).__name__},
-    )
-    actor = AnchorActor(arch)
-    for name, module in parts.items():
-        if isinstance(module, nn.Parameter):
-            getattr(actor, name).data.copy_(module.detach().cpu().float())
-        else:
-            _copy_layers(module, getattr(actor, name))
-    actor.action_low.copy_(torch.as_tensor(policy.action_space.low, dtype=torch.float32))
-    actor.action_high.copy_(torch.as_tensor(policy.action_space.high, dtype=torch.float32))
-    if arch["obs_norm"] is not None:
-        actor.obs_mean.copy_(torch.as_tensor(vecnormalize.obs_rms.mean, dtype=torch.float64).reshape(-1))
-        actor.obs_var.copy_(torch.as_tensor(vecnormalize.obs_rms.var, dtype=torch.float64).reshape(-1))
-    return actor.eval()
-
-
-def _check_spaces(policy: Any) -> None:
-    from stable_baselines3.common.preprocessing import is_image_space
-
-    act, obs = policy.action_space, policy.observation_space
-    if not isinstance(act, spaces.Box) or len(act.shape) != 1:
-        raise SpaceError(f"action space {act} is not supported: hti-rl needs a 1-D Box action space (continuous actions).")
-    if not isinstance(obs, spaces.Box) or is_image_space(obs):
-        raise SpaceError(f"observation space {obs} is not supported: hti-rl needs a Box of vector observations.")
-
-
-def _check_flatten(extractor: nn.Module) -> None:
-    from stable_baselines3.common.torch_layers import FlattenExtractor
-
-    if not isinstance(extractor, FlattenExtractor):
-        raise AnchorError(
-            f"the policy uses a {type(extractor).__name__} features extractor; hti-rl reads MlpPolicy "
-            "(FlattenExtractor) networks only."
-        )
-
-
-def _from_actor_critic(policy: Any) -> tuple[dict[str, Any], dict[str, nn.Module | Tensor]]:
-    """PPO/A2C: latent = mlp_extractor.policy_net(obs); mean = action_net(latent); log_std a parameter or gSDE."""
-    from stable_baselines3.common.distributions import (
-        DiagGaussianDistribution,
-        StateDependentNoiseDistribution,
-    )
-
-    _check_flatten(policy.pi_features_extractor)
-    dist = policy.action_dist
-    arch = {"trunk": describe_layers(policy.mlp_extractor.policy_net), "mean": describe_layers(policy.action_net)}
-    parts: dict[str, nn.Module | Tensor] = {"trunk": policy.mlp_extractor.policy_net, "mean_head": policy.action_net}
-    if isinstance(dist, StateDependentNoiseDistribution):
-        arch["std"] = _sde_std(dist, policy.log_std)
-        parts["sde_log_std"] = policy.log_std
-        arch["kind"] = "squashed_gaussian" if dist.bijector is not None else "gaussian"
-    elif isinstance(dist, DiagGaussianDistribution):
-        arch["std"] = {"type": "param"}
-        parts["log_std"] = policy.log_std
-        arch["kind"] = "gaussian"
-    else:
-        raise AnchorError(f"unsupported action distribution {type(dist).__name__}; expected a Gaussian policy.")
-    return arch, parts
-
-
-def _from_sac(policy: Any) -> tuple[dict[str, Any], dict[str, nn.Module | Tensor]]:
-    """SAC: latent = latent_pi(obs); mean = mu(latent); log_std = clamp(log_std(latent)) or gSDE; tanh-squashed."""
-    from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN
-
-    actor = policy.actor
-    _check_flatten(actor.features_extractor)
-    arch = {"kind": "squashed_gaussian", "trunk": describe_layers(actor.latent_pi), "mean": describe_layers(actor.mu)}
-    parts: dict[str, nn.Module | Tensor] = {"trunk": actor.latent_pi, "mean_head": actor.mu}
-    if actor.use_sde:
-        arch["std"] = _sde_std(actor.action_dist, actor.log_std)
-        parts["sde_log_std"] = actor.log_std
-    else:
-        arch["std"] = {"type": "layers", "layers": describe_layers(actor.log_std), "min": float(LOG_STD_MIN), "max": float(LOG_STD_MAX)}
-        parts["log_std_head"] = actor.log_std
-    return arch, parts
-
-
-def _from_td3(policy: Any) -> tuple[dict[str, Any], dict[str, nn.Module | Tensor]]:
-    """TD3/DDPG: mu = stack ending in tanh; mean = the stack without its final tanh."""
-    actor = policy.actor
-    _check_flatten(actor.features_extractor)
-    layers = _flat_layers(actor.mu)
-    if not layers or not isinstance(layers[-1], nn.Tanh):
-        raise AnchorError("the TD3/DDPG actor does not end in tanh; hti-rl reads the standard MlpPolicy actor only.")
-    trunk = nn.Sequential(*layers[:-1])
-    arch = {"kind": "deterministic", "trunk": describe_layers(trunk), "mean": [], "std": {"type": "none"}}
-    return arch, {"trunk": trunk}
-
-
-def _sde_std(dist: Any, log_std: Tensor) -> dict[str, Any]:
-    return {
-        "type": "sde",
-        "latent_dim": int(log_std.shape[0]),
-        "full_std": bool(dist.full_std),
-        "use_expln": bool(dist.use_expln),
-        "epsilon": float(dist.epsilon),
-    }
-
-
-def _obs_norm(vecnormalize: Any) -> dict[str, float] | None:
-    if vecnormalize is None or not vecnormalize.norm_obs:
-        return None
-    if isinstance(vecnormalize.obs_rms, dict):
-        raise SpaceError("VecNormalize over a Dict observation space is not supported; hti-rl needs Box observations.")
-    return {"clip": float(vecnormalize.clip_obs), "epsilon": float(vecnormalize.epsilon)}

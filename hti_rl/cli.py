@@ -195,7 +195,8 @@ def check_anchors_command(args: argparse.Namespace) -> int:
 
 def _check_anchors(spec, run_root: str, force: bool) -> None:
     """Cross-evaluate (or reuse the up-to-date ``cross_eval.json``) and print the table and warnings."""
-    from hti_rl.quality import check_anchors, print_report, stale_reason
+    from hti_rl.cross_eval import stale_reason
+    from hti_rl.quality import check_anchors, print_report
 
     fresh = not force and stale_reason(spec, run_root) is None
     cross = check_anchors(spec, run_root, force=force, log_warnings=False)

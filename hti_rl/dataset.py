@@ -36,11 +36,10 @@ from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceE
 from hti_rl.io import RunLock, atomic_write, sha256_bytes
 from hti_rl.runs import RunDir, package_versions, spec_hint
 from hti_rl.seeds import dataset_streams
+from hti_rl.spec.task import TaskSpec
 from hti_rl.training.store import load_anchor_actor
 
 FORMAT = "hti-rl-dataset"
-
-
 FORMAT_VERSION = 1
 
 
@@ -87,7 +86,7 @@ class PolicyDataset:
             np.savez(f, header=np.array(json.dumps(header, sort_keys=True)), **self.arrays)
 
     @classmethod
-    def load(cls, path: str | Path, spec: Any = None) -> "PolicyDataset":
+    def load(cls, path: str | Path, spec: TaskSpec = None) -> "PolicyDataset":
         """Read and validate a dataset written by :meth:`save`. Never unpickles.
 
         :param path: the ``.npz`` file.
@@ -186,7 +185,7 @@ def _check_arrays(data: dict[str, np.ndarray], path: Path, fix: str) -> None:
         raise FileFormatError(f"{path}: empty dataset (K={k}, N={n}, M={m}, D={d}); {fix}.")
 
 
-def record(spec: Any, run_root: str | Path = "runs", seed: int | None = None, progress: bool = True) -> PolicyDataset:
+def record(spec: TaskSpec, run_root: str | Path = "runs", seed: int | None = None, progress: bool = True) -> PolicyDataset:
     """Roll out every anchor, keep the states, evaluate every anchor there, and save the dataset.
 
     :param spec: the task spec (anchors must be trained: ``hti-rl train-anchors``).
@@ -220,7 +219,7 @@ def record(spec: Any, run_root: str | Path = "runs", seed: int | None = None, pr
     return dataset
 
 
-def _check_action_space(spec: Any) -> None:
+def _check_action_space(spec: TaskSpec) -> None:
     env = spec.make_env(spec.anchors[0])
     try:
         if not isinstance(env.action_space, spaces.Box):
@@ -233,7 +232,7 @@ def _check_action_space(spec: Any) -> None:
 
 
 @torch.no_grad()
-def _rollout(spec: Any, weight: float, actor: AnchorActor, episodes: int, stream: np.random.SeedSequence, bar: tqdm) -> np.ndarray:
+def _rollout(spec: TaskSpec, weight: float, actor: AnchorActor, episodes: int, stream: np.random.SeedSequence, bar: tqdm) -> np.ndarray:
     """Run ``episodes`` episodes of ``actor`` (sampled actions) at ``weight`` -> visited obs [T, C] float32."""
     env_seed, torch_seed = (int(s) for s in stream.generate_state(2))
     generator = torch.Generator().manual_seed(torch_seed)
@@ -257,7 +256,7 @@ def _rollout(spec: Any, weight: float, actor: AnchorActor, episodes: int, stream
     return np.stack(visited)
 
 
-def _check_finite(obs: np.ndarray, spec: Any, weight: float, episode: int, step: int) -> None:
+def _check_finite(obs: np.ndarray, spec: TaskSpec, weight: float, episode: int, step: int) -> None:
     if not np.all(np.isfinite(obs)):
         raise ObservationError(
             f"task {spec.name!r}: the env returned a non-finite observation {obs!r} (anchor w={weight:g}, "
@@ -286,7 +285,7 @@ def _distribution_at(
     return mean.numpy().astype(np.float32), log_std.numpy().astype(np.float32), samples.numpy().astype(np.float32)
 
 
-def _header(spec: Any, actors: list[AnchorActor], seed: int, states_visited: int) -> dict[str, Any]:
+def _header(spec: TaskSpec, actors: list[AnchorActor], seed: int, states_visited: int) -> dict[str, Any]:
     low, high = actors[0].action_low, actors[0].action_high
     for w, actor in zip(spec.anchors, actors):
         if not (torch.equal(actor.action_low, low) and torch.equal(actor.action_high, high)):

@@ -16,6 +16,7 @@ import ot
 from scipy import stats
 
 from hti_rl.errors import HTIError
+from hti_rl.spec.task import TaskSpec
 
 
 class Predictor(Protocol):
@@ -118,13 +119,13 @@ def time_call(fn: Callable[[], Any], repeat: int = 200, warmup: int = 10) -> flo
     return float(np.median(times))
 
 
-def evaluate_at(policy: Predictor, spec: Any, weight: float, episodes: int, seed: int, deterministic: bool = True) -> tuple[float, float]:
+def evaluate_at(policy: Predictor, spec: TaskSpec, weight: float, episodes: int, seed: int, deterministic: bool = True) -> tuple[float, float]:
     """Mean return of ``policy`` in the task's env at reward ``weight`` and its 95% CI half-width."""
     components = rollout_components(policy, lambda: spec.make_env(weight), episodes, seed, deterministic)
     return mean_ci(returns_at(components, spec.reward.weighted, spec.reward.fixed, weight))
 
 
-def record_episode(policy: Predictor, spec: Any, weight: float, seed: int, video: str | None = None, human: bool = False) -> str | None:
+def record_episode(policy: Predictor, spec: TaskSpec, weight: float, seed: int, video: str | None = None, human: bool = False) -> str | None:
     """Run one episode with rendering: on screen (``human``) and/or into a GIF at ``video``.
 
     :raises HTIError: the env cannot render.

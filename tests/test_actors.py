@@ -12,8 +12,9 @@ from stable_baselines3 import A2C, PPO, SAC, TD3
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
-from hti_rl.actors import DETERMINISTIC_LOG_STD, AnchorActor, actor_from_sb3
+from hti_rl.actors import DETERMINISTIC_LOG_STD, AnchorActor
 from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceError
+from hti_rl.sb3io.actor import actor_from_sb3
 
 NET = dict(net_arch=[16, 16])
 

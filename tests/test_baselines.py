@@ -11,13 +11,15 @@ from conftest import save_lqr_anchor, write_lqr_spec
 
 from hti_rl.dataset import record
 from hti_rl.methods.base import AnchoredPolicy
-from hti_rl.methods.baselines import FITS, POLICIES, fit_cfm, fit_regression
+from hti_rl.methods.baselines import fit_cfm, fit_regression
+from hti_rl.methods.registry import METHODS as REGISTRY
+from hti_rl.methods.registry import names as registry_names
 from hti_rl.spec.load import load_task
 from hti_rl.training.store import load_anchor_actor
 
 FAST = {"regression": {"steps": 400}, "cfm": {"steps": 600}}
 # Parameter interpolation needs shared-start anchors, not these hand-made ones: tests/test_shared_start.py.
-METHODS = [name for name in POLICIES if name != "param_interp"]
+METHODS = [name for name in registry_names("baseline")]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def lqr1d(tmp_path_factory):
         save_lqr_anchor(spec, w, runs, log_std=-1.5)
     dataset = record(spec, runs, progress=False)
     actors = [load_anchor_actor(spec, w, runs) for w in spec.anchors]
-    policies = {name: fit(spec, dataset, actors, 0, **FAST.get(name, {})) for name, fit in FITS.items() if name in METHODS}
+    policies = {name: REGISTRY[name].fit(spec, dataset, actors, 0, **FAST.get(name, {})) for name in METHODS}
     return spec, runs, dataset, actors, policies
 
 
@@ -91,7 +93,7 @@ def test_save_load_round_trip(lqr1d, tmp_path, name):
     path = tmp_path / f"{name}.zip"
     policy.save(path)
     loaded = AnchoredPolicy.load(path, expect_fingerprint=spec.fingerprint())
-    assert type(loaded) is POLICIES[name]
+    assert type(loaded) is REGISTRY[name].policy
     for w in (0.3, 3.0):
         policy.set_weight(w)
         loaded.set_weight(w)

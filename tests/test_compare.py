@@ -61,7 +61,7 @@ def test_bad_experiment_names_file_and_field(tmp_path, fields, field):
 
 def test_retrain_jobs_have_their_own_directories_and_seeds(tmp_path):
     spec = load_task(write_lqr_spec(tmp_path))
-    jobs = [RetrainJob(spec, 0, "runs", 100, None, w, i) for w in spec.held_out for i in range(2)]
+    jobs = [RetrainJob(spec=spec, index=0, run_root="runs", checkpoint_every=100, retrain_weight=w, retrain_seed=i) for w in spec.held_out for i in range(2)]
     assert jobs[1].directory == RunDir.of(spec, "runs").retrained(0.3, 1) and str(jobs[1].directory).endswith("retrained/w=0.3/seed=1")
     seeds = {job.seed for job in jobs} | {anchor_seed(spec, k) for k in range(len(spec.anchors))}
     assert len(seeds) == len(jobs) + len(spec.anchors)

@@ -26,7 +26,8 @@ from hti_rl.sb3io.safe_pickle import (
     read_vecnormalize,
 )
 from hti_rl.spec.load import load_task
-from hti_rl.training.importing import CallableActor, check_spaces, import_anchors
+from hti_rl.training.callables import CallableActor
+from hti_rl.training.importing import check_spaces, import_anchors
 from hti_rl.training.store import load_anchor, load_anchor_actor
 
 torch.set_num_threads(1)

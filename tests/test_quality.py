@@ -11,16 +11,10 @@ from conftest import save_lqr_anchor
 from rich.console import Console
 
 from hti_rl.cli import main
+from hti_rl.cross_eval import CrossEval, cross_evaluate, stale_reason
 from hti_rl.errors import AnchorError
 from hti_rl.evaluate import returns_at, rollout_components
-from hti_rl.quality import (
-    CrossEval,
-    check_anchors,
-    cross_evaluate,
-    print_report,
-    require_good_anchors,
-    stale_reason,
-)
+from hti_rl.quality import check_anchors, print_report, require_good_anchors
 from hti_rl.runs import RunDir
 from hti_rl.spec.load import load_task
 from hti_rl.training.store import load_anchor_actor

@@ -22,6 +22,7 @@ import torch
 
 from hti_rl.io import atomic_write, write_json
 from hti_rl.runs import RunDir
+from hti_rl.spec.task import TaskSpec
 
 DEMO_SPEC = """\
 # hti-rl demo task: 2-D LQR, reward −(xᵀQx + λ·uᵀRu).
@@ -60,11 +61,7 @@ demo:
 
 
 RETRAINED_WEIGHT = 3.0
-
-
 GRID = np.geomspace(0.1, 10, 9)
-
-
 PROBE_STATE = np.array([1.0, 1.0], dtype=np.float32) / np.sqrt(2)
 
 
@@ -150,7 +147,7 @@ def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = Fals
     return report
 
 
-def _compare(spec: Any, run_root: str | Path, policy: Any) -> dict[str, Any]:
+def _compare(spec: TaskSpec, run_root: str | Path, policy: Any) -> dict[str, Any]:
     """Returns of every method on the weight grid and at the held-out weights, and the action paths."""
     from hti_rl.envs.lqr import OptimalPolicy
     from hti_rl.evaluate import mean_ci, returns_at, rollout_components
@@ -189,7 +186,7 @@ def _compare(spec: Any, run_root: str | Path, policy: Any) -> dict[str, Any]:
     }
 
 
-def _write_report(spec: Any, run_dir: Path, results: dict[str, Any], seconds: dict[str, float], cross: Any) -> Path:
+def _write_report(spec: TaskSpec, run_dir: Path, results: dict[str, Any], seconds: dict[str, float], cross: Any) -> Path:
     """Write ``demo/report.md`` and ``demo/demo.png`` and log both to TensorBoard."""
     import matplotlib
 

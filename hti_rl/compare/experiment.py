@@ -12,20 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hti_rl.errors import SpecError
+from hti_rl.methods import registry
+from hti_rl.spec.fields import REQUIRED, Fields, read_yaml
 
-BASELINES = ("nearest", "linear", "regression", "cfm")
-
-
-CONDITIONED = ("conditioned", "conditioned_x2")  # peers: one weight-conditioned agent, budget factor 1 and 2 (hti_rl.conditioned)
-
-
-KNOWN_METHODS = ("surrogate", *BASELINES, *CONDITIONED, "optimum")
-
-
-SHARED_METHODS = ("surrogate", "param_interp", *BASELINES)  # methods that can run on shared-start anchors
+KNOWN_METHODS = registry.names()  # on anchors from scratch
+SHARED_METHODS = registry.names(shared=True)  # on shared-start anchors
+CONDITIONED = registry.names("peer")  # one weight-conditioned agent each, trained for it
 
 
 @dataclass(frozen=True)
@@ -59,7 +52,7 @@ class Experiment:
     retrained_seeds: int = 2
     eval_episodes: int = 10
     eval_seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[str, ...] = ("surrogate", *BASELINES)
+    methods: tuple[str, ...] = ("surrogate", *registry.names("baseline"))
     shared_start: tuple[str, ...] = ()
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"full": {}})
     w2_states: int = 300
@@ -87,69 +80,42 @@ def load_experiment(path: str | Path) -> Experiment:
         the file and names the field.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: no such experiment spec.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML ({exc}).") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{path}: must be a mapping of fields, got {type(raw).__name__}.")
-
-    def bad(name: str, why: str) -> SpecError:
-        return SpecError(f"{path}: field `{name}` {why}")
-
-    allowed = {f for f in Experiment.__dataclass_fields__ if f not in ("name", "path")}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise bad(unknown[0], f"is not an experiment field; known: {', '.join(sorted(allowed))}.")
-    if "task" not in raw:
-        raise bad("task", "is missing: the task spec, e.g. `task: envs/lqr2d.yaml`.")
-    candidates = [path.parent / str(raw["task"]), path.parent.parent / str(raw["task"])]
-    task = next((c for c in candidates if c.is_file()), None)
-    if task is None:
-        raise bad("task", f"= {raw['task']!r}: no such file (looked in {path.parent} and {path.parent.parent}).")
-    values: dict[str, Any] = {"task": task}
+    top = Fields(path, read_yaml(path, "experiment spec") or {})
+    top.allow(tuple(f for f in Experiment.__dataclass_fields__ if f not in ("name", "path")))
+    task = top.string("task")
+    candidates = [path.parent / task, path.parent.parent / task]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise top.error("task", f"is {task!r}: no such file (looked in {path.parent} and {path.parent.parent}).")
+    defaults = {name: f.default for name, f in Experiment.__dataclass_fields__.items()}
+    values: dict[str, Any] = {"task": found}
     for name, low in (("retrained_seeds", 2), ("eval_episodes", 10), ("w2_states", 10), ("w2_samples", 2), ("grid", 2), ("seed", 0)):
-        if name in raw:
-            v = raw[name]
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise bad(name, f"= {v!r}: must be an integer ≥ {low}.")
-            values[name] = v
-    if "notes" in raw:
-        if not isinstance(raw["notes"], str):
-            raise bad("notes", "must be a string (markdown for the report).")
-        values["notes"] = raw["notes"]
-    if "eval_seeds" in raw:
-        v = raw["eval_seeds"]
-        if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) for s in v) or len(set(v)) != len(v):
-            raise bad("eval_seeds", f"= {v!r}: must be a non-empty list of distinct integers.")
-        values["eval_seeds"] = tuple(v)
-    if "methods" in raw:
-        v = raw["methods"]
-        if isinstance(v, list) and "param_interp" in v:
-            raise bad("methods", "lists param_interp, which needs anchors fine-tuned from a shared start: list it under "
-                                 "`shared_start: [surrogate, param_interp]` instead.")
-        if not isinstance(v, list) or not v or any(m not in KNOWN_METHODS for m in v):
-            raise bad("methods", f"= {v!r}: must be a non-empty list of {', '.join(KNOWN_METHODS)}.")
-        values["methods"] = tuple(dict.fromkeys(v))
-    if "shared_start" in raw:
-        v = raw["shared_start"]
-        if not isinstance(v, list) or any(m not in SHARED_METHODS for m in v):
-            raise bad("shared_start", f"= {v!r}: must be a list of {', '.join(SHARED_METHODS)} (methods fitted on shared-start anchors).")
-        values["shared_start"] = tuple(dict.fromkeys(v))
-    if "variants" in raw:
-        from hti_rl.methods.surrogate import clot_config
-
-        v = raw["variants"]
-        if not isinstance(v, dict) or not v or not all(isinstance(o, dict) for o in (x or {} for x in v.values())):
-            raise bad("variants", f"= {v!r}: must map variant names to CLOT overrides, e.g. {{full: {{}}, euclidean: {{metric: euclidean}}}}.")
-        variants = {}
-        for name, overrides in v.items():
-            try:
-                clot_config(overrides or {})
-            except SpecError as exc:
-                raise bad(f"variants.{name}", f"is not a valid CLOT setting: {exc}") from None
-            variants[str(name)] = dict(overrides or {})
-        values["variants"] = variants
+        values[name] = top.integer(name, default=defaults[name], minimum=low)
+    if "notes" in top.raw:
+        values["notes"] = top.string("notes")
+    values["eval_seeds"] = top.integers("eval_seeds", default=defaults["eval_seeds"])
+    if "param_interp" in (top.get("methods", None) or ()):
+        raise top.error("methods", "lists param_interp, which needs anchors fine-tuned from a shared start: list it under "
+                                   "`shared_start: [surrogate, param_interp]` instead.")
+    values["methods"] = top.names("methods", KNOWN_METHODS, default=defaults["methods"])
+    values["shared_start"] = top.names("shared_start", SHARED_METHODS, default=(), empty=True)
+    if "variants" in top.raw:
+        values["variants"] = _read_variants(top)
     return Experiment(name=path.stem, path=path, **values)
+
+
+def _read_variants(top: Fields) -> dict[str, dict[str, Any]]:
+    """``variants``: ``{name: {CLOTConfig field: value}}``, each checked by building its config."""
+    from hti_rl.methods.surrogate import clot_config
+
+    raw = top.get("variants", REQUIRED)
+    if not isinstance(raw, dict) or not raw or not all(isinstance(o, dict) for o in (x or {} for x in raw.values())):
+        raise top.error("variants", f"is {raw!r}; map variant names to CLOT overrides, e.g. {{full: {{}}, euclidean: {{metric: euclidean}}}}.")
+    variants = {}
+    for name, overrides in raw.items():
+        try:
+            clot_config(overrides or {})
+        except SpecError as exc:
+            raise top.error(f"variants.{name}", f"is not a valid CLOT setting: {exc}") from None
+        variants[str(name)] = dict(overrides or {})
+    return variants

@@ -15,8 +15,6 @@ import numpy as np
 from hti_rl.io import atomic_write
 
 TARGET_REGRET = 0.02  # the surrogate's target: within 2% of the retrained-vs-random gap
-
-
 SHARED_REFERENCE = "shared/fine-tuned"  # an agent trained at the held-out weight: a reference, not a method
 
 

@@ -122,8 +122,6 @@ LQR_ENVS: dict[str, dict[str, Any]] = {
     # at x = (1, 1)/√2 turns by 18 degrees and bends away from the straight chord by 42% of its length.
     "hti_rl/LQR2D-v0": {"A": [[1.2, 0.3], [-0.2, 0.8]], "B": [[-0.6, -0.7], [0.1, -0.5]], "R": [[1.0, 0.0], [0.0, 0.1]]},
 }
-
-
 """Registered ids and their ``LQREnv`` arguments (the rest take ``LQREnv``'s defaults)."""
 
 

@@ -14,20 +14,12 @@ from hti_rl.errors import HTIError, SpecError, WeightError
 from hti_rl.weights import SCALES, WeightAxis
 
 ComponentFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
-
-
 Source = Union[str, int, ComponentFn]
-
-
 """Where a component is read: a key of ``info`` (str), an index of a vector reward (int), or ``fn(obs, action, next_obs)``."""
 
 
 COMPONENTS_KEY = "hti_rl/components"
-
-
 WEIGHT_KEY = "hti_rl/weight"
-
-
 _WEIGHT_DRAWS = 0x57  # keys WeightInObservation's weight draws apart from the env's own use of a reset seed
 
 

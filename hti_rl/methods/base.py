@@ -27,13 +27,13 @@ from stable_baselines3.common.policies import BasePolicy
 
 from hti_rl import __version__
 from hti_rl.actors import AnchorActor
+from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import FileFormatError, ObservationError, SpaceError, WeightError
 from hti_rl.io import atomic_write, sha256_bytes
+from hti_rl.spec.task import TaskSpec
 from hti_rl.weights import WeightAxis
 
 FILE_FORMAT = "hti-rl-surrogate"
-
-
 FILE_VERSION = 1
 
 
@@ -334,7 +334,7 @@ def standardiser(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
-def base_arguments(spec: Any, dataset: Any, actors: Sequence[Any], seed: int, method: str) -> dict[str, Any]:
+def base_arguments(spec: TaskSpec, dataset: PolicyDataset, actors: Sequence[AnchorActor], seed: int, method: str) -> dict[str, Any]:
     """The :class:`AnchoredPolicy` constructor arguments every method shares for ``spec`` and ``dataset``."""
     from hti_rl.runs import package_versions
 

@@ -19,8 +19,7 @@ action moves from anchor k to anchor k+1 at local time s (in the task's weight s
   whose parameters are (1 − s)·θ_k + s·θ_{k+1}, for anchors fine-tuned from one shared start
   (:mod:`hti_rl.shared_start`); unrelated anchors are refused.
 
-The trainable ones have ``fit_regression(spec, dataset, actors, seed)`` and ``fit_cfm(...)``;
-:data:`FITS` maps method names to fit functions, :data:`POLICIES` to classes.
+Each has a ``fit_<name>(spec, dataset, actors, seed)``; :data:`hti_rl.methods.registry.METHODS` lists them.
 """
 
 from __future__ import annotations
@@ -35,8 +34,10 @@ from torch import Tensor, nn
 
 from hti_rl.actors import AnchorActor
 from hti_rl.clot.fit import ot_pairing
+from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import AnchorError
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
+from hti_rl.spec.task import TaskSpec
 
 
 class NearestPolicy(AnchoredPolicy):
@@ -202,17 +203,17 @@ class CFMPolicy(_Learned):
                    euler_steps=state["euler_steps"], **base)
 
 
-def fit_nearest(spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0) -> NearestPolicy:
+def fit_nearest(spec: TaskSpec, dataset: PolicyDataset, actors: Sequence[AnchorActor], seed: int = 0) -> NearestPolicy:
     """The nearest-anchor policy (nothing to fit)."""
     return NearestPolicy(**base_arguments(spec, dataset, actors, seed, "nearest"))
 
 
-def fit_linear(spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0) -> LinearPolicy:
+def fit_linear(spec: TaskSpec, dataset: PolicyDataset, actors: Sequence[AnchorActor], seed: int = 0) -> LinearPolicy:
     """The linear-interpolation policy (nothing to fit)."""
     return LinearPolicy(**base_arguments(spec, dataset, actors, seed, "linear"))
 
 
-def _unit_times(spec: Any) -> np.ndarray:
+def _unit_times(spec: TaskSpec) -> np.ndarray:
     t = np.array(spec.axis.times)
     return (t - t[0]) / (t[-1] - t[0])
 
@@ -234,7 +235,7 @@ def _train(net: nn.Module, batch: Any, steps: int, lr: float, seed: int) -> list
 
 
 def fit_regression(
-    spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0,
+    spec: TaskSpec, dataset: PolicyDataset, actors: Sequence[AnchorActor], seed: int = 0,
     hidden: int = 128, depth: int = 2, steps: int = 2000, batch_size: int = 512, lr: float = 3e-3,
 ) -> RegressionPolicy:
     """Fit the direct-regression baseline: MLP (standardised x, unit time t) -> anchor mean, MSE on
@@ -272,7 +273,7 @@ def fit_regression(
 
 
 def fit_cfm(
-    spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0,
+    spec: TaskSpec, dataset: PolicyDataset, actors: Sequence[AnchorActor], seed: int = 0,
     hidden: int = 128, depth: int = 3, steps: int = 3000, batch_size: int = 512, lr: float = 2e-3, euler_steps: int = 8,
 ) -> CFMPolicy:
     """Fit the conditional-flow-matching baseline: v(y_s, x, t) regressed onto y_{k+1} − y_k at
@@ -315,16 +316,10 @@ def fit_cfm(
     return CFMPolicy(net=net.eval(), net_config=config, y_mean=y_mean, y_scale=y_scale, euler_steps=euler_steps, **base)
 
 
-def fit_param_interp(spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0) -> ParameterInterpolation:
+def fit_param_interp(spec: TaskSpec, dataset: PolicyDataset, actors: Sequence[AnchorActor], seed: int = 0) -> ParameterInterpolation:
     """Parameter interpolation of shared-start anchors (nothing to fit).
 
     :raises AnchorError: the anchors were not fine-tuned from one shared start.
     """
     return ParameterInterpolation(**base_arguments(spec, dataset, actors, seed, "param_interp"))
 
-
-FITS = {"nearest": fit_nearest, "linear": fit_linear, "regression": fit_regression, "cfm": fit_cfm, "param_interp": fit_param_interp}
-
-
-POLICIES = {"nearest": NearestPolicy, "linear": LinearPolicy, "regression": RegressionPolicy, "cfm": CFMPolicy,
-            "param_interp": ParameterInterpolation}

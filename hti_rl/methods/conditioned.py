@@ -13,6 +13,7 @@ import torch
 from hti_rl.actors import AnchorActor
 from hti_rl.methods.base import AnchoredPolicy
 from hti_rl.runs import RunDir, package_versions
+from hti_rl.spec.task import TaskSpec
 from hti_rl.training.conditioned import check_conditioned_meta, make_conditioned_env
 from hti_rl.training.store import load_agent_actor
 
@@ -33,7 +34,7 @@ class ConditionedPolicy(AnchoredPolicy):
     """
 
     @classmethod
-    def from_actor(cls, spec: Any, actor: AnchorActor, header: dict[str, Any] | None = None, weight: float | None = None) -> "ConditionedPolicy":
+    def from_actor(cls, spec: TaskSpec, actor: AnchorActor, header: dict[str, Any] | None = None, weight: float | None = None) -> "ConditionedPolicy":
         """Wrap a conditioned actor for ``spec``'s env (its raw observation space and action space)."""
         env = spec.make_env(spec.anchors[0])
         try:
@@ -57,7 +58,7 @@ class ConditionedPolicy(AnchoredPolicy):
         return actor.to_env_action(self.anchor_draw(actor, conditioned, deterministic)[0])
 
 
-def load_conditioned_actor(spec: Any, factor: float, run_root: str | Path = "runs") -> AnchorActor:
+def load_conditioned_actor(spec: TaskSpec, factor: float, run_root: str | Path = "runs") -> AnchorActor:
     """The finished conditioned agent of budget factor ``factor`` as an :class:`AnchorActor`, read
     without unpickling code (:mod:`hti_rl.safe_sb3`, :mod:`hti_rl.safe_pickle`).
 
@@ -68,7 +69,7 @@ def load_conditioned_actor(spec: Any, factor: float, run_root: str | Path = "run
     return load_agent_actor(spec, directory, lambda: make_conditioned_env(spec))
 
 
-def load_conditioned_policy(spec: Any, factor: float, run_root: str | Path = "runs", weight: float | None = None) -> ConditionedPolicy:
+def load_conditioned_policy(spec: TaskSpec, factor: float, run_root: str | Path = "runs", weight: float | None = None) -> ConditionedPolicy:
     """The finished conditioned agent of budget factor ``factor`` as a :class:`ConditionedPolicy`."""
     directory = RunDir.of(spec, run_root).conditioned(factor)
     meta = json.loads((directory / "meta.json").read_text()) if (directory / "meta.json").exists() else {}

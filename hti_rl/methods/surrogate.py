@@ -14,11 +14,13 @@ from typing import Any
 
 import torch
 
+from hti_rl.actors import AnchorActor
 from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
 from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
 from hti_rl.runs import RunDir
+from hti_rl.spec.task import TaskSpec
 from hti_rl.training.store import load_anchor_actor
 
 
@@ -101,7 +103,7 @@ def clot_config(overrides: dict[str, Any] | None = None, seed: int = 0) -> CLOTC
 
 
 def fit(
-    spec: Any,
+    spec: TaskSpec,
     run_root: str | Path = "runs",
     config: CLOTConfig | None = None,
     progress: bool = True,
@@ -129,9 +131,9 @@ def fit(
 
 
 def fit_policy(
-    spec: Any,
+    spec: TaskSpec,
     dataset: PolicyDataset,
-    actors: list,
+    actors: list[AnchorActor],
     config: CLOTConfig,
     log_dir: str | Path | None = None,
     progress: bool = True,

@@ -31,8 +31,6 @@ from hti_rl.errors import FileFormatError, SpaceError
 from hti_rl.io import write_json
 
 STATS_FORMAT = "hti-rl-vecnormalize"
-
-
 STATS_VERSION = 1
 
 
@@ -85,8 +83,6 @@ def _numpy(name: str) -> Any:
 
 
 _NUMPY_FUNCTIONS = ("multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer")
-
-
 _RECORDS: dict[tuple[str, str], type[_Record]] = {
     ("stable_baselines3.common.vec_env.vec_normalize", "VecNormalize"): _VecNormalize,
     ("stable_baselines3.common.running_mean_std", "RunningMeanStd"): _RunningMeanStd,
@@ -96,8 +92,6 @@ _RECORDS: dict[tuple[str, str], type[_Record]] = {
 
 
 _PLAIN_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray", "bytes", "bool", "int", "float", "str", "list", "tuple", "dict"}
-
-
 _OTHER_SPACES = {"Dict", "Discrete", "MultiDiscrete", "MultiBinary", "Tuple", "Sequence", "Graph", "Text", "OneOf"}
 
 

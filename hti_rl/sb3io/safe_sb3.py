@@ -43,8 +43,6 @@ from hti_rl.errors import FileFormatError, SpaceError
 from hti_rl.sb3io.safe_pickle import UnsafePickleError, _Box, _RestrictedUnpickler
 
 SERIALIZED = ":serialized:"
-
-
 _SCHEDULES = ("learning_rate", "clip_range", "clip_range_vf", "train_freq", "action_noise")
 
 

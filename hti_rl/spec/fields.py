@@ -7,14 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import hti_rl.envs.lqr  # noqa: F401  (registers the LQR env ids)
+import yaml
+
 from hti_rl.errors import SpecError
-
-try:  # registers the mo-* env ids when MO-Gymnasium is installed
-    import mo_gymnasium  # noqa: F401
-except ImportError:
-    pass
-
 
 REQUIRED: Any = object()
 
@@ -40,7 +35,7 @@ class Fields:
                 f"is unknown{f' (did you mean `{hint[0]}`?)' if hint else ''}; allowed fields: {', '.join(keys)}.",
             )
 
-    def _get(self, key: str, default: Any) -> Any:
+    def get(self, key: str, default: Any) -> Any:
         if key in self.raw:
             return self.raw[key]
         if default is REQUIRED:
@@ -48,19 +43,19 @@ class Fields:
         return default
 
     def string(self, key: str, default: Any = REQUIRED) -> str:
-        value = self._get(key, default)
+        value = self.get(key, default)
         if not isinstance(value, str) or not value:
             raise self.error(key, f"is {value!r}; give a non-empty string.")
         return value
 
     def choice(self, key: str, allowed: tuple[str, ...], default: Any = REQUIRED) -> str:
-        value = self._get(key, default)
+        value = self.get(key, default)
         if value not in allowed:
             raise self.error(key, f"is {value!r}; choose one of {', '.join(allowed)}.")
         return value
 
     def integer(self, key: str, default: Any = REQUIRED, minimum: int | None = None) -> Any:
-        value = self._get(key, default)
+        value = self.get(key, default)
         if value is None and default is None:
             return None
         if isinstance(value, float) and value.is_integer():
@@ -70,19 +65,34 @@ class Fields:
         return value
 
     def boolean(self, key: str, default: Any = REQUIRED) -> bool:
-        value = self._get(key, default)
+        value = self.get(key, default)
         if not isinstance(value, bool):
             raise self.error(key, f"is {value!r}; give true or false.")
         return value
 
     def floats(self, key: str) -> tuple[float, ...]:
-        value = self._get(key, REQUIRED)
+        value = self.get(key, REQUIRED)
         if not isinstance(value, list) or not all(is_number(v) and math.isfinite(v) for v in value):
             raise self.error(key, f"is {value!r}; give a list of finite numbers, e.g. [0.1, 1, 10].")
         return tuple(float(v) for v in value)
 
+    def integers(self, key: str, default: Any = REQUIRED) -> tuple[int, ...]:
+        """A non-empty list of distinct integers."""
+        value = self.get(key, default)
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value) \
+                or len(set(value)) != len(value):
+            raise self.error(key, f"is {value!r}; give a non-empty list of distinct integers.")
+        return tuple(value)
+
+    def names(self, key: str, allowed: tuple[str, ...], default: Any = REQUIRED, empty: bool = False) -> tuple[str, ...]:
+        """A list of names from ``allowed`` (duplicates dropped, order kept)."""
+        value = self.get(key, default)
+        if not isinstance(value, (list, tuple)) or (not value and not empty) or any(v not in allowed for v in value):
+            raise self.error(key, f"is {value!r}; give a {'' if empty else 'non-empty '}list of {', '.join(allowed)}.")
+        return tuple(dict.fromkeys(value))
+
     def mapping(self, key: str, default: Any = REQUIRED) -> dict[str, Any]:
-        value = self._get(key, default)
+        value = self.get(key, default)
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise self.error(key, f"is {value!r}; give a mapping with string keys.")
         return dict(value)
@@ -90,3 +100,17 @@ class Fields:
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The YAML document in ``path``, parsed safely.
+
+    :param what: what the file is, for the message (e.g. "task spec").
+    :raises SpecError: the file is missing or is not valid YAML.
+    """
+    if not path.is_file():
+        raise SpecError(f"{what} {path} does not exist.")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML ({exc}); fix the syntax.") from None

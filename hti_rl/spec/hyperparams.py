@@ -31,14 +31,10 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {
 
 
 ZOO_KEYS = ("n_timesteps", "n_envs", "normalize")
-
-
 """rl-zoo3 keys that configure the run rather than the algorithm's constructor."""
 
 
 SCHEDULE_KEYS = ("learning_rate", "clip_range", "clip_range_vf")
-
-
 """Keys whose value may be an rl-zoo3 schedule ``lin_<x>`` (linear from x to 0 over training)."""
 
 

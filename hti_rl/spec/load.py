@@ -107,14 +107,14 @@ def load_task(path: str | Path) -> TaskSpec:
 
 def _read_shared_start(top: Fields, spec: TaskSpec) -> TaskSpec:
     """``shared_start``: absent/false (anchors from scratch), true (defaults) or ``{weight, base_steps, finetune_steps}``."""
-    raw = top._get("shared_start", False)
+    raw = top.get("shared_start", False)
     if raw is False or raw is None:
         return spec
     if raw is True:
         raw = {}
     item = Fields(top.file, raw, where="shared_start.")
     item.allow(tuple(SharedStart.__dataclass_fields__))
-    weight = item._get("weight", None)
+    weight = item.get("weight", None)
     if weight is not None and not (is_number(weight) and math.isfinite(weight)):
         raise item.error("weight", f"is {weight!r}; give a finite number inside the anchor range.")
     try:
@@ -126,7 +126,7 @@ def _read_shared_start(top: Fields, spec: TaskSpec) -> TaskSpec:
 
 def _read_anchors(top: Fields) -> tuple[tuple[float, ...], tuple[AnchorFiles, ...]]:
     """``anchors``: numbers, or ``{weight: λ, model: path, vecnormalize: path}`` entries for existing agents."""
-    raw = top._get("anchors", REQUIRED)
+    raw = top.get("anchors", REQUIRED)
     if not isinstance(raw, list):
         return top.floats("anchors"), ()
     weights, files = [], []
@@ -134,7 +134,7 @@ def _read_anchors(top: Fields) -> tuple[tuple[float, ...], tuple[AnchorFiles, ..
         if isinstance(entry, dict):
             item = Fields(top.file, entry, where=f"anchors[{i}].")
             item.allow(("weight", "model", "vecnormalize"))
-            weight = item._get("weight", REQUIRED)
+            weight = item.get("weight", REQUIRED)
             if not is_number(weight) or not math.isfinite(weight):
                 raise item.error("weight", f"is {weight!r}; give a finite number.")
             model = _relative(top, item.string("model"))

@@ -38,6 +38,7 @@ from typing import Any
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.io import RunLock, atomic_write, write_json
 from hti_rl.runs import RunDir, read_meta, spec_hint
+from hti_rl.spec.task import TaskSpec
 from hti_rl.training.jobs import (
     CHECKPOINTS_PER_RUN,
     IMPORT_ONLY_FILES,
@@ -48,7 +49,7 @@ from hti_rl.training.runner import run_jobs
 
 
 def train_anchors(
-    spec: Any,
+    spec: TaskSpec,
     run_root: str | Path = "runs",
     workers: int = 1,
     backend: str = "local",
@@ -82,24 +83,8 @@ def train_anchors(
 
         return train_shared_anchors(spec, run_root, workers, backend, force, progress, checkpoint_every)
     total = int(spec.hyperparams()["n_timesteps"])
-    every = int(checkpoint_every or max(total // CHECKPOINTS_PER_RUN, 1))
-    seeds: list[int | None] = list(range(spec.seeds_per_anchor)) if spec.seeds_per_anchor > 1 else [None]
     with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl train-anchors"):
-        todo, choose = [], []
-        for index, weight in enumerate(spec.anchors):
-            directory = RunDir.of(spec, run_root).anchor(weight)
-            if force:
-                (directory / "meta.json").unlink(missing_ok=True)
-                for name in IMPORT_ONLY_FILES:
-                    (directory / name).unlink(missing_ok=True)
-                shutil.rmtree(directory / "checkpoints", ignore_errors=True)
-                shutil.rmtree(directory / "seeds", ignore_errors=True)
-            if RunDir.of(spec, run_root).is_finished(weight):
-                continue
-            jobs = [AnchorJob(spec, index, str(run_root), every, seed_index) for seed_index in seeds]
-            todo += [job for job in jobs if not (job.directory / "meta.json").exists()]
-            if spec.seeds_per_anchor > 1:
-                choose.append(index)
+        todo, choose = anchor_jobs(spec, run_root, force, checkpoint_every)
         run_jobs(todo, workers, total * len(todo), progress, start={job.key: checkpoint_steps(job) for job in todo},
                  backend=backend)
         for index in choose:
@@ -107,7 +92,36 @@ def train_anchors(
         return [read_meta(RunDir.of(spec, run_root).anchor(w)) for w in spec.anchors]
 
 
-def keep_best_seed(spec: Any, index: int, run_root: str | Path = "runs") -> dict[str, Any]:
+def anchor_jobs(spec: TaskSpec, run_root: str | Path, force: bool = False,
+                checkpoint_every: int | None = None) -> tuple[list[AnchorJob], list[int]]:
+    """The jobs that train the unfinished anchors of ``spec`` (every seed of each with ``seeds_per_anchor`` > 1);
+    with ``force``, finished anchors are discarded first. Call it holding the anchors' run lock.
+
+    :return: (jobs to run, indices of the anchors whose best seed is chosen once they have run).
+    """
+    total = int(spec.hyperparams()["n_timesteps"])
+    every = int(checkpoint_every or max(total // CHECKPOINTS_PER_RUN, 1))
+    seeds: list[int | None] = list(range(spec.seeds_per_anchor)) if spec.seeds_per_anchor > 1 else [None]
+    run = RunDir.of(spec, run_root)
+    todo, choose = [], []
+    for index, weight in enumerate(spec.anchors):
+        directory = run.anchor(weight)
+        if force:
+            (directory / "meta.json").unlink(missing_ok=True)
+            for name in IMPORT_ONLY_FILES:
+                (directory / name).unlink(missing_ok=True)
+            shutil.rmtree(directory / "checkpoints", ignore_errors=True)
+            shutil.rmtree(directory / "seeds", ignore_errors=True)
+        if run.is_finished(weight):
+            continue
+        jobs = [AnchorJob(spec=spec, index=index, run_root=str(run_root), checkpoint_every=every, seed_index=seed_index) for seed_index in seeds]
+        todo += [job for job in jobs if not (job.directory / "meta.json").exists()]
+        if spec.seeds_per_anchor > 1:
+            choose.append(index)
+    return todo, choose
+
+
+def keep_best_seed(spec: TaskSpec, index: int, run_root: str | Path = "runs") -> dict[str, Any]:
     """Make the best-scoring finished seed of anchor ``index`` the anchor: copy its model (and
     VecNormalize) to ``w=<λ>/`` and write ``meta.json`` (last) with every seed's score.
 

@@ -38,16 +38,12 @@ from hti_rl.errors import AnchorError, HTIError
 from hti_rl.io import RunLock
 from hti_rl.runs import RunDir
 from hti_rl.seeds import conditioned_seed
+from hti_rl.spec.task import TaskSpec
 from hti_rl.training.jobs import CHECKPOINTS_PER_RUN, AnchorJob
 from hti_rl.training.runner import run_jobs
 
-METHODS = {"conditioned": 1.0, "conditioned_x2": 2.0}
 
-
-"""``hti-rl compare`` method name -> budget factor."""
-
-
-def conditioned_budget(spec: Any, factor: float) -> int:
+def conditioned_budget(spec: TaskSpec, factor: float) -> int:
     """Steps of the conditioned agent: number of anchors × ``n_timesteps`` × ``factor`` (rounded).
 
     :raises HTIError: ``factor`` is not a positive finite number.
@@ -56,7 +52,7 @@ def conditioned_budget(spec: Any, factor: float) -> int:
     return int(round(len(spec.anchors) * int(spec.hyperparams()["n_timesteps"]) * factor))
 
 
-def make_conditioned_env(spec: Any, weight: float | None = None, seed: int | None = None) -> WeightInObservation:
+def make_conditioned_env(spec: TaskSpec, weight: float | None = None, seed: int | None = None) -> WeightInObservation:
     """The spec's env with the weight in its observation: sampled per episode over the anchor range
     (``weight=None``: training) or fixed at ``weight`` (evaluation).
 
@@ -71,7 +67,7 @@ def make_conditioned_env(spec: Any, weight: float | None = None, seed: int | Non
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConditionedJob(AnchorJob):
     """The conditioned agent of budget factor ``factor`` as an anchor job: same algorithm,
     hyperparameters, checkpoints and resume; its own env (:func:`make_conditioned_env`), budget
@@ -115,7 +111,7 @@ class ConditionedJob(AnchorJob):
 
 
 def train_conditioned(
-    spec: Any,
+    spec: TaskSpec,
     factors: Sequence[float] = (1.0,),
     run_root: str | Path = "runs",
     workers: int = 1,
@@ -138,7 +134,8 @@ def train_conditioned(
     factors = list(dict.fromkeys(_check_factor(f) for f in factors))
     if int(workers) < 1:
         raise HTIError(f"workers must be ≥ 1, got {workers}.")
-    jobs = [ConditionedJob(spec, 0, str(run_root), int(checkpoint_every or max(conditioned_budget(spec, f) // CHECKPOINTS_PER_RUN, 1)), None, f)
+    jobs = [ConditionedJob(spec=spec, index=0, run_root=str(run_root), factor=f,
+                           checkpoint_every=int(checkpoint_every or max(conditioned_budget(spec, f) // CHECKPOINTS_PER_RUN, 1)))
             for f in factors]
     with RunLock(RunDir.of(spec, run_root).conditioned_root, "hti-rl train-conditioned"):
         if force:
@@ -163,7 +160,7 @@ def _check_factor(factor: Any) -> float:
     return value
 
 
-def check_conditioned_meta(spec: Any, directory: Path, factor: float, missing_ok: bool = False) -> None:
+def check_conditioned_meta(spec: TaskSpec, directory: Path, factor: float, missing_ok: bool = False) -> None:
     path = directory / "meta.json"
     hint = f"`hti-rl train-conditioned {spec.path} --budget-factor {factor:g}`"
     if not path.exists():

@@ -22,22 +22,22 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
-from hti_rl.actors import AnchorActor, actor_from_sb3
+from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError
 from hti_rl.evaluate import mean_ci, returns_at, rollout_components
 from hti_rl.io import atomic_write, write_json
 from hti_rl.runs import RunDir, package_versions, spec_hint
+from hti_rl.sb3io.actor import actor_from_sb3
 from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
 from hti_rl.seeds import anchor_seed, selection_seed
+from hti_rl.spec.task import TaskSpec
 
 CHECKPOINTS_PER_RUN = 10  # default checkpoint interval: a tenth of the anchor's budget
-
-
 IMPORT_ONLY_FILES = ("actor.pt", "vecnormalize.json")  # written by hti_rl.importing, never by training
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AnchorJob:
     """Everything a worker needs to train (or resume) one anchor; picklable.
 
@@ -49,7 +49,7 @@ class AnchorJob:
         its weight), or ``None`` for the single-seed anchor trained in ``w=<λ>/`` itself.
     """
 
-    spec: Any
+    spec: TaskSpec
     index: int
     run_root: str
     checkpoint_every: int
@@ -249,7 +249,7 @@ class _CheckpointCallback(BaseCallback):
             self.progress.put((self.job.key, self.num_timesteps))
 
 
-def own_weight_return(spec: Any, actor: AnchorActor, weight: float) -> tuple[float, float]:
+def own_weight_return(spec: TaskSpec, actor: AnchorActor, weight: float) -> tuple[float, float]:
     """Mean return and 95% CI half-width of ``actor`` at ``weight`` over ``spec.eval_episodes``
     deterministic episodes, reset with seeds ``selection_seed(spec) + i``."""
     components = rollout_components(actor, lambda: spec.make_env(weight), spec.eval_episodes, selection_seed(spec))

@@ -4,21 +4,20 @@
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hti_rl.io import RunLock
-from hti_rl.runs import RunDir
+from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.seeds import retrain_seed
 from hti_rl.spec.task import TaskSpec
-from hti_rl.training.anchors import train_anchors
-from hti_rl.training.jobs import AnchorJob
+from hti_rl.training.anchors import anchor_jobs, keep_best_seed
+from hti_rl.training.jobs import CHECKPOINTS_PER_RUN, AnchorJob, checkpoint_steps
 from hti_rl.training.runner import run_jobs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RetrainJob(AnchorJob):
     """An agent trained from scratch at held-out weight ``retrain_weight``, as an anchor would be (same
     algorithm, budget, hyperparameters, checkpoints and resume), in :func:`retrained_dir`.
@@ -52,44 +51,40 @@ class RetrainJob(AnchorJob):
         return f"retrained_w={self.retrain_weight:g}_seed{self.retrain_seed}"
 
 
-def train_retrained(spec: Any, seeds: int, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> list[dict]:
+def retrain_jobs(spec: TaskSpec, seeds: int, run_root: str | Path) -> list[RetrainJob]:
+    """One job per held-out weight and retrained seed (finished ones included), in that order."""
+    every = max(int(spec.hyperparams()["n_timesteps"]) // CHECKPOINTS_PER_RUN, 1)
+    return [RetrainJob(spec=spec, index=0, run_root=str(run_root), checkpoint_every=every, retrain_weight=w, retrain_seed=i)
+            for w in spec.held_out for i in range(seeds)]
+
+
+def train_retrained(spec: TaskSpec, seeds: int, run_root: str | Path = DEFAULT_ROOT, workers: int = 1, progress: bool = True) -> list[dict]:
     """Train (or resume) ``seeds`` agents at every held-out weight; finished ones are skipped.
 
     :return: every retrained agent's ``meta.json`` (held-out weight order, then seed order).
     """
     total = int(spec.hyperparams()["n_timesteps"])
-    every = max(total // 10, 1)
-    jobs = [RetrainJob(spec, 0, str(run_root), every, None, w, i) for w in spec.held_out for i in range(seeds)]
+    jobs = retrain_jobs(spec, seeds, run_root)
     with RunLock(RunDir.of(spec, run_root).retrained_root, "hti-rl compare (retrained agents)"):
         todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
-        run_jobs(todo, workers, total * len(todo), progress, description="retrain")
+        run_jobs(todo, workers, total * len(todo), progress, description="retrain", start={job.key: checkpoint_steps(job) for job in todo})
     return [json.loads((job.directory / "meta.json").read_text()) for job in jobs]
 
 
-def train_all(spec: TaskSpec, retrained_seeds: int, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> None:
-    """Anchors and retrained agents at once: ``workers`` processes shared in proportion to their jobs."""
+def train_all(spec: TaskSpec, retrained_seeds: int, run_root: str | Path = DEFAULT_ROOT, workers: int = 1, progress: bool = True) -> None:
+    """Anchors and retrained agents as one pool of jobs over ``workers`` processes (in this process when 1).
 
-    n_anchor = sum(not RunDir.of(spec, run_root).is_finished(w) for w in spec.anchors) * max(spec.seeds_per_anchor, 1)
-    n_retrain = sum(not (RunDir.of(spec, run_root).retrained(w, i) / "meta.json").exists() for w in spec.held_out for i in range(retrained_seeds))
-    if workers <= 1 or n_anchor == 0 or n_retrain == 0:
-        train_anchors(spec, run_root, workers=workers, progress=progress)
-        train_retrained(spec, retrained_seeds, run_root, workers=workers, progress=progress)
-        return
-    w_anchor = min(n_anchor, max(1, round(workers * n_anchor / (n_anchor + n_retrain))))
-    w_retrain = max(1, workers - w_anchor)
-    errors: list[BaseException] = []
-
-    def anchors() -> None:
-        try:
-            train_anchors(spec, run_root, workers=w_anchor, progress=progress)
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=anchors)
-    thread.start()
-    try:
-        train_retrained(spec, retrained_seeds, run_root, workers=w_retrain, progress=progress)
-    finally:
-        thread.join()
-    if errors:
-        raise errors[0]
+    One pool, not two running side by side: two trainings in one process share the global RNGs that SB3
+    seeds and samples from, so their results would depend on how the threads interleave (measured: two
+    runs of ``hti-rl compare experiments/lqr2d.yaml`` with --workers 2 gave other anchors each time).
+    """
+    total = int(spec.hyperparams()["n_timesteps"])
+    run = RunDir.of(spec, run_root)
+    with RunLock(run.anchors, "hti-rl train-anchors"), RunLock(run.retrained_root, "hti-rl compare (retrained agents)"):
+        anchors, choose = anchor_jobs(spec, run_root)
+        retrained = [job for job in retrain_jobs(spec, retrained_seeds, run_root) if not (job.directory / "meta.json").exists()]
+        todo = anchors + retrained
+        run_jobs(todo, workers, total * len(todo), progress, description="train anchors + retrained",
+                 start={job.key: checkpoint_steps(job) for job in todo})
+        for index in choose:
+            keep_best_seed(spec, index, run_root)

@@ -45,23 +45,24 @@ from hti_rl.runs import RunDir, read_meta
 from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
 from hti_rl.seeds import base_seed, finetune_seed
+from hti_rl.spec.task import TaskSpec
 from hti_rl.training.jobs import CHECKPOINTS_PER_RUN, AnchorJob, checkpoint_steps
 from hti_rl.training.runner import run_jobs
 
 
-def shared_settings(spec: Any) -> dict[str, Any]:
+def shared_settings(spec: TaskSpec) -> dict[str, Any]:
     """The spec's shared start as plain data: ``{weight, base_steps, finetune_steps}``."""
     shared = _require_shared(spec)
     return {"weight": shared.weight, "base_steps": shared.base_steps, "finetune_steps": shared.finetune_steps}
 
 
-def total_steps(spec: Any) -> int:
+def total_steps(spec: TaskSpec) -> int:
     """Environment steps of all shared-start anchors: the base's plus every fine-tune's."""
     shared = _require_shared(spec)
     return shared.base_steps + len(spec.anchors) * shared.finetune_steps
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BaseJob(AnchorJob):
     """The shared start: the task's agent trained at ``shared_start.weight`` for ``base_steps``."""
 
@@ -93,7 +94,7 @@ class BaseJob(AnchorJob):
                 "model_sha256": sha256_file(self.directory / "model.zip")}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FinetuneJob(AnchorJob):
     """Anchor ``index`` as a fine-tune of the finished base: ``finetune_steps`` at the anchor's weight,
     starting from the base's model and optimiser, with the base's VecNormalize statistics frozen.
@@ -150,7 +151,7 @@ class FinetuneJob(AnchorJob):
 
 
 def train_shared_anchors(
-    spec: Any,
+    spec: TaskSpec,
     run_root: str | Path = "runs",
     workers: int = 1,
     backend: str = "local",
@@ -170,8 +171,8 @@ def train_shared_anchors(
     shared = _require_shared(spec)
     if int(workers) < 1:
         raise HTIError(f"workers must be ≥ 1, got {workers}.")
-    base = BaseJob(spec, 0, str(run_root), int(checkpoint_every or max(shared.base_steps // CHECKPOINTS_PER_RUN, 1)))
-    finetunes = [FinetuneJob(spec, i, str(run_root), int(checkpoint_every or max(shared.finetune_steps // CHECKPOINTS_PER_RUN, 1)))
+    base = BaseJob(spec=spec, index=0, run_root=str(run_root), checkpoint_every=int(checkpoint_every or max(shared.base_steps // CHECKPOINTS_PER_RUN, 1)))
+    finetunes = [FinetuneJob(spec=spec, index=i, run_root=str(run_root), checkpoint_every=int(checkpoint_every or max(shared.finetune_steps // CHECKPOINTS_PER_RUN, 1)))
                  for i in range(len(spec.anchors))]
     with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl train-anchors --shared-start"):
         if force:
@@ -195,7 +196,7 @@ def train_shared_anchors(
         return [read_meta(RunDir.of(spec, run_root).anchor(w)) for w in spec.anchors]
 
 
-def train_finetuned(spec: Any, weights: Any, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
+def train_finetuned(spec: TaskSpec, weights: Any, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
     """Fine-tune the finished base at each of ``weights`` (as an anchor would be, in :func:`finetuned_dir`);
     finished ones are skipped. A comparison's reference for shared-start methods at held-out weights.
 
@@ -205,7 +206,7 @@ def train_finetuned(spec: Any, weights: Any, run_root: str | Path = "runs", work
     shared = _require_shared(spec)
     base_sha = load_base_meta(spec, run_root)["model_sha256"]
     every = max(shared.finetune_steps // CHECKPOINTS_PER_RUN, 1)
-    jobs = [FinetuneJob(spec, 0, str(run_root), every, None, float(w)) for w in weights]
+    jobs = [FinetuneJob(spec=spec, index=0, run_root=str(run_root), checkpoint_every=every, at_weight=float(w)) for w in weights]
     with RunLock(RunDir.of(spec, run_root).finetuned_root, "hti-rl compare (fine-tunes at held-out weights)"):
         for job in jobs:
             meta = read_meta(job.directory)
@@ -217,7 +218,7 @@ def train_finetuned(spec: Any, weights: Any, run_root: str | Path = "runs", work
     return [read_meta(job.directory) for job in jobs]
 
 
-def load_base_meta(spec: Any, run_root: str | Path = "runs") -> dict[str, Any]:
+def load_base_meta(spec: TaskSpec, run_root: str | Path = "runs") -> dict[str, Any]:
     """The finished base's ``meta.json``.
 
     :raises AnchorError: the base is not trained.
@@ -229,7 +230,7 @@ def load_base_meta(spec: Any, run_root: str | Path = "runs") -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _require_shared(spec: Any) -> Any:
+def _require_shared(spec: TaskSpec) -> Any:
     if getattr(spec, "shared_start", None) is None:
         raise HTIError(f"task {spec.name!r} has no shared start; use spec.with_shared_start() or `--shared-start`.")
     return spec.shared_start

@@ -4,18 +4,21 @@ as SB3 models or as :class:`~hti_rl.actors.AnchorActor` s, without unpickling co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import gymnasium as gym
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from hti_rl.actors import AnchorActor, actor_from_sb3
+from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError
 from hti_rl.runs import RunDir, read_meta, spec_hint
+from hti_rl.sb3io.actor import actor_from_sb3
 from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
+from hti_rl.spec.task import TaskSpec
 
 
-def load_anchor(spec: Any, weight: float, run_root: str | Path = "runs") -> tuple[Any, Any]:
+def load_anchor(spec: TaskSpec, weight: float, run_root: str | Path = "runs") -> tuple[Any, Any]:
     """Load a finished anchor (trained, or imported from an SB3 model).
 
     :return: ``(model, vecnormalize)``; ``vecnormalize`` is ``None`` when the anchor does not normalise,
@@ -46,7 +49,7 @@ def load_anchor(spec: Any, weight: float, run_root: str | Path = "runs") -> tupl
     return model, vecnormalize
 
 
-def load_anchor_actor(spec: Any, weight: float, run_root: str | Path = "runs") -> AnchorActor:
+def load_anchor_actor(spec: TaskSpec, weight: float, run_root: str | Path = "runs") -> AnchorActor:
     """The finished anchor at ``weight`` as an :class:`AnchorActor` (policy + VecNormalize statistics);
     an imported anchor's is read from its tensors-only ``actor.pt`` (or its callable)."""
     directory, meta = _finished_meta(spec, weight, run_root)
@@ -61,7 +64,7 @@ def load_anchor_actor(spec: Any, weight: float, run_root: str | Path = "runs") -
     return actor
 
 
-def load_agent_actor(spec: Any, directory: Path, make_env: Any) -> AnchorActor:
+def load_agent_actor(spec: TaskSpec, directory: Path, make_env: Callable[[], gym.Env]) -> AnchorActor:
     """The SB3 agent trained for ``spec`` in ``directory`` (``model.zip`` + ``vecnormalize.pkl`` if any)
     as an :class:`AnchorActor`, read without unpickling code (:mod:`hti_rl.safe_sb3`,
     :mod:`hti_rl.safe_pickle`); ``make_env()`` builds the env it was trained on (for its spaces)."""
@@ -76,7 +79,7 @@ def load_agent_actor(spec: Any, directory: Path, make_env: Any) -> AnchorActor:
     return actor_from_sb3(model, vecnormalize)
 
 
-def _finished_meta(spec: Any, weight: float, run_root: str | Path) -> tuple[Path, dict[str, Any]]:
+def _finished_meta(spec: TaskSpec, weight: float, run_root: str | Path) -> tuple[Path, dict[str, Any]]:
     """-> (anchor directory, its meta.json) of a finished anchor of this spec version, else AnchorError."""
     directory = RunDir.of(spec, run_root).anchor(weight)
     meta = read_meta(directory)

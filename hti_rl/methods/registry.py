@@ -1,0 +1,71 @@
+"""The one list of methods: every name ``hti-rl compare`` and the CLI accept, and what each is.
+
+A method is fitted from the recorded dataset and the anchor actors (the surrogate and the baselines),
+trained as its own agent (the weight-conditioned peers), or known in closed form (the LQR optimum).
+Adding a baseline is one entry here plus its class and fit function in :mod:`hti_rl.methods.baselines`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.methods.baselines import (
+    CFMPolicy,
+    LinearPolicy,
+    NearestPolicy,
+    ParameterInterpolation,
+    RegressionPolicy,
+    fit_cfm,
+    fit_linear,
+    fit_nearest,
+    fit_param_interp,
+    fit_regression,
+)
+from hti_rl.methods.conditioned import ConditionedPolicy
+from hti_rl.methods.surrogate import SurrogatePolicy
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method.
+
+    :param name: its name in experiment specs and reports.
+    :param kind: ``surrogate`` (CLOT, fitted per variant), ``baseline`` (fitted from the dataset and
+        anchors), ``peer`` (an agent trained for it) or ``reference`` (known exactly; LQR only).
+    :param policy: the policy class, or ``None`` for a reference.
+    :param fit: ``fit(spec, dataset, actors, seed) -> policy`` for a baseline.
+    :param on_scratch: may run on anchors trained from scratch (``methods:`` of an experiment).
+    :param on_shared: may run on shared-start anchors (``shared_start:`` of an experiment).
+    :param budget_factor: a peer's training budget, in units of the anchors' total steps.
+    """
+
+    name: str
+    kind: Literal["surrogate", "baseline", "peer", "reference"]
+    policy: type[AnchoredPolicy] | None = None
+    fit: Callable[..., AnchoredPolicy] | None = None
+    on_scratch: bool = True
+    on_shared: bool = False
+    budget_factor: float | None = None
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("surrogate", "surrogate", SurrogatePolicy, on_shared=True),
+    Method("nearest", "baseline", NearestPolicy, fit_nearest, on_shared=True),
+    Method("linear", "baseline", LinearPolicy, fit_linear, on_shared=True),
+    Method("regression", "baseline", RegressionPolicy, fit_regression, on_shared=True),
+    Method("cfm", "baseline", CFMPolicy, fit_cfm, on_shared=True),
+    Method("param_interp", "baseline", ParameterInterpolation, fit_param_interp, on_scratch=False, on_shared=True),
+    Method("conditioned", "peer", ConditionedPolicy, budget_factor=1.0),
+    Method("conditioned_x2", "peer", ConditionedPolicy, budget_factor=2.0),
+    Method("optimum", "reference"),
+)}
+"""Every method by name."""
+
+
+def names(kind: str | None = None, shared: bool = False) -> tuple[str, ...]:
+    """Method names, in registry order: of one ``kind``, and runnable on shared-start (``shared``) or
+    from-scratch anchors."""
+    return tuple(m.name for m in METHODS.values()
+                 if (kind is None or m.kind == kind) and (m.on_shared if shared else m.on_scratch))
