@@ -2,7 +2,7 @@
 
 A task weighs one reward component by λ. The surrogate moves between anchor weights
 λ_0 < … < λ_K in the task's *weight scale*: ``linear`` (the coordinate is λ) or ``log`` (log λ), see
-docs/method.md, "Local time". Everything that turns a weight into a coordinate, an interval and a
+docs/method.md §2. Everything that turns a weight into a coordinate, an interval and a
 local time, or checks that a weight is usable, lives here, so that tasks, wrappers, policies,
 baselines and reports agree.
 """

@@ -59,7 +59,7 @@ def _interpolation_miss(gain, low=1.0, high=10.0, target=3.0) -> tuple[float, fl
 
 
 def test_interpolation_miss_linear_vs_log():
-    """DESIGN.md section 3: anchors 1 and 10, λ = 3: linear interpolation misses by ~25%, log-λ by ~4%."""
+    """docs/method.md §2: anchors 1 and 10, λ = 3: linear interpolation misses by ~25%, log-λ by ~4%."""
     linear, log = _interpolation_miss(lambda w: optimal_gain([[1]], [[1]], [[1]], [[1]], w))
     assert linear == pytest.approx(0.245, abs=0.005) and log == pytest.approx(0.041, abs=0.005)
     env = _lqr2d()

@@ -1,4 +1,4 @@
-"""CLOT: Conditional Lagrangian Optimal Transport, the method of DESIGN.md §5, in pure torch.
+"""CLOT: Conditional Lagrangian Optimal Transport, the method of docs/method.md §5, in pure torch.
 
 Knows nothing of reinforcement learning: x is a condition, y an output, times the anchors' coordinate.
 """

@@ -1,4 +1,4 @@
-"""Fitting CLOT (DESIGN.md §5.6): build the potential once, then per step update each interval's g_k and
+"""Fitting CLOT (docs/method.md §5.8): build the potential once, then per step update each interval's g_k and
 T_k on the semi-dual, every few steps lower the total transport cost over the metric (least action),
 and every few more steps refit the path net on the pairs (y_k, T_k(y_k))."""
 

@@ -1,4 +1,4 @@
-"""Learned Riemannian metric G(y|x) = R·diag(e)·Rᵀ on the output space (DESIGN.md §5.2).
+"""Learned Riemannian metric G(y|x) = R·diag(e)·Rᵀ on the output space (docs/method.md §5.4).
 
 SPD by construction: the eigenvalues e are bounded below by ``floor`` and keep a fixed sum D (the
 budget, so G cannot shrink to 0 and the Euclidean metric I is in the family); R is a product of Givens
@@ -17,7 +17,7 @@ from hti_rl.clot.film import FiLMMLP
 def eigenvalues(logits: Tensor, floor: float) -> Tensor:
     """logits [..., D] -> e [..., D] with e_i >= floor and Σ e_i = D.
 
-    This is DESIGN.md's floor + (1 − floor·D)·softmax scaled by D, so that the floor and the budget are
+    This is docs/method.md §5.4's floor + (1 − floor·D)·softmax scaled by D, so that the floor and the budget are
     in the units of the identity metric.
     """
     D = logits.shape[-1]

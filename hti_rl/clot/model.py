@@ -1,6 +1,6 @@
 """CLOTModel: the fitted surrogate. Moves a sample of anchor k at condition x to local time s along its
 least-action path, in closed form: one map evaluation, one path-net evaluation, one spline evaluation
-(DESIGN.md §5.7)."""
+(docs/method.md §5.9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Curves between two outputs, their action, and the amortised path net (DESIGN.md §5.3-5.4).
+"""Curves between two outputs, their action, and the amortised path net (docs/method.md §5.5-5.6).
 
 A curve from y0 to y1 is the straight line plus a natural cubic spline correction that is zero at
 s = 0 and s = 1 and takes the values ``knots`` [n, D] at the interior nodes s_j = j/(n+1). The spline

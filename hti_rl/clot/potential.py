@@ -1,4 +1,4 @@
-"""Conditional kernel density potential U(y|x) = α·log(p̂(y|x) + ε) (DESIGN.md §5.1).
+"""Conditional kernel density potential U(y|x) = α·log(p̂(y|x) + ε) (docs/method.md §5.3).
 
 p̂ pools every anchor's samples: p̂(y|x) = Σ_i K_x(x − x_i) K_y(y − y_i) / Σ_i K_x(x − x_i), with Gaussian
 kernels of bandwidth h_x and h_y; K_y is a normalised density in y, K_x needs no normalisation since it

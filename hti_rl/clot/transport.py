@@ -1,5 +1,5 @@
 """Per-interval conditional transport: Kantorovich potential g_k(y|x) and map T_k(y|x), trained with
-the semi-dual of OT under a cost c(y0, y1|x) (DESIGN.md §5.5).
+the semi-dual of OT under a cost c(y0, y1|x) (docs/method.md §5.7).
 
 The semi-dual maximises E[c(y_k, T(y_k)) − g(T(y_k))] + E[g(y_{k+1})], where T(y_k) stands for the
 c-transform's argmin_y' c(y_k, y') − g(y'). T's guess is refined by a few gradient steps on that

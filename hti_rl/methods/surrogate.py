@@ -58,7 +58,7 @@ class SurrogatePolicy(AnchoredPolicy):
 
 
 # The deployed policy holds every anchor actor, so the end of each path is anchor k+1's own action at
-# the observation (exact) rather than a learned map T_k(y): "endpoint" mode (DESIGN.md §5). For Gaussian
+# the observation (exact) rather than a learned map T_k(y): "endpoint" mode (docs/method.md §6.3). For Gaussian
 # anchors, drawing both ends with the same noise is the exact W2 coupling of the two diagonal
 # Gaussians, which is what T_k would have to learn. Map mode stays one override away (--set mode=map).
 # The potential's strength is the paper's RL setting (α = 0.001): with the core's α = 1 the KDE, pooled

@@ -85,7 +85,7 @@ class RewardSpec:
 
 @dataclass(frozen=True)
 class RecordSpec:
-    """How the policy dataset is recorded (DESIGN.md section 4).
+    """How the policy dataset is recorded (docs/method.md §4).
 
     :param episodes: rollout episodes per anchor.
     :param samples: action samples stored per anchor and state.

@@ -1,6 +1,6 @@
 """A peer baseline: one weight-conditioned agent, trained with the anchors' total compute.
 
-What a user would do instead of hti-rl (DESIGN.md section 7): train a single SB3 agent (the task's
+What a user would do instead of hti-rl (docs/method.md §9.3): train a single SB3 agent (the task's
 algorithm and hyperparameters) whose observation carries the reward weight
 (:class:`hti_rl.wrappers.WeightInObservation`: ``log λ`` on a log-scale task), the weight drawn per
 episode uniformly in that coordinate over the anchor range. Its budget is what the anchors cost,
