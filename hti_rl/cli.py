@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 from hti_rl import __version__
 from hti_rl.errors import HTIError
-from hti_rl.runs import RunDir
+from hti_rl.runs import DEFAULT_ROOT, RunDir
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 def spec_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments every stage takes: the task spec, the run root, and ``--force``."""
     parser.add_argument("spec", help="task spec, e.g. envs/lqr1d.yaml")
-    parser.add_argument("--run-root", default="runs", help="root of the run directories (default: runs)")
+    parser.add_argument("--run-root", default=DEFAULT_ROOT, help=f"root of the run directories (default: {DEFAULT_ROOT})")
     parser.add_argument("--force", action="store_true", help="redo the stage even if it has finished")
 
 
@@ -319,7 +319,7 @@ def demo_command(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- compare
 def _compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="experiment spec, e.g. experiments/lqr2d.yaml")
-    parser.add_argument("--run-root", default="runs", help="root of the run directories (default: runs)")
+    parser.add_argument("--run-root", default=DEFAULT_ROOT, help=f"root of the run directories (default: {DEFAULT_ROOT})")
     parser.add_argument("--workers", type=int, default=1, help="agents trained at once (default: 1)")
     parser.add_argument("--force", action="store_true", help="refit the methods (training and recording are reused)")
     parser.add_argument("--train-only", action="store_true", help="stop after training anchors and retrained agents")

@@ -14,7 +14,7 @@ import numpy as np
 from hti_rl.errors import FileFormatError
 from hti_rl.evaluate import ComponentReturns, mean_ci, returns_at, rollout_components
 from hti_rl.io import sha256_bytes, write_json
-from hti_rl.runs import RunDir
+from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.seeds import cross_eval_seed
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.store import load_anchor_actor
@@ -26,7 +26,7 @@ CONFIDENCE = 0.95
 
 
 
-def anchor_hashes(spec: TaskSpec, run_root: str | Path = "runs") -> dict[str, str | None]:
+def anchor_hashes(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT) -> dict[str, str | None]:
     """``{"w=<λ>": SHA-256 (16 hex) of its meta.json, or None when missing}`` for every anchor weight."""
     hashes = {}
     for weight in spec.anchors:
@@ -188,7 +188,7 @@ class CrossEval:
         return cross
 
 
-def cross_evaluate(spec: TaskSpec, run_root: str | Path = "runs", episodes: int | None = None) -> CrossEval:
+def cross_evaluate(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, episodes: int | None = None) -> CrossEval:
     """Roll out every anchor once and keep its per-episode component sums.
 
     :param spec: the task spec; all its anchors must be trained.
@@ -219,7 +219,7 @@ def cross_evaluate(spec: TaskSpec, run_root: str | Path = "runs", episodes: int 
     )
 
 
-def stale_reason(spec: TaskSpec, run_root: str | Path = "runs") -> str | None:
+def stale_reason(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT) -> str | None:
     """Why ``cross_eval.json`` must be computed again (missing, unreadable, another spec or episode
     count, an anchor's ``meta.json`` changed since), or ``None`` when it is up to date."""
     path = RunDir.of(spec, run_root).cross_eval

@@ -34,7 +34,7 @@ from hti_rl import __version__
 from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceError
 from hti_rl.io import RunLock, atomic_write, sha256_bytes
-from hti_rl.runs import RunDir, package_versions, spec_hint
+from hti_rl.runs import DEFAULT_ROOT, RunDir, package_versions, spec_hint
 from hti_rl.seeds import dataset_streams
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.store import load_anchor_actor
@@ -185,7 +185,7 @@ def _check_arrays(data: dict[str, np.ndarray], path: Path, fix: str) -> None:
         raise FileFormatError(f"{path}: empty dataset (K={k}, N={n}, M={m}, D={d}); {fix}.")
 
 
-def record(spec: TaskSpec, run_root: str | Path = "runs", seed: int | None = None, progress: bool = True) -> PolicyDataset:
+def record(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, seed: int | None = None, progress: bool = True) -> PolicyDataset:
     """Roll out every anchor, keep the states, evaluate every anchor there, and save the dataset.
 
     :param spec: the task spec (anchors must be trained: ``hti-rl train-anchors``).

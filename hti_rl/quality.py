@@ -35,13 +35,13 @@ import numpy as np
 from hti_rl.cross_eval import CrossEval, cross_evaluate, stale_reason
 from hti_rl.errors import AnchorError
 from hti_rl.io import RunLock, atomic_write
-from hti_rl.runs import RunDir
+from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.spec.task import TaskSpec
 
 logger = logging.getLogger(__name__)
 
 
-def check_anchors(spec: TaskSpec, run_root: str | Path = "runs", force: bool = False, log_warnings: bool = True) -> CrossEval:
+def check_anchors(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, force: bool = False, log_warnings: bool = True) -> CrossEval:
     """Cross-evaluate the anchors (unless ``cross_eval.json`` is up to date) and write the results.
 
     Writes ``cross_eval.json`` and ``cross_eval.png`` atomically and logs the matrix to TensorBoard
@@ -72,7 +72,7 @@ def check_anchors(spec: TaskSpec, run_root: str | Path = "runs", force: bool = F
     return cross
 
 
-def require_good_anchors(spec: TaskSpec, run_root: str | Path = "runs", accept: bool = False) -> CrossEval:
+def require_good_anchors(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, accept: bool = False) -> CrossEval:
     """The gate before a surrogate is fitted: anchors that fail the check are refused.
 
     Reuses ``cross_eval.json`` when it is up to date, else runs :func:`check_anchors`.

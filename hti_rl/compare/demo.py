@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hti_rl.io import atomic_write, write_json
-from hti_rl.runs import RunDir
+from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.spec.task import TaskSpec
 
 DEMO_SPEC = """\
@@ -88,7 +88,7 @@ def _reuse(path: Path, load: Any, force: bool) -> Any:
         return None
 
 
-def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = False) -> Path:
+def run_demo(run_root: str | Path = DEFAULT_ROOT, workers: int = 2, force: bool = False) -> Path:
     """Run every stage of the pipeline on the demo task; return the report's path.
 
     :param run_root: where ``demo/`` goes.

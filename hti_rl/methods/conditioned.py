@@ -12,7 +12,7 @@ import torch
 
 from hti_rl.actors import AnchorActor
 from hti_rl.methods.base import AnchoredPolicy
-from hti_rl.runs import RunDir, package_versions
+from hti_rl.runs import DEFAULT_ROOT, RunDir, package_versions
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.conditioned import check_conditioned_meta, make_conditioned_env
 from hti_rl.training.store import load_agent_actor
@@ -58,7 +58,7 @@ class ConditionedPolicy(AnchoredPolicy):
         return actor.to_env_action(self.anchor_draw(actor, conditioned, deterministic)[0])
 
 
-def load_conditioned_actor(spec: TaskSpec, factor: float, run_root: str | Path = "runs") -> AnchorActor:
+def load_conditioned_actor(spec: TaskSpec, factor: float, run_root: str | Path = DEFAULT_ROOT) -> AnchorActor:
     """The finished conditioned agent of budget factor ``factor`` as an :class:`AnchorActor`, read
     without unpickling code (:mod:`hti_rl.safe_sb3`, :mod:`hti_rl.safe_pickle`).
 
@@ -69,7 +69,7 @@ def load_conditioned_actor(spec: TaskSpec, factor: float, run_root: str | Path =
     return load_agent_actor(spec, directory, lambda: make_conditioned_env(spec))
 
 
-def load_conditioned_policy(spec: TaskSpec, factor: float, run_root: str | Path = "runs", weight: float | None = None) -> ConditionedPolicy:
+def load_conditioned_policy(spec: TaskSpec, factor: float, run_root: str | Path = DEFAULT_ROOT, weight: float | None = None) -> ConditionedPolicy:
     """The finished conditioned agent of budget factor ``factor`` as a :class:`ConditionedPolicy`."""
     directory = RunDir.of(spec, run_root).conditioned(factor)
     meta = json.loads((directory / "meta.json").read_text()) if (directory / "meta.json").exists() else {}

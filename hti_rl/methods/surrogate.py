@@ -19,7 +19,7 @@ from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
 from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
-from hti_rl.runs import RunDir
+from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.store import load_anchor_actor
 
@@ -104,7 +104,7 @@ def clot_config(overrides: dict[str, Any] | None = None, seed: int = 0) -> CLOTC
 
 def fit(
     spec: TaskSpec,
-    run_root: str | Path = "runs",
+    run_root: str | Path = DEFAULT_ROOT,
     config: CLOTConfig | None = None,
     progress: bool = True,
     dataset: PolicyDataset | None = None,

@@ -37,7 +37,7 @@ from typing import Any
 
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.io import RunLock, atomic_write, write_json
-from hti_rl.runs import RunDir, read_meta, spec_hint
+from hti_rl.runs import DEFAULT_ROOT, RunDir, read_meta, spec_hint
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.jobs import (
     CHECKPOINTS_PER_RUN,
@@ -50,7 +50,7 @@ from hti_rl.training.runner import run_jobs
 
 def train_anchors(
     spec: TaskSpec,
-    run_root: str | Path = "runs",
+    run_root: str | Path = DEFAULT_ROOT,
     workers: int = 1,
     backend: str = "local",
     force: bool = False,
@@ -121,7 +121,7 @@ def anchor_jobs(spec: TaskSpec, run_root: str | Path, force: bool = False,
     return todo, choose
 
 
-def keep_best_seed(spec: TaskSpec, index: int, run_root: str | Path = "runs") -> dict[str, Any]:
+def keep_best_seed(spec: TaskSpec, index: int, run_root: str | Path = DEFAULT_ROOT) -> dict[str, Any]:
     """Make the best-scoring finished seed of anchor ``index`` the anchor: copy its model (and
     VecNormalize) to ``w=<λ>/`` and write ``meta.json`` (last) with every seed's score.
 

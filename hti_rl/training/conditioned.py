@@ -36,7 +36,7 @@ import numpy as np
 from hti_rl.envs.wrappers import WeightInObservation
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.io import RunLock
-from hti_rl.runs import RunDir
+from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.seeds import conditioned_seed
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.jobs import CHECKPOINTS_PER_RUN, AnchorJob
@@ -113,7 +113,7 @@ class ConditionedJob(AnchorJob):
 def train_conditioned(
     spec: TaskSpec,
     factors: Sequence[float] = (1.0,),
-    run_root: str | Path = "runs",
+    run_root: str | Path = DEFAULT_ROOT,
     workers: int = 1,
     force: bool = False,
     progress: bool = True,

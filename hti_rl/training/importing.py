@@ -41,7 +41,7 @@ from hti_rl.actors import (
 )
 from hti_rl.errors import AnchorError, HTIError, SpaceError
 from hti_rl.io import RunLock, atomic_write, sha256_bytes, write_json
-from hti_rl.runs import RunDir, package_versions
+from hti_rl.runs import DEFAULT_ROOT, RunDir, package_versions
 from hti_rl.sb3io.actor import actor_from_sb3
 from hti_rl.sb3io.safe_pickle import (
     NormStats,
@@ -88,7 +88,7 @@ def import_anchors(
     spec: TaskSpec,
     models: Mapping[float, Source] | Iterable[tuple[float, Source]] | None = None,
     vecnormalize: Mapping[float, str | Path] | Iterable[tuple[float, str | Path]] | None = None,
-    run_root: str | Path = "runs",
+    run_root: str | Path = DEFAULT_ROOT,
     force: bool = False,
 ) -> list[Imported]:
     """Install existing agents as anchors of ``spec``.
@@ -152,7 +152,7 @@ def _sources(spec: TaskSpec, models: Any, vecnormalize: Any) -> dict[float, tupl
     return {w: (m, norms.get(w, n)) for w, (m, n) in sources.items()}
 
 
-def import_anchor(spec: TaskSpec, weight: float, source: Source, vecnormalize: Path | None = None, run_root: str | Path = "runs", force: bool = False) -> Imported:
+def import_anchor(spec: TaskSpec, weight: float, source: Source, vecnormalize: Path | None = None, run_root: str | Path = DEFAULT_ROOT, force: bool = False) -> Imported:
     """Import one agent as the anchor at ``weight`` (see :func:`import_anchors`; takes no lock)."""
     where = f"anchor w={weight:g}"
     env = spec.make_env(weight)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,19 +55,6 @@ def retrain_jobs(spec: TaskSpec, seeds: int, run_root: str | Path) -> list[Retra
     every = max(int(spec.hyperparams()["n_timesteps"]) // CHECKPOINTS_PER_RUN, 1)
     return [RetrainJob(spec=spec, index=0, run_root=str(run_root), checkpoint_every=every, retrain_weight=w, retrain_seed=i)
             for w in spec.held_out for i in range(seeds)]
-
-
-def train_retrained(spec: TaskSpec, seeds: int, run_root: str | Path = DEFAULT_ROOT, workers: int = 1, progress: bool = True) -> list[dict]:
-    """Train (or resume) ``seeds`` agents at every held-out weight; finished ones are skipped.
-
-    :return: every retrained agent's ``meta.json`` (held-out weight order, then seed order).
-    """
-    total = int(spec.hyperparams()["n_timesteps"])
-    jobs = retrain_jobs(spec, seeds, run_root)
-    with RunLock(RunDir.of(spec, run_root).retrained_root, "hti-rl compare (retrained agents)"):
-        todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
-        run_jobs(todo, workers, total * len(todo), progress, description="retrain", start={job.key: checkpoint_steps(job) for job in todo})
-    return [json.loads((job.directory / "meta.json").read_text()) for job in jobs]
 
 
 def train_all(spec: TaskSpec, retrained_seeds: int, run_root: str | Path = DEFAULT_ROOT, workers: int = 1, progress: bool = True) -> None:

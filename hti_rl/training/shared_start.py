@@ -41,7 +41,7 @@ import numpy as np
 
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.io import RunLock, sha256_file
-from hti_rl.runs import RunDir, read_meta
+from hti_rl.runs import DEFAULT_ROOT, RunDir, read_meta
 from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
 from hti_rl.seeds import base_seed, finetune_seed
@@ -152,7 +152,7 @@ class FinetuneJob(AnchorJob):
 
 def train_shared_anchors(
     spec: TaskSpec,
-    run_root: str | Path = "runs",
+    run_root: str | Path = DEFAULT_ROOT,
     workers: int = 1,
     backend: str = "local",
     force: bool = False,
@@ -196,7 +196,7 @@ def train_shared_anchors(
         return [read_meta(RunDir.of(spec, run_root).anchor(w)) for w in spec.anchors]
 
 
-def train_finetuned(spec: TaskSpec, weights: Any, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
+def train_finetuned(spec: TaskSpec, weights: Any, run_root: str | Path = DEFAULT_ROOT, workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
     """Fine-tune the finished base at each of ``weights`` (as an anchor would be, in :func:`finetuned_dir`);
     finished ones are skipped. A comparison's reference for shared-start methods at held-out weights.
 
@@ -218,7 +218,7 @@ def train_finetuned(spec: TaskSpec, weights: Any, run_root: str | Path = "runs",
     return [read_meta(job.directory) for job in jobs]
 
 
-def load_base_meta(spec: TaskSpec, run_root: str | Path = "runs") -> dict[str, Any]:
+def load_base_meta(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT) -> dict[str, Any]:
     """The finished base's ``meta.json``.
 
     :raises AnchorError: the base is not trained.

@@ -11,14 +11,14 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError
-from hti_rl.runs import RunDir, read_meta, spec_hint
+from hti_rl.runs import DEFAULT_ROOT, RunDir, read_meta, spec_hint
 from hti_rl.sb3io.actor import actor_from_sb3
 from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
 from hti_rl.spec.task import TaskSpec
 
 
-def load_anchor(spec: TaskSpec, weight: float, run_root: str | Path = "runs") -> tuple[Any, Any]:
+def load_anchor(spec: TaskSpec, weight: float, run_root: str | Path = DEFAULT_ROOT) -> tuple[Any, Any]:
     """Load a finished anchor (trained, or imported from an SB3 model).
 
     :return: ``(model, vecnormalize)``; ``vecnormalize`` is ``None`` when the anchor does not normalise,
@@ -49,7 +49,7 @@ def load_anchor(spec: TaskSpec, weight: float, run_root: str | Path = "runs") ->
     return model, vecnormalize
 
 
-def load_anchor_actor(spec: TaskSpec, weight: float, run_root: str | Path = "runs") -> AnchorActor:
+def load_anchor_actor(spec: TaskSpec, weight: float, run_root: str | Path = DEFAULT_ROOT) -> AnchorActor:
     """The finished anchor at ``weight`` as an :class:`AnchorActor` (policy + VecNormalize statistics);
     an imported anchor's is read from its tensors-only ``actor.pt`` (or its callable)."""
     directory, meta = _finished_meta(spec, weight, run_root)
