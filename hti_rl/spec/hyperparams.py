@@ -13,22 +13,12 @@ import ast
 import inspect
 from typing import Any
 
-import stable_baselines3
 import torch
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 
 from hti_rl.errors import SpecError
+from hti_rl.spec.algorithms import ALGOS
 from hti_rl.spec.fields import is_number
-
-ALGOS: dict[str, type[BaseAlgorithm]] = {
-    "ppo": stable_baselines3.PPO,
-    "a2c": stable_baselines3.A2C,
-    "sac": stable_baselines3.SAC,
-    "td3": stable_baselines3.TD3,
-    "ddpg": stable_baselines3.DDPG,
-}
-
 
 ZOO_KEYS = ("n_timesteps", "n_envs", "normalize")
 """rl-zoo3 keys that configure the run rather than the algorithm's constructor."""

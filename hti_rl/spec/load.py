@@ -13,8 +13,9 @@ import yaml
 
 import hti_rl.envs.lqr  # noqa: F401  (registers the LQR env ids)
 from hti_rl.errors import SpecError
+from hti_rl.spec.algorithms import ALGOS
 from hti_rl.spec.fields import REQUIRED, Fields, is_number
-from hti_rl.spec.hyperparams import ALGOS, parse_agent
+from hti_rl.spec.hyperparams import parse_agent
 from hti_rl.spec.task import (
     COMPONENT_KINDS,
     AnchorFiles,

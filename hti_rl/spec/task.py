@@ -38,7 +38,8 @@ import hti_rl.envs.lqr  # noqa: F401  (registers the LQR env ids)
 from hti_rl.envs.wrappers import RewardWeightWrapper, Source
 from hti_rl.errors import SpecError
 from hti_rl.io import sha256_bytes
-from hti_rl.spec.hyperparams import ALGOS, parse_agent
+from hti_rl.spec.algorithms import ALGOS
+from hti_rl.spec.hyperparams import parse_agent
 from hti_rl.weights import WeightAxis
 
 try:  # registers the mo-* env ids when MO-Gymnasium is installed

@@ -50,6 +50,7 @@ from hti_rl.sb3io.safe_pickle import (
     write_norm_stats,
 )
 from hti_rl.sb3io.safe_sb3 import load_sb3
+from hti_rl.spec.algorithms import ALGORITHMS, ALGOS, SUPPORTED, recognise
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.callables import (
     CallableActor,
@@ -72,7 +73,6 @@ ACTOR_FILE, STATS_FILE = "actor.pt", "vecnormalize.json"
 IMPORT_FILES = ("model.zip", "vecnormalize.pkl", STATS_FILE, ACTOR_FILE)
 
 
-_POLICY_MODULES = {"stable_baselines3.common.policies": "ppo/a2c", "stable_baselines3.sac.policies": "sac", "stable_baselines3.td3.policies": "td3/ddpg"}
 
 
 @dataclass(frozen=True)
@@ -222,8 +222,8 @@ def _read_source(spec: TaskSpec, weight: float, source: Source, vecnormalize: Pa
         model = source
         info.update(algo=type(model).__name__.lower(), source=f"<{type(model).__name__} object>")
         where = f"{where} ({info['source']})"
-        if info["algo"] not in ("ppo", "a2c", "sac", "td3", "ddpg"):
-            raise AnchorError(f"{where}: {type(model).__name__} is not supported; hti-rl imports PPO, A2C, SAC, TD3 and DDPG "
+        if info["algo"] not in ALGORITHMS:
+            raise AnchorError(f"{where}: {type(model).__name__} is not supported; hti-rl imports {SUPPORTED} "
                               "with MlpPolicy. Wrap your agent as a callable obs -> action instead.")
         vn = model.get_vec_normalize_env()
         stats = NormStats.from_vecnormalize(vn) if vn is not None and vecnormalize is None else None
@@ -288,22 +288,18 @@ def detect_algo(path: Path, where: str = "anchor") -> str:
         module = str(data.get("policy_class", {}).get("__module__", ""))
     except (zipfile.BadZipFile, KeyError, ValueError, OSError, AttributeError) as exc:
         raise AnchorError(f"{where}: {path} is not a readable SB3 model zip ({type(exc).__name__}: {exc}); give the .zip that model.save wrote.") from None
-    if module == "stable_baselines3.common.policies":
-        return "ppo" if "n_epochs" in data else "a2c"
-    if module == "stable_baselines3.sac.policies":
-        return "sac"
-    if module == "stable_baselines3.td3.policies":
-        return "ddpg" if data.get("policy_delay") == 1 and data.get("target_noise_clip") == 0 else "td3"
+    algo = recognise(data)
+    if algo is not None:
+        return algo
     algo = module.split(".")[-2].upper() if module.count(".") >= 2 else module or "unknown"
     raise AnchorError(
-        f"{where}: {path} is a {algo} model (policy from {module!r}); hti-rl imports PPO, A2C, SAC, TD3 and DDPG "
+        f"{where}: {path} is a {algo} model (policy from {module!r}); hti-rl imports {SUPPORTED} "
         "with MlpPolicy. Give one of those, or wrap your agent as a callable obs -> action (import_anchors in Python)."
     )
 
 
 def _load_sb3(algo: str, path: Path, env: Any, where: str) -> Any:
     """The zip's model, read by :func:`hti_rl.safe_sb3.load_sb3` (no serialized setting is unpickled)."""
-    from hti_rl.spec.task import ALGOS
 
     try:
         return load_sb3(ALGOS[algo], path, env)

@@ -15,6 +15,7 @@ from hti_rl.runs import DEFAULT_ROOT, RunDir, read_meta, spec_hint
 from hti_rl.sb3io.actor import actor_from_sb3
 from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
+from hti_rl.spec.algorithms import ALGOS
 from hti_rl.spec.task import TaskSpec
 
 
@@ -28,7 +29,6 @@ def load_anchor(spec: TaskSpec, weight: float, run_root: str | Path = DEFAULT_RO
     :raises AnchorError: the anchor is not trained (or not finished), was trained for another spec, or
         was imported from a callable (it has no SB3 model: use :func:`load_anchor_actor`).
     """
-    from hti_rl.spec.task import ALGOS
 
     directory, meta = _finished_meta(spec, weight, run_root)
     if not (directory / "model.zip").exists():
