@@ -1,7 +1,7 @@
 """Reward components of envs that report none, as functions ``fn(obs, action, next_obs) -> float``.
 
 Each returns one *unweighted* component as a reward (a cost is negative). A task spec names them as
-``{function: "hti_rl.components:<name>"}``; :class:`hti_rl.wrappers.RewardWeightWrapper` calls them with the
+``{function: "hti_rl.components:<name>"}``; :class:`hti_rl.envs.wrappers.RewardWeightWrapper` calls them with the
 observation before the step, the action given to ``step`` and the observation after it.
 
 Pendulum-v1 (obs ``[cos θ, sin θ, θ̇]``): its own reward is ``pendulum_angle + 0.1·pendulum_speed +

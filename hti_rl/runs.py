@@ -3,15 +3,16 @@
 Layout (``<task>/shared/`` holds the same for shared-start anchors)::
 
     anchors/.lock                 held while anchors train, import, record or are checked
-    anchors/w=<λ>/                one anchor: model.zip, vecnormalize.pkl, meta.json (written last)
+    anchors/w=<λ>/                one anchor: model.zip, vecnormalize.pkl, meta.json (written last);
+                                  an imported one also actor.pt and vecnormalize.json
     anchors/w=<λ>/seeds/<i>/      seed i's run with seeds_per_anchor > 1
     anchors/base/                 the shared start (shared-start runs only)
+    finetuned/w=<λ>/              the shared start fine-tuned at held-out weights (shared-start runs, compare)
     anchors/cross_eval.json       every anchor evaluated at every anchor weight
     dataset.npz                   the recorded policy dataset
     surrogate.zip                 the fitted surrogate
     retrained/w=<λ>/seed=<i>/     agents retrained from scratch at held-out weights (compare)
     conditioned/f=<F>/            weight-conditioned peers (compare)
-    finetuned/w=<λ>/              the shared start fine-tuned at held-out weights (compare)
     compare/<method>.zip          methods fitted by compare
     tb/                           every TensorBoard log of the task
 

@@ -1,4 +1,4 @@
-"""hti_rl.safe_sb3: an SB3 zip loads with the same actions as SB3's own load, and no serialized setting runs code."""
+"""hti_rl.sb3io.safe_sb3: an SB3 zip loads with the same actions as SB3's own load, and no serialized setting runs code."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Stage 7, comparison: experiment specs, the comparison run, its report, and the demo built on them."""
+"""The comparison stage: experiment specs, the comparison run, its report, and the demo built on them."""

@@ -33,8 +33,8 @@ class Experiment:
     :param eval_seeds: evaluation seeds; each gives ``eval_episodes`` episodes with its own reset seeds.
     :param methods: of ``surrogate`` (every CLOT variant), ``nearest``, ``linear``, ``regression``,
         ``cfm``, ``conditioned``/``conditioned_x2`` (one weight-conditioned agent trained with 1×/2× the
-        anchors' total steps, :mod:`hti_rl.conditioned`), ``optimum`` (LQR tasks only: the exact Riccati policy).
-    :param shared_start: methods fitted on shared-start anchors as well (:mod:`hti_rl.shared_start`: the
+        anchors' total steps, :mod:`hti_rl.training.conditioned`), ``optimum`` (LQR tasks only: the exact Riccati policy).
+    :param shared_start: methods fitted on shared-start anchors as well (:mod:`hti_rl.training.shared_start`: the
         spec's ``shared_start`` settings, else the defaults), rows ``shared/<method>``: ``surrogate`` (the
         first variant), ``param_interp`` (parameter interpolation, "rewarded soups"), or any baseline.
         The base fine-tuned at each held-out weight is row ``shared/fine-tuned``.

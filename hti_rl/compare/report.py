@@ -1,6 +1,6 @@
 """Comparison reports: markdown tables and the return-vs-weight figure.
 
-Reads the results of :func:`hti_rl.compare.run_compare` (plain dicts and lists) and writes
+Reads the results of :func:`hti_rl.compare.run.run_compare` (plain dicts and lists) and writes
 ``report.md`` and ``returns.png``; computes nothing that needs an env or a policy.
 """
 

@@ -1,1 +1,1 @@
-"""Stage 0, the envs: Gymnasium wrappers that weigh reward components, and hti-rl's own analytic LQR task. Knows nothing of specs."""
+"""The envs stage (first in the flow): Gymnasium wrappers that weigh reward components, and hti-rl's own analytic LQR task. Knows nothing of specs."""

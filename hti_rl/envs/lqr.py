@@ -3,7 +3,7 @@
 Dynamics ``x' = A x + B u + w`` with ``w ~ N(0, noise_std² I)``; reward ``−(xᵀQx + λ·uᵀRu)``. The optimal
 policy is ``u = −K(λ) x`` with ``K`` from the discrete algebraic Riccati equation (:func:`optimal_gain`).
 The env itself returns the reward at λ = 1 and the two unweighted components in ``info``
-(``reward_state``, ``reward_ctrl``); :class:`hti_rl.wrappers.RewardWeightWrapper` applies λ.
+(``reward_state``, ``reward_ctrl``); :class:`hti_rl.envs.wrappers.RewardWeightWrapper` applies λ.
 
 Importing this module registers ``hti_rl/LQR1D-v0`` (``x' = x + u + w``) and ``hti_rl/LQR2D-v0``
 (2-D state and action, A and B not multiples of the identity, so that the optimal action at a fixed

@@ -1,1 +1,1 @@
-"""Stage 6, the methods: drop-in SB3 policies at any weight (the CLOT surrogate, baselines, peers) and how each is fitted."""
+"""The methods stage: drop-in SB3 policies at any weight (the CLOT surrogate, baselines, peers) and how each is fitted."""

@@ -8,7 +8,7 @@ between anchors k and k+1 at local time s (:meth:`AnchoredPolicy._between`).
 :class:`SurrogatePolicy` is hti-rl's method: at weight λ inside [λ_k, λ_{k+1}] it takes anchor k's
 action at the observation (the mean when deterministic, a sample otherwise) and moves it along the
 CLOT path towards anchor k+1, then maps it to the env's action space as the anchors' own SB3 policy
-would. The baselines (hti_rl/baselines.py) are other subclasses.
+would. The baselines (hti_rl/methods/baselines.py) are other subclasses.
 """
 
 from __future__ import annotations

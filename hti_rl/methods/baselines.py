@@ -1,6 +1,6 @@
 """Baselines for the surrogate: other ways to get a policy between two anchors.
 
-Each is an :class:`~hti_rl.policy.AnchoredPolicy` subclass, so it has SurrogatePolicy's interface
+Each is an :class:`~hti_rl.methods.base.AnchoredPolicy` subclass, so it has SurrogatePolicy's interface
 (``set_weight``, ``predict``, ``save``/``load`` in the same file format) and returns the anchors'
 own actions at anchor weights (the base class does that). They differ only in ``_between``: how an
 action moves from anchor k to anchor k+1 at local time s (in the task's weight scale).
@@ -17,7 +17,7 @@ action moves from anchor k to anchor k+1 at local time s (in the task's weight s
 
 - :class:`ParameterInterpolation`: the peer "rewarded soups" (Ramé et al., NeurIPS 2023): one network
   whose parameters are (1 − s)·θ_k + s·θ_{k+1}, for anchors fine-tuned from one shared start
-  (:mod:`hti_rl.shared_start`); unrelated anchors are refused.
+  (:mod:`hti_rl.training.shared_start`); unrelated anchors are refused.
 
 Each has a ``fit_<name>(spec, dataset, actors, seed)``; :data:`hti_rl.methods.registry.METHODS` lists them.
 """

@@ -60,7 +60,7 @@ class ConditionedPolicy(AnchoredPolicy):
 
 def load_conditioned_actor(spec: TaskSpec, factor: float, run_root: str | Path = DEFAULT_ROOT) -> AnchorActor:
     """The finished conditioned agent of budget factor ``factor`` as an :class:`AnchorActor`, read
-    without unpickling code (:mod:`hti_rl.safe_sb3`, :mod:`hti_rl.safe_pickle`).
+    without unpickling code (:mod:`hti_rl.sb3io.safe_sb3`, :mod:`hti_rl.sb3io.safe_pickle`).
 
     :raises AnchorError: not trained (or not finished), or trained for another version of the spec.
     """

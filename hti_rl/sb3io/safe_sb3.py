@@ -8,7 +8,7 @@ author chose. SB3 leaves alone each entry named in ``custom_objects``; :func:`lo
 itself (zipfile + json) and names all serialized entries there:
 
 - ``observation_space``, ``action_space``: read as data by the restricted unpickler of
-  :mod:`hti_rl.safe_pickle` (numpy arrays, Gymnasium ``Box``); the task env's own space when they are
+  :mod:`hti_rl.sb3io.safe_pickle` (numpy arrays, Gymnasium ``Box``); the task env's own space when they are
   equal. Any other space is refused with :class:`~hti_rl.errors.SpaceError`;
 - ``policy_class``: only a reference to one of the algorithm's policy classes is admitted, and it must
   be ``MlpPolicy``;
@@ -19,7 +19,7 @@ itself (zipfile + json) and names all serialized entries there:
 - anything else (buffer classes, last observations, episode statistics, unknown keys): ``None``, which
   SB3 replaces with its defaults or rebuilds when training starts.
 
-Anything the restricted unpickler does not admit raises :class:`~hti_rl.safe_pickle.UnsafePickleError`
+Anything the restricted unpickler does not admit raises :class:`~hti_rl.sb3io.safe_pickle.UnsafePickleError`
 before it is called::
 
     model = load_sb3(PPO, "runs/lqr1d/anchors/w=0.1/model.zip", spec.make_env(0.1), spec.hyperparams())
@@ -158,7 +158,7 @@ def _policy_kwargs_classes() -> dict[tuple[str, str], type]:
 
 
 class _EntryUnpickler(_RestrictedUnpickler):
-    """:mod:`hti_rl.safe_pickle`'s unpickler (numpy data, plain builtins, inert Box) plus ``classes``."""
+    """:mod:`hti_rl.sb3io.safe_pickle`'s unpickler (numpy data, plain builtins, inert Box) plus ``classes``."""
 
     def __init__(self, file: Any, path: Path, key: str, classes: dict[tuple[str, str], Any]):
         super().__init__(file, path)

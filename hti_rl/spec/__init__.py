@@ -1,1 +1,1 @@
-"""Stage 1, the spec: task specs (envs/*.yaml) and their SB3 hyperparameters, validated into frozen dataclasses."""
+"""The spec stage: task specs (envs/*.yaml) and their SB3 hyperparameters, validated into frozen dataclasses."""

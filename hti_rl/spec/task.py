@@ -66,7 +66,7 @@ class Component:
     ref: str | int
 
     def source(self) -> Source:
-        """The source :class:`~hti_rl.wrappers.RewardWeightWrapper` takes: str, int or the callable."""
+        """The source :class:`~hti_rl.envs.wrappers.RewardWeightWrapper` takes: str, int or the callable."""
         return import_callable(self.ref) if self.kind == "function" else self.ref
 
 
@@ -115,7 +115,7 @@ class AnchorFiles:
 @dataclass(frozen=True)
 class SharedStart:
     """Shared-start anchors ("rewarded soups"): one base agent trained at ``weight``, then a copy of it
-    fine-tuned at each anchor weight, the base's observation normaliser frozen (:mod:`hti_rl.shared_start`).
+    fine-tuned at each anchor weight, the base's observation normaliser frozen (:mod:`hti_rl.training.shared_start`).
 
     :param weight: the base's reward weight (default: the middle of the anchor range in the weight scale).
     :param base_steps: the base's training steps (default: the task's ``n_timesteps``).

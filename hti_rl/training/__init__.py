@@ -1,1 +1,1 @@
-"""Stage 3, training: SB3 agents at reward weights (anchors, retrained, conditioned, shared-start), imported agents, and loading them."""
+"""The training stage: SB3 agents at reward weights (anchors, retrained, conditioned, shared-start), imported agents, and loading them."""

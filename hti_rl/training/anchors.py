@@ -11,11 +11,11 @@ Layout of ``runs/<task>/``::
     anchors/w=<λ>/seeds/<i>/          with ``seeds_per_anchor`` > 1: seed i's run, laid out as above
     tb/anchor_w=<λ>_1/                TensorBoard logs (``anchor_w=<λ>_seed<i>_1/`` per seed)
 
-Anchors can also be agents a user already has (:mod:`hti_rl.importing`, ``hti-rl import-anchors``):
+Anchors can also be agents a user already has (:mod:`hti_rl.training.importing`, ``hti-rl import-anchors``):
 their ``meta.json`` has an ``imported`` entry, and the directory holds ``actor.pt`` (tensors only) and
 ``vecnormalize.json`` (hti-rl's own format) beside the copied ``model.zip``. Every ``vecnormalize.pkl``
-is read with :mod:`hti_rl.safe_pickle`, never with ``pickle.load``, and every ``model.zip`` (checkpoints
-included) with :mod:`hti_rl.safe_sb3`, which unpickles none of the zip's serialized settings.
+is read with :mod:`hti_rl.sb3io.safe_pickle`, never with ``pickle.load``, and every ``model.zip`` (checkpoints
+included) with :mod:`hti_rl.sb3io.safe_sb3`, which unpickles none of the zip's serialized settings.
 
 An anchor whose ``meta.json`` exists is skipped unless ``force``; one with a checkpoint resumes from
 it (``learn(remaining, reset_num_timesteps=False)``) after an interruption. Each anchor's seed
@@ -72,7 +72,7 @@ def train_anchors(
     With ``spec.seeds_per_anchor`` = n > 1, each of the n seeds of an unfinished anchor is one job
     (``workers`` of them at once), and the seed scoring best at the anchor's own weight becomes the
     anchor (see the module docstring). With ``spec.shared_start`` the anchors are fine-tunes of one
-    base agent (:func:`hti_rl.shared_start.train_shared_anchors`).
+    base agent (:func:`hti_rl.training.shared_start.train_shared_anchors`).
     """
     if backend not in ("local", "ray"):
         raise HTIError(f"backend {backend!r} is not one of 'local', 'ray'.")

@@ -2,12 +2,12 @@
 
 What a user would do instead of hti-rl (docs/method.md §9.3): train a single SB3 agent (the task's
 algorithm and hyperparameters) whose observation carries the reward weight
-(:class:`hti_rl.wrappers.WeightInObservation`: ``log λ`` on a log-scale task), the weight drawn per
+(:class:`hti_rl.envs.wrappers.WeightInObservation`: ``log λ`` on a log-scale task), the weight drawn per
 episode uniformly in that coordinate over the anchor range. Its budget is what the anchors cost,
 number of anchors × ``n_timesteps``, times a factor F (``conditioned`` is F = 1, ``conditioned_x2``
 F = 2 in ``hti-rl compare``).
 
-Training reuses the anchors' job machinery (:func:`hti_rl.anchors.train_anchor`: checkpoints, resume,
+Training reuses the anchors' job machinery (:func:`hti_rl.training.jobs.train_anchor`: checkpoints, resume,
 TensorBoard, ``meta.json`` written last) through :class:`ConditionedJob`, which only changes the env,
 the budget, the seed and the directory. Layout of ``runs/<task>/``::
 
@@ -18,7 +18,7 @@ the budget, the seed and the directory. Layout of ``runs/<task>/``::
     conditioned/f=<F>/checkpoints/    as an anchor's, removed when finished
     tb/conditioned_f=<F>_1/           TensorBoard
 
-:class:`ConditionedPolicy` wraps the agent in the :class:`~hti_rl.policy.AnchoredPolicy` interface
+:class:`ConditionedPolicy` wraps the agent in the :class:`~hti_rl.methods.base.AnchoredPolicy` interface
 (``set_weight``, ``predict`` on raw env observations, ``save``/``load``), so that ``hti-rl compare``
 evaluates it like every other method; it appends the weight coordinate to each observation itself.
 """
@@ -71,7 +71,7 @@ def make_conditioned_env(spec: TaskSpec, weight: float | None = None, seed: int 
 class ConditionedJob(AnchorJob):
     """The conditioned agent of budget factor ``factor`` as an anchor job: same algorithm,
     hyperparameters, checkpoints and resume; its own env (:func:`make_conditioned_env`), budget
-    (:func:`conditioned_budget`), seed and directory (:func:`conditioned_dir`).
+    (:func:`conditioned_budget`), seed and directory (``RunDir.conditioned``).
 
     :param factor: the budget factor F.
     """

@@ -4,7 +4,7 @@ An anchor can come from:
 
 - an SB3 ``.zip`` (PPO, A2C, SAC, TD3, DDPG; the algorithm is read from the zip), or an rl-zoo3 run
   folder (``logs/<algo>/<env>_<n>/``: its ``<env>.zip`` and ``<env>/vecnormalize.pkl``), with an
-  optional ``vecnormalize.pkl``, read by :mod:`hti_rl.safe_pickle` and kept as ``vecnormalize.json``;
+  optional ``vecnormalize.pkl``, read by :mod:`hti_rl.sb3io.safe_pickle` and kept as ``vecnormalize.json``;
 - a loaded SB3 model (its VecNormalize, if attached, comes with it);
 - a callable ``obs -> action`` (any RL library): a deterministic anchor whose output is the env
   action (clipped to the Box). An ``nn.Sequential`` of Linear layers and activations (raw observations
@@ -19,7 +19,7 @@ Each import checks the model's spaces against the task's env, converts it to an
 ``predict`` on a few env states, and writes ``runs/<task>/anchors/w=<λ>/``: ``model.zip`` (a copy, when
 there is one), ``vecnormalize.json``, ``actor.pt`` (tensors only) and, last, ``meta.json`` with an
 ``imported`` entry. Every later stage reads it like a trained anchor. A zip is loaded by
-:func:`hti_rl.safe_sb3.load_sb3`: its serialized settings (spaces, policy class, ``policy_kwargs``,
+:func:`hti_rl.sb3io.safe_sb3.load_sb3`: its serialized settings (spaces, policy class, ``policy_kwargs``,
 schedules) are read as data or rebuilt, never unpickled freely, so an agent with custom classes in them
 is refused (import it as a callable instead).
 """
@@ -299,7 +299,7 @@ def detect_algo(path: Path, where: str = "anchor") -> str:
 
 
 def _load_sb3(algo: str, path: Path, env: Any, where: str) -> Any:
-    """The zip's model, read by :func:`hti_rl.safe_sb3.load_sb3` (no serialized setting is unpickled)."""
+    """The zip's model, read by :func:`hti_rl.sb3io.safe_sb3.load_sb3` (no serialized setting is unpickled)."""
 
     try:
         return load_sb3(ALGOS[algo], path, env)

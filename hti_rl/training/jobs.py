@@ -34,7 +34,7 @@ from hti_rl.seeds import anchor_seed, selection_seed
 from hti_rl.spec.task import TaskSpec
 
 CHECKPOINTS_PER_RUN = 10  # default checkpoint interval: a tenth of the anchor's budget
-IMPORT_ONLY_FILES = ("actor.pt", "vecnormalize.json")  # written by hti_rl.importing, never by training
+IMPORT_ONLY_FILES = ("actor.pt", "vecnormalize.json")  # written by hti_rl.training.importing, never by training
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ from hti_rl.training.runner import run_jobs
 @dataclass(frozen=True, kw_only=True)
 class RetrainJob(AnchorJob):
     """An agent trained from scratch at held-out weight ``retrain_weight``, as an anchor would be (same
-    algorithm, budget, hyperparameters, checkpoints and resume), in :func:`retrained_dir`.
+    algorithm, budget, hyperparameters, checkpoints and resume), in ``RunDir.retrained``.
 
     :param retrain_weight: the held-out weight.
     :param retrain_seed: which of the experiment's retrained seeds.

@@ -2,7 +2,7 @@
 
 Rewarded soups (Ramé et al., NeurIPS 2023) train the anchors as fine-tunes of one shared starting
 policy; such fine-tunes stay linearly connected in parameter space, so their weights can be averaged
-(:class:`hti_rl.baselines.ParameterInterpolation`). A spec with ``shared_start`` (or
+(:class:`hti_rl.methods.baselines.ParameterInterpolation`). A spec with ``shared_start`` (or
 ``hti-rl train-anchors --shared-start``) trains its anchors that way:
 
 1. the base: the task's algorithm and hyperparameters at ``shared_start.weight`` for
@@ -12,9 +12,9 @@ policy; such fine-tunes stay linearly connected in parameter space, so their wei
    are frozen for the fine-tunes (observations and rewards scaled as for the base), so every anchor sees
    the same inputs: their networks are comparable parameter by parameter.
 
-Both steps reuse the anchor job machinery (:func:`hti_rl.anchors.train_anchor`: checkpoints, resume,
+Both steps reuse the anchor job machinery (:func:`hti_rl.training.jobs.train_anchor`: checkpoints, resume,
 TensorBoard, ``meta.json`` written last). Layout of ``runs/<task>/shared/`` (the shared-start spec's
-``run_dir``; the dataset, surrogate and TensorBoard logs sit beside the anchors as for any task)::
+``RunDir``; the dataset, surrogate and TensorBoard logs sit beside the anchors as for any task)::
 
     anchors/.lock
     anchors/base/model.zip            the base (+ vecnormalize.pkl, checkpoints/ while training)
@@ -24,7 +24,7 @@ TensorBoard, ``meta.json`` written last). Layout of ``runs/<task>/shared/`` (the
     tb/shared_base_w=<λ>_1/, tb/finetune_w=<λ>_1/
 
 ``base_sha256`` (the SHA-256 of the base's ``model.zip``) ties each fine-tune to its base: a fine-tune
-of another base is refused, and :func:`hti_rl.anchors.load_anchor_actor` stamps it on the anchor actor
+of another base is refused, and :func:`hti_rl.training.store.load_anchor_actor` stamps it on the anchor actor
 (``actor.arch["source"]["shared_start"]``) so that a policy can tell fine-tunes of one start apart
 from unrelated networks.
 """
@@ -161,7 +161,7 @@ def train_shared_anchors(
 ) -> list[dict[str, Any]]:
     """Train (or resume) the base, then fine-tune it at every anchor weight (``workers`` at once).
 
-    Called by :func:`hti_rl.anchors.train_anchors` for a spec with ``shared_start``; the arguments are
+    Called by :func:`hti_rl.training.anchors.train_anchors` for a spec with ``shared_start``; the arguments are
     that function's. Finished stages are skipped unless ``force``.
 
     :return: every anchor's ``meta.json``, in weight order.
@@ -197,7 +197,7 @@ def train_shared_anchors(
 
 
 def train_finetuned(spec: TaskSpec, weights: Any, run_root: str | Path = DEFAULT_ROOT, workers: int = 1, progress: bool = True) -> list[dict[str, Any]]:
-    """Fine-tune the finished base at each of ``weights`` (as an anchor would be, in :func:`finetuned_dir`);
+    """Fine-tune the finished base at each of ``weights`` (as an anchor would be, in ``RunDir.finetuned``);
     finished ones are skipped. A comparison's reference for shared-start methods at held-out weights.
 
     :return: every agent's ``meta.json``, in the order of ``weights``.

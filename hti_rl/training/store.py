@@ -24,8 +24,8 @@ def load_anchor(spec: TaskSpec, weight: float, run_root: str | Path = DEFAULT_RO
 
     :return: ``(model, vecnormalize)``; ``vecnormalize`` is ``None`` when the anchor does not normalise,
         else a ``VecNormalize`` in evaluation mode (``training=False``, rewards not normalised), read
-        without unpickling code (:mod:`hti_rl.safe_pickle`); the model is read without unpickling code
-        either (:mod:`hti_rl.safe_sb3`).
+        without unpickling code (:mod:`hti_rl.sb3io.safe_pickle`); the model is read without unpickling code
+        either (:mod:`hti_rl.sb3io.safe_sb3`).
     :raises AnchorError: the anchor is not trained (or not finished), was trained for another spec, or
         was imported from a callable (it has no SB3 model: use :func:`load_anchor_actor`).
     """
@@ -59,15 +59,15 @@ def load_anchor_actor(spec: TaskSpec, weight: float, run_root: str | Path = DEFA
         return load_imported_actor(spec, weight, directory, meta)
     model, vecnormalize = load_anchor(spec, weight, run_root)
     actor = actor_from_sb3(model, vecnormalize)
-    if (meta.get("shared_start") or {}).get("role") == "finetune":  # which base it descends from (hti_rl.shared_start)
+    if (meta.get("shared_start") or {}).get("role") == "finetune":  # which base it descends from (hti_rl.training.shared_start)
         actor.arch["source"]["shared_start"] = meta["shared_start"]["base_sha256"]
     return actor
 
 
 def load_agent_actor(spec: TaskSpec, directory: Path, make_env: Callable[[], gym.Env]) -> AnchorActor:
     """The SB3 agent trained for ``spec`` in ``directory`` (``model.zip`` + ``vecnormalize.pkl`` if any)
-    as an :class:`AnchorActor`, read without unpickling code (:mod:`hti_rl.safe_sb3`,
-    :mod:`hti_rl.safe_pickle`); ``make_env()`` builds the env it was trained on (for its spaces)."""
+    as an :class:`AnchorActor`, read without unpickling code (:mod:`hti_rl.sb3io.safe_sb3`,
+    :mod:`hti_rl.sb3io.safe_pickle`); ``make_env()`` builds the env it was trained on (for its spaces)."""
     env = make_env()
     try:
         model = load_sb3(spec.sb3_algo(), directory / "model.zip", env, spec.hyperparams())
