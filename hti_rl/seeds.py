@@ -8,12 +8,15 @@ the same numbers, on every run.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from hti_rl.spec.task import TaskSpec
+
+class TaskSpec(Protocol):
+    """What a seed derives from: the task spec's ``seed`` (a :class:`hti_rl.spec.task.TaskSpec`)."""
+
+    seed: int
 
 # Keys of the streams; anchors use their index (small numbers), so these sit at the top of the range.
 SELECTION = 2**32 - 1  # episodes that score the seeds of an anchor
@@ -22,6 +25,7 @@ RETRAIN = 2**32 - 3  # agents retrained from scratch at held-out weights
 EVAL = 2**32 - 4  # evaluation episodes of ``hti-rl compare``
 CONDITIONED = 2**32 - 5  # weight-conditioned agents
 BASE = 2**32 - 6  # the shared start and its fine-tunes
+WEIGHT_DRAWS = 0x57  # WeightInObservation's weight draws, apart from the env's own use of a reset seed
 
 
 def derive(*keys: int) -> int:

@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from hti_rl.errors import HTIError, SpecError, WeightError
+from hti_rl.seeds import WEIGHT_DRAWS
 from hti_rl.weights import SCALES, WeightAxis
 
 ComponentFn = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
@@ -20,7 +21,6 @@ Source = Union[str, int, ComponentFn]
 
 COMPONENTS_KEY = "hti_rl/components"
 WEIGHT_KEY = "hti_rl/weight"
-_WEIGHT_DRAWS = 0x57  # keys WeightInObservation's weight draws apart from the env's own use of a reset seed
 
 
 class RewardWeightWrapper(gym.Wrapper):
@@ -239,7 +239,7 @@ class WeightInObservation(gym.Wrapper):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:
-            self._rng = np.random.default_rng([seed, _WEIGHT_DRAWS])
+            self._rng = np.random.default_rng([seed, WEIGHT_DRAWS])
         if self.fixed is not None:
             weight = self.fixed
         elif self.choices is not None:
