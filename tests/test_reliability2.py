@@ -125,3 +125,31 @@ def test_saved_file_round_trips_and_keeps_its_checksum(tiny, tmp_path):
     header, blob = read_policy_file(tmp_path / "again.zip")
     assert header["format_version"] == FILE_VERSION == 2 and header["checksum"] == header_checksum(header, blob)
     assert header["compare_key"] == "k" and "payload_sha256" not in header
+
+
+# ------------------------------------------------------------------ (4) no code named by a data file
+def test_callable_named_in_meta_json_is_never_imported(tiny_copy, monkeypatch):
+    from hti_rl.dataset import record
+    from hti_rl.errors import AnchorError
+
+    spec, runs = tiny_copy
+    calls = []
+    monkeypatch.setattr("os.system", lambda *a: calls.append(a) or 0)
+    directory = RunDir.of(spec, runs).anchor(1.0)
+    meta = json.loads((directory / "meta.json").read_text())
+    meta["imported"] = {"source": "x", "callable": "os:system", "kind": "deterministic", "sha256": "0"}
+    (directory / "meta.json").write_text(json.dumps(meta))
+    (directory / "model.zip").unlink()
+    with pytest.raises(AnchorError, match=r"is a Python callable, and .* names none at that weight; hti-rl imports only code that the task spec names"):
+        record(spec, runs, progress=False)
+    assert calls == []
+
+
+def test_deploy_without_spec_builds_no_path_from_the_header(tiny, tmp_path, monkeypatch, capsys):
+    spec, runs = tiny
+    path = tmp_path / "surrogate.zip"
+    rewrite(RunDir.of(spec, runs).surrogate, path, lambda h: h.update(task="../evil"))
+    opened = []
+    monkeypatch.setattr("hti_rl.spec.load.load_task", lambda p: opened.append(p))
+    assert main(["deploy", str(path), "--weight", "3", "--episodes", "1"]) == 2
+    assert "header field `task` is '../evil'" in capsys.readouterr().err and opened == []

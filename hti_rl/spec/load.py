@@ -144,10 +144,21 @@ def _read_anchors(top: Fields) -> tuple[tuple[float, ...], tuple[AnchorFiles, ..
     for i, entry in enumerate(raw):
         if isinstance(entry, dict):
             item = Fields(top.file, entry, where=f"anchors[{i}].")
-            item.allow(("weight", "model", "vecnormalize"))
+            item.allow(("weight", "model", "vecnormalize", "callable"))
             weight = item._get("weight", REQUIRED)
             if not is_number(weight) or not math.isfinite(weight):
                 raise item.error("weight", f"is {weight!r}; give a finite number.")
+            if ("model" in entry) == ("callable" in entry):
+                raise item.error("model", "and `callable`: give exactly one (an SB3 model path, or 'module:callable').")
+            if "callable" in entry:
+                reference = item.string("callable")
+                try:
+                    import_callable(reference)
+                except ValueError as exc:
+                    raise item.error("callable", str(exc)) from None
+                files.append(AnchorFiles(float(weight), None, None, reference))
+                weights.append(weight)
+                continue
             model = _relative(top, item.string("model"))
             vecnormalize = item.string("vecnormalize", default=None) if entry.get("vecnormalize") is not None else None
             files.append(AnchorFiles(float(weight), model, _relative(top, vecnormalize) if vecnormalize else None))

@@ -131,7 +131,8 @@ def _sources(spec: Any, models: Any, vecnormalize: Any) -> dict[float, tuple[Sou
             )
         return match[0]
 
-    from_spec = {f.weight: (f.model, f.vecnormalize) for f in getattr(spec, "anchor_files", ())}
+    from_spec = {f.weight: (f.model if f.callable is None else import_reference(f.callable), f.vecnormalize)
+                 for f in getattr(spec, "anchor_files", ())}
     given: dict[float, Source] = {}
     for weight, source in pairs(models):
         w = anchor_weight(weight, "anchor")
@@ -216,6 +217,12 @@ def _read_source(spec: Any, weight: float, source: Source, vecnormalize: Path | 
             raise AnchorError(f"{where}: a callable takes raw observations; normalise inside it rather than giving a VecNormalize file ({vecnormalize}).")
         actor = actor_from_callable(source, env.observation_space, env.action_space)
         ref = actor.reference if isinstance(actor, CallableActor) else None
+        if ref is not None and spec_callable(spec, weight) != ref:
+            raise AnchorError(
+                f"{where}: {ref} is Python code, and later stages import code only where the task spec names it. "
+                f"Add {{weight: {weight:g}, callable: '{ref}'}} to `anchors` in {spec.path}, or give an nn.Sequential of "
+                "Linear layers and activations (stored as tensors)."
+            )
         return actor, None, None, {"algo": "callable", "source": ref or type(source).__name__, "callable": ref}
     if isinstance(source, BaseAlgorithm):
         model = source
@@ -451,6 +458,11 @@ def import_reference(reference: str) -> Callable:
     return obj
 
 
+def spec_callable(spec: Any, weight: float) -> str | None:
+    """The ``module:name`` that the spec's ``anchors`` entry at ``weight`` names, or ``None``."""
+    return next((f.callable for f in getattr(spec, "anchor_files", ()) if f.weight == weight and f.callable), None)
+
+
 def load_imported_actor(spec: Any, weight: float, directory: Path, meta: dict[str, Any]) -> AnchorActor:
     """The actor of an imported anchor: ``actor.pt`` (tensors only), or its callable by import path."""
     from hti_rl.errors import FileFormatError
@@ -462,9 +474,20 @@ def load_imported_actor(spec: Any, weight: float, directory: Path, meta: dict[st
             raise FileFormatError(f"{directory / ACTOR_FILE} is not a tensors-only actor file ({type(exc).__name__}); "
                                   f"re-import the anchor with `hti-rl import-anchors {spec.path} ... --force`.") from None
         return AnchorActor.from_state(state)
-    reference = meta.get("imported", {}).get("callable")
-    if not reference:
+    recorded, reference = (meta.get("imported") or {}).get("callable"), spec_callable(spec, weight)
+    if not recorded:
         raise AnchorError(f"imported anchor w={weight:g} in {directory} has neither {ACTOR_FILE} nor a callable; re-import it with --force.")
+    if reference is None:  # a run directory's file may refer to the spec, never name code itself
+        raise AnchorError(
+            f"imported anchor w={weight:g} in {directory} is a Python callable, and {spec.path} names none at that weight; "
+            f"hti-rl imports only code that the task spec names. Add {{weight: {weight:g}, callable: 'module:name'}} to "
+            f"`anchors` in the spec and run `hti-rl import-anchors {spec.path} --force`."
+        )
+    if reference != recorded:
+        raise AnchorError(
+            f"imported anchor w={weight:g} in {directory} was imported from {recorded!r}, the spec now names {reference!r}; "
+            f"run `hti-rl import-anchors {spec.path} --force` to import the spec's."
+        )
     env = spec.make_env(weight)
     try:
         return actor_from_callable(import_reference(reference), env.observation_space, env.action_space)
