@@ -8,6 +8,7 @@ at the boundary, (7) bounded sizes, (1) Ctrl-C and a killed parent, (9) messages
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -153,3 +154,62 @@ def test_deploy_without_spec_builds_no_path_from_the_header(tiny, tmp_path, monk
     monkeypatch.setattr("hti_rl.spec.load.load_task", lambda p: opened.append(p))
     assert main(["deploy", str(path), "--weight", "3", "--episodes", "1"]) == 2
     assert "header field `task` is '../evil'" in capsys.readouterr().err and opened == []
+
+
+# ------------------------------------------------------------------ (2) no file outside hti-rl's own is written
+def test_run_lock_does_not_follow_a_symlinked_lock(tmp_path):
+    from hti_rl.errors import HTIError
+    from hti_rl.io import RunLock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").symlink_to(victim)
+    with pytest.raises(HTIError, match=r"\.lock is a symbolic link; hti-rl writes only its own lock file"):
+        with RunLock(tmp_path / "run"):
+            pass
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_task_named_dot_or_dot_dot_is_refused(make_lqr_spec, name):
+    from hti_rl.errors import SpecError
+    from hti_rl.spec.load import load_task
+
+    path = make_lqr_spec(name=name)
+    with pytest.raises(SpecError, match=f"field `name` is '{re.escape(name)}', which names the run root or its parent"):
+        load_task(path)
+
+
+def test_temp_files_of_killed_writers_are_swept(tmp_path):
+    import fcntl
+    import os
+    import time
+
+    from hti_rl.io import STALE_AFTER_S, atomic_write
+
+    target = tmp_path / "dataset.npz"
+    old = time.time() - STALE_AFTER_S - 5
+    stale, fresh, live, other = (tmp_path / f".{n}.tmp" for n in ("dataset.npz.a1", "dataset.npz.b2", "dataset.npz.c3", "report.md.d4"))
+    for p in (stale, fresh, live, other):
+        p.write_bytes(b"half a file")
+    for p in (stale, live, other):
+        os.utime(p, (old, old))
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a writer still at work
+    try:
+        with atomic_write(target) as f:
+            f.write(b"done")
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == b"done"
+    assert not stale.exists() and fresh.exists() and live.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.glob(".dataset.npz.*.tmp")) == [fresh.name, live.name]
+
+
+def test_run_root_that_is_a_file_gives_an_error_line(make_lqr_spec, tmp_path, capsys):
+    spec = make_lqr_spec()
+    (tmp_path / "afile").write_text("x")
+    assert main(["train-anchors", str(spec), "--run-root", str(tmp_path / "afile"), "--no-check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{tmp_path / 'afile'} is a file, not a directory" in err
