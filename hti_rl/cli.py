@@ -218,8 +218,13 @@ def record_command(args: argparse.Namespace) -> int:
     spec = load_spec(args)
     path = RunDir.of(spec, args.run_root).dataset
     if path.exists() and not args.force:
-        print(f"{path} exists, skipped; --force records it again")
-        return 0
+        from hti_rl.dataset import stale_reason
+
+        stale = stale_reason(spec, args.run_root)
+        if stale is None:
+            print(f"{path} exists, skipped; --force records it again")
+            return 0
+        print(f"recording again: {stale}")
     data = record(spec, run_root=args.run_root, seed=args.seed)
     k, n, m, d = data.samples.shape
     print(f"wrote {path}: {k} anchors × {n} states × {m} samples, action dim {d}")
@@ -245,8 +250,13 @@ def fit_command(args: argparse.Namespace) -> int:
     spec = load_spec(args)
     path = RunDir.of(spec, args.run_root).surrogate
     if path.exists() and not args.force:
-        print(f"{path} exists, skipped; --force fits again")
-        return 0
+        from hti_rl.methods.surrogate import stale_reason
+
+        stale = stale_reason(spec, args.run_root)
+        if stale is None:
+            print(f"{path} exists, skipped; --force fits again")
+            return 0
+        print(f"fitting again: {stale}")
     require_good_anchors(spec, args.run_root, accept=args.accept_anchors)
     config = clot_config(_key_values(args.set), seed=spec.seed)
     policy = fit(spec, args.run_root, config)

@@ -128,7 +128,44 @@ class PolicyDataset:
                 f"{path} was recorded for task {header.get('task')!r} with another spec (fingerprint "
                 f"{header.get('task_fingerprint')}, this spec has {spec.fingerprint()}); {fix}."
             )
+        if spec is not None and (path.parent / "anchors").is_dir():  # in its run directory: are its anchors still those?
+            stale = stale_anchors(header, spec, RunDir(path.parent))
+            if stale:
+                raise FileFormatError(f"{path} {stale}; {fix}.")
         return cls(**{name: data[name] for name in ARRAYS}, header=header)
+
+
+def stale_anchors(header: dict[str, Any], spec: Any, run: RunDir) -> str | None:
+    """Why a dataset with ``header`` no longer matches the anchors in ``run`` (None when it does)."""
+    recorded = header.get("anchor_sha256")
+    if not isinstance(recorded, dict):
+        return "was recorded by an earlier hti-rl, without the hashes of the anchors it came from"
+    current = run.anchor_digests(spec.anchors)
+    changed = [label for label in current if recorded.get(label) != current[label]]
+    if changed or set(recorded) != set(current):
+        return (f"was recorded from other anchors than those now in {run.anchors} (changed since: "
+                f"{', '.join('w=' + c for c in changed) or 'the set of weights'})")
+    return None
+
+
+def stale_reason(spec: Any, run_root: str | Path = "runs") -> str | None:
+    """Why the task's ``dataset.npz`` must be recorded again (missing, unreadable, or its anchors
+    changed since), or ``None`` when it is up to date."""
+    try:
+        PolicyDataset.load(RunDir.of(spec, run_root).dataset, spec)
+    except FileFormatError as exc:
+        return str(exc)
+    return None
+
+
+def recorded_checksum(path: str | Path) -> str | None:
+    """The ``checksum`` in a dataset file's header (read without loading the arrays), or ``None``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"])) if "header" in z.files else {}
+        return header.get("checksum") if isinstance(header, dict) else None
+    except Exception:  # missing or damaged: not the file that was fitted on
+        return None
 
 
 def checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -202,6 +239,7 @@ def record(spec: Any, run_root: str | Path = "runs", seed: int | None = None, pr
     _check_action_space(spec)
     streams = dataset_streams(seed, len(spec.anchors) + 2)
     with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl record"):
+        digests = RunDir.of(spec, run_root).anchor_digests(spec.anchors)  # under the lock: the anchors that are read
         actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
         with tqdm(total=len(actors) * spec.record.episodes, unit="episode", desc="record", disable=not progress) as bar:
             visited = [_rollout(spec, w, actor, spec.record.episodes, stream, bar) for w, actor, stream in zip(spec.anchors, actors, streams)]
@@ -214,7 +252,7 @@ def record(spec: Any, run_root: str | Path = "runs", seed: int | None = None, pr
         mean=np.stack(mean),
         log_std=np.stack(log_std),
         samples=np.stack(samples),
-        header=_header(spec, actors, seed, states_visited=sum(len(v) for v in visited)),
+        header={**_header(spec, actors, seed, states_visited=sum(len(v) for v in visited)), "anchor_sha256": digests},
     )
     dataset.save(RunDir.of(spec, run_root).dataset)
     return dataset

@@ -15,7 +15,9 @@ Layout (``<task>/shared/`` holds the same for shared-start anchors)::
     compare/<method>.zip          methods fitted by compare
     tb/                           every TensorBoard log of the task
 
-Weights name folders through :func:`weight_label` (``f"{λ:g}"``).
+Weights name folders through :func:`weight_label`: ``f"{λ:g}"`` where that reads back as λ exactly,
+else the shortest exact form (``w=1.000001``, not ``w=1``), so that two weights never share a folder. A
+folder of an earlier hti-rl named ``w=<λ:g>`` is still found when its ``meta.json`` records exactly λ.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 
 from hti_rl import __version__
 from hti_rl.errors import AnchorError
+from hti_rl.io import sha256_bytes, sha256_file
 
 if TYPE_CHECKING:
     from hti_rl.spec.task import TaskSpec
@@ -39,8 +42,28 @@ DEFAULT_ROOT = "runs"
 
 
 def weight_label(weight: float) -> str:
-    """How a weight names a folder: ``f"{λ:g}"`` (``w=0.1``, ``w=10``)."""
-    return f"{weight:g}"
+    """How a weight names a folder, unique per float: ``f"{λ:g}"`` (``w=0.1``, ``w=10``) where it reads
+    back as λ, else ``repr(λ)``, the shortest string that does (``w=1.000001``)."""
+    short = f"{weight:g}"
+    return short if float(short) == weight else repr(float(weight))
+
+
+def weight_dir(root: Path, weight: float, inner: str = "") -> Path:
+    """``root/w=<label>/inner``; an earlier hti-rl's ``root/w=<λ:g>/inner`` when only it exists and its
+    ``meta.json`` records exactly ``weight``."""
+    path = root / f"w={weight_label(weight)}" / inner
+    legacy = root / f"w={weight:g}" / inner
+    if legacy != path and not path.exists() and _recorded_weight(legacy) == weight:
+        return legacy
+    return path
+
+
+def _recorded_weight(directory: Path) -> float | None:
+    try:
+        weight = json.loads((directory / "meta.json").read_text()).get("weight")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(weight) if isinstance(weight, (int, float)) and not isinstance(weight, bool) else None
 
 
 @dataclass(frozen=True)
@@ -71,7 +94,11 @@ class RunDir:
 
     def anchor(self, weight: float) -> Path:
         """``anchors/w=<λ>``."""
-        return self.anchors / f"w={weight_label(weight)}"
+        return weight_dir(self.anchors, weight)
+
+    def anchor_digests(self, weights: tuple[float, ...] | list[float]) -> dict[str, str | None]:
+        """``{label: digest}`` of every anchor's files (:func:`anchor_digest`); ``None`` where unfinished."""
+        return {weight_label(w): anchor_digest(self.anchor(w)) for w in weights}
 
     def seed(self, weight: float, seed_index: int) -> Path:
         """``anchors/w=<λ>/seeds/<i>``: seed i's run when ``seeds_per_anchor`` > 1."""
@@ -114,7 +141,7 @@ class RunDir:
 
     def retrained(self, weight: float, seed_index: int) -> Path:
         """``retrained/w=<λ>/seed=<i>``."""
-        return self.retrained_root / f"w={weight_label(weight)}" / f"seed={seed_index}"
+        return weight_dir(self.retrained_root, weight, f"seed={seed_index}")
 
     @property
     def conditioned_root(self) -> Path:
@@ -132,7 +159,7 @@ class RunDir:
 
     def finetuned(self, weight: float) -> Path:
         """``finetuned/w=<λ>``."""
-        return self.finetuned_root / f"w={weight_label(weight)}"
+        return weight_dir(self.finetuned_root, weight)
 
     def method(self, name: str) -> Path:
         """``compare/<method>.zip`` (``/`` in a variant's name becomes ``-``)."""
@@ -154,15 +181,30 @@ def package_versions() -> dict[str, str]:
     }
 
 
+ANCHOR_FILES = ("meta.json", "model.zip", "vecnormalize.pkl", "vecnormalize.json", "actor.pt")
+
+
+def anchor_digest(directory: Path) -> str | None:
+    """SHA-256 over the names and contents of a finished agent's files (:data:`ANCHOR_FILES` that
+    exist), or ``None`` without a ``meta.json``: what a later stage records of its input."""
+    if not (directory / "meta.json").is_file():
+        return None
+    parts = [f"{name}:{sha256_file(directory / name)}".encode() for name in ANCHOR_FILES if (directory / name).is_file()]
+    return sha256_bytes(b"\n".join(parts))
+
+
 def read_meta(directory: Path) -> dict[str, Any] | None:
     """``directory/meta.json`` (written last by a finished job), or ``None`` when it does not exist."""
     path = directory / "meta.json"
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AnchorError(f"{path} is not valid JSON ({exc}); delete the file and re-run `hti-rl train-anchors`.") from exc
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnchorError(f"{path} is not valid JSON ({exc}); delete the file and re-run `hti-rl train-anchors`.") from None
+    if not isinstance(meta, dict):
+        raise AnchorError(f"{path} holds a {type(meta).__name__}, not an agent's meta data; delete the file and re-run `hti-rl train-anchors`.")
+    return meta
 
 
 def spec_hint(spec: TaskSpec) -> str:

@@ -213,3 +213,79 @@ def test_run_root_that_is_a_file_gives_an_error_line(make_lqr_spec, tmp_path, ca
     assert main(["train-anchors", str(spec), "--run-root", str(tmp_path / "afile"), "--no-check"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and f"{tmp_path / 'afile'} is a file, not a directory" in err
+
+
+# ------------------------------------------------------------------ (6) anchor folders cannot collide
+def test_close_weights_get_distinct_folders(make_lqr_spec, tmp_path):
+    from hti_rl.runs import weight_label
+    from hti_rl.spec.load import load_task
+
+    spec = load_task(make_lqr_spec(anchors=[1.0, 1.000001, 10.0], held_out=[]))
+    run = RunDir.of(spec, tmp_path / "runs")
+    assert [run.anchor(w).name for w in spec.anchors] == ["w=1", "w=1.000001", "w=10"]
+    assert weight_label(0.1) == "0.1" and weight_label(1 / 3) == "0.3333333333333333" and weight_label(1e-7) == "1e-07"
+
+
+def test_anchor_folder_of_another_weight_is_refused(tiny_copy):
+    from hti_rl.errors import AnchorError
+    from hti_rl.training.store import load_anchor_actor
+
+    spec, runs = tiny_copy
+    meta_path = RunDir.of(spec, runs).anchor(1.0) / "meta.json"
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "weight": 1.000001}))
+    with pytest.raises(AnchorError, match=r"holds the anchor of weight 1.000001, not 1.0 .*train-anchors .* --force"):
+        load_anchor_actor(spec, 1.0, runs)
+
+
+def test_run_folders_named_by_an_earlier_version_stay_loadable(make_lqr_spec, tmp_path):
+    """An earlier hti-rl named the anchor at 1/3 ``w=0.333333``; it is still found (its meta.json says 1/3)."""
+    from conftest import save_lqr_anchor
+
+    from hti_rl.spec.load import load_task
+    from hti_rl.training.store import load_anchor_actor
+
+    spec = load_task(make_lqr_spec(anchors=[0.1, 1 / 3, 10.0], held_out=[]))
+    runs = tmp_path / "runs"
+    save_lqr_anchor(spec, 1 / 3, runs)
+    new = RunDir.of(spec, runs).anchor(1 / 3)
+    assert new.name == "w=0.3333333333333333"
+    new.rename(new.with_name("w=0.333333"))  # as the earlier version wrote it
+    assert RunDir.of(spec, runs).anchor(1 / 3).name == "w=0.333333"
+    assert load_anchor_actor(spec, 1 / 3, runs).action_dim == 1
+
+
+# ------------------------------------------------------------------ (5) stale inputs are refused
+def test_dataset_of_replaced_anchors_is_refused_by_fit(tiny_copy, capsys):
+    from conftest import save_lqr_anchor
+
+    from hti_rl.methods.surrogate import clot_config, fit
+
+    spec, runs = tiny_copy
+    save_lqr_anchor(spec, 1.0, runs, log_std=-1.0)  # import-anchors --force or train-anchors --force did this
+    with pytest.raises(FileFormatError, match=r"recorded from other anchors than those now in .*changed since: w=1\).*hti-rl record .* --force"):
+        fit(spec, runs, clot_config({"steps": 2}), progress=False)
+    # the CLI records again rather than saying "exists, skipped", and fit then refits the stale surrogate
+    assert main(["record", str(spec.path), "--run-root", str(runs)]) == 0
+    assert "recording again: " in capsys.readouterr().out
+    assert main(["fit", str(spec.path), "--run-root", str(runs), "--set", "steps=2", "--accept-anchors"]) == 0
+    assert "fitting again: " in capsys.readouterr().out
+    assert main(["fit", str(spec.path), "--run-root", str(runs)]) == 0
+    assert "exists, skipped" in capsys.readouterr().out
+
+
+def test_dataset_recorded_again_during_fit_is_not_fitted_on(tiny_copy, monkeypatch):
+    import hti_rl.methods.surrogate as surrogate
+    from hti_rl.dataset import record
+
+    spec, runs = tiny_copy
+    before = RunDir.of(spec, runs).surrogate.read_bytes()
+    original = surrogate.fit_policy
+
+    def fit_while_recording(*args, **kwargs):
+        record(spec, runs, seed=7, progress=False)  # `hti-rl record --force` in another terminal
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(surrogate, "fit_policy", fit_while_recording)
+    with pytest.raises(FileFormatError, match=r"recorded again while this fit ran; the surrogate was not saved.*fit .* --force"):
+        surrogate.fit(spec, runs, surrogate.clot_config({"steps": 2}), progress=False)
+    assert RunDir.of(spec, runs).surrogate.read_bytes() == before

@@ -317,6 +317,7 @@ def base_arguments(spec: Any, dataset: Any, actors: Sequence[Any], seed: int, me
             "seed": int(seed),
             "method": method,
             "dataset_sha256": dataset.header.get("checksum"),
+            "anchor_sha256": dataset.header.get("anchor_sha256"),
             "versions": package_versions(),
             "shared_start": dataclasses.asdict(spec.shared_start) if spec.shared_start else None,
         },

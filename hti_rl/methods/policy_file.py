@@ -134,6 +134,8 @@ REQUIRED: dict[str, tuple[Callable[[Any], bool], str]] = {
 OPTIONAL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "method": (lambda v: isinstance(v, str), "a string"),
     "dataset_sha256": (_opt(lambda v: isinstance(v, str) and len(v) == 64), "a SHA-256 hex string or null"),
+    "anchor_sha256": (_opt(lambda v: isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values())),
+                      "null or a mapping of anchor hashes"),
     "versions": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()), "a mapping of version strings"),
     "shared_start": (_opt(_shared_start_ok), "null or {weight, base_steps, finetune_steps}"),
     "clot_config": (lambda v: isinstance(v, dict), "a mapping"),

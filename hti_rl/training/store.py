@@ -85,6 +85,11 @@ def _finished_meta(spec: Any, weight: float, run_root: str | Path) -> tuple[Path
             f"anchor w={weight:g} of task {spec.name!r} is not trained ({directory / 'meta.json'} is missing). "
             f"Run `hti-rl train-anchors {spec_hint(spec)}` (or `hti-rl import-anchors`) first."
         )
+    if meta.get("weight") != weight:
+        raise AnchorError(
+            f"{directory} holds the anchor of weight {meta.get('weight')!r}, not {weight!r} (an earlier hti-rl named both "
+            f"folders alike); retrain it with `hti-rl train-anchors {spec_hint(spec)} --force` (or re-import it with --force)."
+        )
     if meta.get("task_fingerprint") != spec.fingerprint():
         raise AnchorError(
             f"anchor w={weight:g} in {directory} was trained for another version of task {spec.name!r} "
