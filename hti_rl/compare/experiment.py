@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from hti_rl.errors import SpecError
+from hti_rl.seeds import MAX_SEED
+from hti_rl.spec.fields import read_yaml
 
 BASELINES = ("nearest", "linear", "regression", "cfm")
 
@@ -89,10 +90,7 @@ def load_experiment(path: str | Path) -> Experiment:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such experiment spec.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML ({exc}).") from None
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: must be a mapping of fields, got {type(raw).__name__}.")
 
@@ -113,8 +111,8 @@ def load_experiment(path: str | Path) -> Experiment:
     for name, low in (("retrained_seeds", 2), ("eval_episodes", 10), ("w2_states", 10), ("w2_samples", 2), ("grid", 2), ("seed", 0)):
         if name in raw:
             v = raw[name]
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise bad(name, f"= {v!r}: must be an integer ≥ {low}.")
+            if not isinstance(v, int) or isinstance(v, bool) or v < low or v > (MAX_SEED if name == "seed" else 10**7):
+                raise bad(name, f"= {str(v)[:40]}: must be an integer ≥ {low} and ≤ {MAX_SEED if name == 'seed' else 10**7}.")
             values[name] = v
     if "notes" in raw:
         if not isinstance(raw["notes"], str):
@@ -122,8 +120,9 @@ def load_experiment(path: str | Path) -> Experiment:
         values["notes"] = raw["notes"]
     if "eval_seeds" in raw:
         v = raw["eval_seeds"]
-        if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) for s in v) or len(set(v)) != len(v):
-            raise bad("eval_seeds", f"= {v!r}: must be a non-empty list of distinct integers.")
+        if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**31 for s in v) \
+                or len(set(v)) != len(v):
+            raise bad("eval_seeds", f"= {str(v)[:200]}: must be a non-empty list of distinct integers in [0, 2^31).")
         values["eval_seeds"] = tuple(v)
     if "methods" in raw:
         v = raw["methods"]

@@ -19,7 +19,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 
 from hti_rl.errors import SpecError
-from hti_rl.spec.fields import is_number
+from hti_rl.spec.fields import is_finite_number, is_number
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {
     "ppo": stable_baselines3.PPO,
@@ -68,8 +68,8 @@ def parse_agent(agent: dict[str, Any], algo: str, n_timesteps: int | None, where
         raise SpecError(f"{where}: field `n_timesteps` is missing; add it there or in the task spec.")
     for key in ("n_timesteps", "n_envs"):
         value = run[key]
-        if isinstance(value, bool) or not is_number(value) or value < 1 or not float(value).is_integer():
-            raise SpecError(f"{where}: field `{key}` is {value!r}; give an integer ≥ 1.")
+        if not is_finite_number(value) or not 1 <= value <= 2**62 or not float(value).is_integer():
+            raise SpecError(f"{where}: field `{key}` is {str(value)[:40]}; give an integer ≥ 1 and ≤ 2^62.")
         run[key] = int(value)
     if not isinstance(run["normalize"], (bool, dict)):
         raise SpecError(f"{where}: field `normalize` is {run['normalize']!r}; give true, false or a dict of VecNormalize arguments.")
