@@ -64,6 +64,12 @@ def shared_start_argument(parser: argparse.ArgumentParser) -> None:
                              "(the spec's shared_start settings, else: base at the middle weight)")
 
 
+def at_least(value: int | None, minimum: int, flag: str) -> None:
+    """Refuse ``flag``'s value below ``minimum`` (``None``: not given) before any work starts."""
+    if value is not None and value < minimum:
+        raise HTIError(f"{flag} must be ≥ {minimum}, got {value}.")
+
+
 def load_spec(args: argparse.Namespace):
     """The task spec named on the command line, with shared-start anchors when ``--shared-start`` is given."""
     from hti_rl.spec.load import load_task
@@ -86,6 +92,8 @@ def _train_anchors_arguments(parser: argparse.ArgumentParser) -> None:
 def train_anchors_command(args: argparse.Namespace) -> int:
     from hti_rl.training.anchors import train_anchors
 
+    at_least(args.workers, 1, "--workers")
+    at_least(args.checkpoint_every, 1, "--checkpoint-every")
     spec = load_spec(args)
     finished = [w for w in spec.anchors if RunDir.of(spec, args.run_root).is_finished(w)]
     if not args.force:
@@ -131,6 +139,8 @@ def _train_conditioned_arguments(parser: argparse.ArgumentParser) -> None:
 def train_conditioned_command(args: argparse.Namespace) -> int:
     from hti_rl.training.conditioned import train_conditioned
 
+    at_least(args.workers, 1, "--workers")
+    at_least(args.checkpoint_every, 1, "--checkpoint-every")
     spec = load_spec(args)
     [meta] = train_conditioned(spec, [args.budget_factor], run_root=args.run_root, workers=args.workers, force=args.force,
                                checkpoint_every=args.checkpoint_every)
@@ -214,7 +224,10 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
 @command("record", "record every anchor's action distribution at the states the anchors visit", _record_arguments)
 def record_command(args: argparse.Namespace) -> int:
     from hti_rl.dataset import record
+    from hti_rl.seeds import check_seed
 
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
     spec = load_spec(args)
     path = RunDir.of(spec, args.run_root).dataset
     if path.exists() and not args.force:
@@ -295,6 +308,10 @@ def deploy_command(args: argparse.Namespace) -> int:
     from hti_rl.methods.surrogate import SurrogatePolicy
     from hti_rl.spec.load import load_task
 
+    from hti_rl.seeds import check_seed
+
+    at_least(args.episodes, 1, "--episodes")
+    check_seed(args.seed, "--seed")
     header, _ = read_policy_file(args.surrogate)
     spec = load_task(args.spec or f"envs/{header.get('task')}.yaml")
     if header.get("shared_start"):  # fitted on shared-start anchors: the spec with the same settings

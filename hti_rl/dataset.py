@@ -35,7 +35,7 @@ from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceError
 from hti_rl.io import RunLock, atomic_write, sha256_bytes
 from hti_rl.runs import RunDir, package_versions, spec_hint
-from hti_rl.seeds import dataset_streams
+from hti_rl.seeds import check_seed, dataset_streams
 from hti_rl.training.store import load_anchor_actor
 
 FORMAT = "hti-rl-dataset"
@@ -235,7 +235,7 @@ def record(spec: Any, run_root: str | Path = "runs", seed: int | None = None, pr
     :raises AnchorError: an anchor is missing.
     :raises ObservationError: the env produced NaN or inf observations.
     """
-    seed = spec.seed if seed is None else int(seed)
+    seed = spec.seed if seed is None else check_seed(seed, "the recording seed")
     _check_action_space(spec)
     streams = dataset_streams(seed, len(spec.anchors) + 2)
     with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl record"):

@@ -33,6 +33,7 @@ import torch
 from hti_rl import __version__
 from hti_rl.errors import AnchorError
 from hti_rl.io import sha256_bytes, sha256_file
+from hti_rl.weights import exact
 
 if TYPE_CHECKING:
     from hti_rl.spec.task import TaskSpec
@@ -44,8 +45,7 @@ DEFAULT_ROOT = "runs"
 def weight_label(weight: float) -> str:
     """How a weight names a folder, unique per float: ``f"{λ:g}"`` (``w=0.1``, ``w=10``) where it reads
     back as λ, else ``repr(λ)``, the shortest string that does (``w=1.000001``)."""
-    short = f"{weight:g}"
-    return short if float(short) == weight else repr(float(weight))
+    return exact(weight)
 
 
 def weight_dir(root: Path, weight: float, inner: str = "") -> Path:

@@ -101,6 +101,59 @@ _PLAIN_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray",
 _OTHER_SPACES = {"Dict", "Discrete", "MultiDiscrete", "MultiBinary", "Tuple", "Sequence", "Graph", "Text", "OneOf"}
 
 
+MAX_PICKLE_BYTES = 64 << 20
+"""The largest VecNormalize pickle read (its statistics take a few kB)."""
+
+
+MAX_ELEMENTS = 1 << 22
+"""The most elements (or bytes) any constructor a pickle calls may be asked for: the admitted
+constructors allocate what their arguments ask, so a 43-byte pickle could ask for gigabytes."""
+
+
+def _refuse_size(what: str, size: int) -> None:
+    if size > MAX_ELEMENTS:
+        raise UnsafePickleError(f"refused to load: the pickle asks {what} for {size} elements, over the limit of {MAX_ELEMENTS}; "
+                                "nothing was built. VecNormalize statistics are far smaller; save them again.")
+
+
+def _bounded(fn: Any, name: str) -> Any:
+    """``fn`` (a plain builtin) refusing integer arguments or sized arguments over :data:`MAX_ELEMENTS`."""
+    def call(*args: Any) -> Any:
+        for arg in args:
+            if isinstance(arg, int) and not isinstance(arg, bool):
+                _refuse_size(name, abs(arg))
+            elif hasattr(arg, "__len__"):
+                _refuse_size(name, len(arg))
+        return fn(*args)
+
+    return call
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct`` (what a pickled array is built from), refusing object dtypes and huge shapes."""
+    kind = np.dtype(dtype)
+    if kind.hasobject:
+        raise UnsafePickleError("refused to load: the pickle holds an object array, which VecNormalize statistics never do; nothing was built.")
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise UnsafePickleError(f"refused to load: an array of shape {str(shape)[:80]}; nothing was built.")
+    _refuse_size("an array", math.prod(shape) * max(kind.itemsize, 1))
+    return _numpy("multiarray._reconstruct")(np.ndarray, shape, kind)
+
+
+def _ndarray(*args: Any) -> Any:
+    """Stands for ``numpy.ndarray``, which a pickle names only as :func:`_reconstruct`'s subtype; calling it
+    (which would allocate what the call asks) is refused."""
+    raise UnsafePickleError("refused to load: the pickle calls numpy.ndarray directly, which VecNormalize statistics never do; nothing was built.")
+
+
+def _dtype(*args: Any) -> np.dtype:
+    kind = np.dtype(*args)
+    if kind.hasobject:
+        raise UnsafePickleError("refused to load: the pickle asks for an object dtype, which VecNormalize statistics never use; nothing was built.")
+    return kind
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """``find_class`` admits numpy data, plain builtins and the stand-ins above; refuses the rest."""
 
@@ -112,17 +165,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) in _RECORDS:
             return _RECORDS[(module, name)]
         if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name in ("ndarray", "dtype"):
-            return getattr(np, name)
+            return _ndarray if name == "ndarray" else _dtype
         for function in _NUMPY_FUNCTIONS:
             sub, _, attr = function.partition(".")
             if module in (f"numpy.core.{sub}", f"numpy._core.{sub}") and name == attr:
-                return _numpy(function)
+                return _reconstruct if attr == "_reconstruct" else _numpy(function)
         if module == "numpy" and hasattr(np, name) and isinstance(getattr(np, name), type) and issubclass(getattr(np, name), np.generic):
             return getattr(np, name)  # scalar types such as numpy.float64, used as dtype arguments
         if module.startswith("numpy.random.") and (name.startswith("__") or name in ("PCG64", "MT19937", "Philox", "SFC64", "SeedSequence")):
             return _ignored if name.startswith("__") else _Ignored
         if module == "builtins" and name in _PLAIN_BUILTINS:
-            return getattr(__import__("builtins"), name)
+            return _bounded(getattr(__import__("builtins"), name), name)
         if module.startswith(("gymnasium.spaces", "gym.spaces")) and name in _OTHER_SPACES:
             raise SpaceError(
                 f"{self.path} holds a {name} space; hti-rl needs Box observation and action spaces (continuous "
@@ -232,6 +285,8 @@ def read_vecnormalize(path: str | Path) -> NormStats:
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"no VecNormalize file at {path}; fix the path (rl-zoo3 keeps it in <run>/<env id>/vecnormalize.pkl).")
+    if path.stat().st_size > MAX_PICKLE_BYTES:
+        raise FileFormatError(f"{path} is {path.stat().st_size} bytes, over the limit of {MAX_PICKLE_BYTES} bytes for VecNormalize statistics.")
     try:
         with open(path, "rb") as f:
             obj = _RestrictedUnpickler(f, path).load()
