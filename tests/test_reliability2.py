@@ -289,3 +289,88 @@ def test_dataset_recorded_again_during_fit_is_not_fitted_on(tiny_copy, monkeypat
     with pytest.raises(FileFormatError, match=r"recorded again while this fit ran; the surrogate was not saved.*fit .* --force"):
         surrogate.fit(spec, runs, surrogate.clot_config({"steps": 2}), progress=False)
     assert RunDir.of(spec, runs).surrogate.read_bytes() == before
+
+
+# ------------------------------------------------------------------ (7) small inputs cannot exhaust memory or time
+def _max_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_yaml_alias_bomb_is_refused_at_once(make_lqr_spec):
+    import time
+
+    from hti_rl.errors import SpecError
+    from hti_rl.spec.load import load_task
+
+    path = make_lqr_spec()
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    bomb = "env_kwargs:\n  bomb:\n" + "".join(f"    {line}\n" for line in levels)  # 9^9 = 387M values in 700 bytes
+    path.write_text(path.read_text() + bomb)
+    started = time.perf_counter()
+    with pytest.raises(SpecError, match=r"expands to over 100000 values once its aliases"):
+        load_task(path)
+    assert time.perf_counter() - started < 2.0
+
+
+def test_latin_1_spec_is_an_error_not_a_traceback(make_lqr_spec, capsys):
+    path = make_lqr_spec()
+    path.write_bytes(path.read_bytes() + "# caf\xe9\n".encode("latin-1"))
+    assert main(["record", str(path)]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("payload, what", [
+    (b"\x80\x02cbuiltins\nbytearray\n\x8a\x05\x00\x18\x0d\x8f\x00\x85R.", "bytearray for 2400000000 elements"),
+    (b"\x80\x03cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nJ\x00\xca\x9a\x3b\x85C\x01d\x87R.", "an array for 8000000000"),
+    (b"\x80\x02cnumpy\nndarray\nJ\x00\xca\x9a\x3b\x85R.", "calls numpy.ndarray directly"),
+])
+def test_crafted_vecnormalize_cannot_allocate(tmp_path, payload, what):
+    from hti_rl.sb3io.safe_pickle import UnsafePickleError, read_vecnormalize
+
+    path = tmp_path / "vecnormalize.pkl"
+    path.write_bytes(payload)
+    before = _max_rss_mb()
+    with pytest.raises(UnsafePickleError, match=re.escape(what)):
+        read_vecnormalize(path)
+    assert _max_rss_mb() - before < 200
+
+
+def test_crafted_actor_architecture_is_refused_before_building():
+    from hti_rl.actors import AnchorActor
+
+    arch = {"kind": "gaussian", "obs_dim": 30000, "action_dim": 2, "trunk": [{"type": "Linear", "in": 30000, "out": 30000, "bias": True}],
+            "mean": [{"type": "Linear", "in": 30000, "out": 2, "bias": True}], "std": {"type": "param"}, "obs_norm": None}
+    before = _max_rss_mb()
+    with pytest.raises(FileFormatError, match=r"asks for 900090002 weights, over the limit of 67108864; nothing was built"):
+        AnchorActor(arch)
+    assert _max_rss_mb() - before < 200
+
+
+@pytest.mark.parametrize("policy_kwargs, message", [
+    ("dict(net_arch=[-5])", r"has net_arch \[-5\]; give lists of at most 64 layer widths, each an integer in \[1, 16384\]"),
+    ("dict(net_arch=[60000, 60000])", r"has net_arch \[60000, 60000\]; give lists"),
+    ([1, 2], "is a list; give a mapping"),
+])
+def test_policy_kwargs_are_checked_at_load(make_lqr_spec, policy_kwargs, message):
+    from hti_rl.errors import SpecError
+    from hti_rl.spec.load import load_task
+
+    with pytest.raises(SpecError, match=f"field `policy_kwargs` {message}"):
+        load_task(make_lqr_spec(agent={"policy_kwargs": policy_kwargs}))
+
+
+def test_anchor_from_a_device_file_is_refused(make_lqr_spec, tmp_path, capsys):
+    spec = make_lqr_spec()
+    assert main(["import-anchors", str(spec), "--run-root", str(tmp_path / "runs"), "--anchor", "1=/dev/zero"]) == 2
+    assert "/dev/zero is not a regular file or a folder" in capsys.readouterr().err
+    assert main(["import-anchors", str(spec), "--run-root", str(tmp_path / "runs"), "--anchor", "1=/dev/zero.json"]) == 2
+
+
+def test_record_size_is_bounded_at_load(make_lqr_spec):
+    from hti_rl.errors import SpecError
+    from hti_rl.spec.load import load_task
+
+    with pytest.raises(SpecError, match=r"asks for a dataset of .* GiB .*over the limit of 8 GiB"):
+        load_task(make_lqr_spec(record={"samples": 65536, "max_states": 10**7}))

@@ -264,6 +264,9 @@ class NormStats:
         )
         if self.obs_mean is not None:
             shape = venv.observation_space.shape
+            if len(self.obs_mean) != math.prod(shape):
+                raise SpaceError(f"the VecNormalize statistics normalise {len(self.obs_mean)} observation values, the env gives "
+                                 f"{shape}; use the statistics saved with this agent.")
             vecnormalize.obs_rms = RunningMeanStd(shape=shape)
             vecnormalize.obs_rms.mean = np.asarray(self.obs_mean, dtype=np.float64).reshape(shape)
             vecnormalize.obs_rms.var = np.asarray(self.obs_var, dtype=np.float64).reshape(shape)
@@ -364,15 +367,29 @@ def read_norm_stats(path: str | Path) -> NormStats:
     path = Path(path)
     fix = "re-import the anchor with `hti-rl import-anchors <spec> ... --force`."
     try:
+        if not path.is_file() or path.stat().st_size > MAX_PICKLE_BYTES:
+            raise OSError(f"not a regular file of at most {MAX_PICKLE_BYTES} bytes")
         raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise FileFormatError(f"{path} is missing or not JSON ({exc}); {fix}") from None
     if not isinstance(raw, dict) or raw.get("format") != STATS_FORMAT or raw.get("version") != STATS_VERSION:
         raise FileFormatError(f"{path} is not an hti-rl VecNormalize statistics file of version {STATS_VERSION}; {fix}")
-    fields = {k: raw.get(k) for k in NormStats.__dataclass_fields__}
+    missing = [k for k in NormStats.__dataclass_fields__ if k not in raw]
+    if missing:
+        raise FileFormatError(f"{path} lacks the fields {', '.join(missing)}; {fix}")
+    fields = {k: raw[k] for k in NormStats.__dataclass_fields__}
     try:
         for key in ("obs_mean", "obs_var"):
             fields[key] = None if fields[key] is None else tuple(float(v) for v in fields[key])
+        for key in ("obs_count", "ret_mean", "ret_var", "ret_count", "clip_obs", "clip_reward", "gamma", "epsilon"):
+            if isinstance(fields[key], bool) or not isinstance(fields[key], (int, float)):
+                raise TypeError(f"`{key}` is {str(fields[key])[:40]}, not a number")
+            fields[key] = float(fields[key])
+        for key in ("norm_obs", "norm_reward"):
+            if not isinstance(fields[key], bool):
+                raise TypeError(f"`{key}` is {str(fields[key])[:40]}, not true or false")
+        if (fields["obs_mean"] is None) != (fields["obs_var"] is None) or len(fields["obs_mean"] or ()) != len(fields["obs_var"] or ()):
+            raise ValueError("`obs_mean` and `obs_var` differ in length")
         stats = NormStats(**fields)
     except (TypeError, ValueError) as exc:
         raise FileFormatError(f"{path}: bad field ({exc}); {fix}") from None

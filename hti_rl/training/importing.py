@@ -54,7 +54,7 @@ from hti_rl.sb3io.safe_pickle import (
     read_vecnormalize,
     write_norm_stats,
 )
-from hti_rl.sb3io.safe_sb3 import load_sb3
+from hti_rl.sb3io.safe_sb3 import load_sb3, read_sb3_data
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,8 @@ def _read_source(spec: Any, weight: float, source: Source, vecnormalize: Path | 
         path = Path(source).expanduser()
         if not path.exists():
             raise AnchorError(f"{where}: {path} does not exist; give the path of an SB3 model .zip or an rl-zoo3 run folder.")
+        if not path.is_dir() and not path.is_file():
+            raise AnchorError(f"{where}: {path} is not a regular file or a folder; give the path of an SB3 model .zip or an rl-zoo3 run folder.")
         if path.is_dir():
             path, found = find_zoo_files(path, where)
             vecnormalize = vecnormalize or found
@@ -285,14 +287,10 @@ def find_zoo_files(folder: Path, where: str = "anchor") -> tuple[Path, Path | No
 
 def detect_algo(path: Path, where: str = "anchor") -> str:
     """The SB3 algorithm of a model zip (ppo, a2c, sac, td3, ddpg), read from its JSON ``data`` only."""
-    import json
-    import zipfile
-
     try:
-        with zipfile.ZipFile(path) as zf:
-            data = json.loads(zf.read("data"))
+        data = read_sb3_data(path)  # size-bounded; a regular file only (never /dev/zero)
         module = str(data.get("policy_class", {}).get("__module__", ""))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, AttributeError) as exc:
+    except (HTIError, AttributeError) as exc:
         raise AnchorError(f"{where}: {path} is not a readable SB3 model zip ({type(exc).__name__}: {exc}); give the .zip that model.save wrote.") from None
     if module == "stable_baselines3.common.policies":
         return "ppo" if "n_epochs" in data else "a2c"
