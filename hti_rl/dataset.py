@@ -57,6 +57,17 @@ ARRAYS: dict[str, tuple[np.dtype, int]] = {
 _BATCH = 1024  # states per actor evaluation
 
 
+MAX_VALUE = 1e12
+"""The largest magnitude a dataset may hold: squares and sums of float32 values near 3e38 overflow in the fit."""
+
+
+VALUE_RANGE = {"log_std": (-50.0, 20.0)}  # a std of e^20 is already beyond any action bound
+
+
+MAX_ARRAY_BYTES = 16 << 30
+"""The largest array a dataset file may declare (its header is read before the array is allocated)."""
+
+
 @dataclass(frozen=True)
 class PolicyDataset:
     """Anchor action distributions at shared states.
@@ -99,6 +110,7 @@ class PolicyDataset:
         fix = f"re-run `hti-rl record {spec_hint(spec)} --force`"
         if not path.is_file():
             raise FileFormatError(f"{path} does not exist; record it with `hti-rl record {spec_hint(spec)}`.")
+        _check_declared_sizes(path, fix)
         try:
             z = np.load(path, allow_pickle=False)
             if not isinstance(z, np.lib.npyio.NpzFile):
@@ -123,6 +135,10 @@ class PolicyDataset:
         for name in ARRAYS:
             if not np.all(np.isfinite(data[name])):
                 raise FileFormatError(f"{path}: array '{name}' contains NaN or inf values; {fix}.")
+            low, high = VALUE_RANGE.get(name, (-MAX_VALUE, MAX_VALUE))
+            if data[name].size and (data[name].min() < low or data[name].max() > high):
+                raise FileFormatError(f"{path}: array '{name}' holds values in [{data[name].min():.3g}, {data[name].max():.3g}], "
+                                      f"outside [{low:g}, {high:g}], where the fit would overflow; {fix}.")
         if spec is not None and header.get("task_fingerprint") != spec.fingerprint():
             raise FileFormatError(
                 f"{path} was recorded for task {header.get('task')!r} with another spec (fingerprint "
@@ -166,6 +182,29 @@ def recorded_checksum(path: str | Path) -> str | None:
         return header.get("checksum") if isinstance(header, dict) else None
     except Exception:  # missing or damaged: not the file that was fitted on
         return None
+
+
+def _check_declared_sizes(path: Path, fix: str) -> None:
+    """Read each array's .npy header (shape, dtype) and refuse one over :data:`MAX_ARRAY_BYTES` before
+    numpy allocates it (a 200-byte header can declare terabytes)."""
+    import math
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(f)
+                size = math.prod(shape) * dtype.itemsize
+                if size > MAX_ARRAY_BYTES:
+                    raise FileFormatError(f"{path}: array {info.filename} declares shape {shape} of {dtype} ({size / 2**30:.3g} GiB), "
+                                          f"over the limit of {MAX_ARRAY_BYTES >> 30} GiB; {fix}.")
+    except FileFormatError:
+        raise
+    except Exception:  # not a zip of .npy files: np.load below says what it is
+        return
 
 
 def checksum(arrays: dict[str, np.ndarray]) -> str:

@@ -135,6 +135,23 @@ def _first_existing(directory: Path) -> Path:
     return directory
 
 
+def check_writable(directory: str | os.PathLike) -> None:
+    """Create ``directory`` if needed and check that a file can be written in it, before work that
+    would fail at its first write (TensorBoard logs open their files deep inside training).
+
+    :raises HTIError: naming the directory and the fix.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        if exc.errno not in _USER_FAULTS:
+            raise
+        raise _user_error(exc, directory / "events") from exc
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_write(path, "w") as f:

@@ -13,6 +13,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_reliability import build_tiny_surrogate
@@ -374,3 +375,136 @@ def test_record_size_is_bounded_at_load(make_lqr_spec):
 
     with pytest.raises(SpecError, match=r"asks for a dataset of .* GiB .*over the limit of 8 GiB"):
         load_task(make_lqr_spec(record={"samples": 65536, "max_states": 10**7}))
+
+
+# ------------------------------------------------------------------ (8) every error is an `error:` line, exit code 2
+@pytest.mark.parametrize("argv, message", [
+    (["deploy", "{surrogate}", "--weight", "3", "--episodes", "0"], "--episodes must be ≥ 1, got 0"),
+    (["deploy", "{surrogate}", "--weight", "3", "--episodes", "-1"], "--episodes must be ≥ 1, got -1"),
+    (["deploy", "{surrogate}", "--weight", "3", "--seed", "-1"], "--seed must be an integer in [0, 4294967295], got -1"),
+    (["record", "{spec}", "--seed", "-1"], "--seed must be an integer in [0, 4294967295], got -1"),
+    (["train-anchors", "{spec}", "--checkpoint-every", "0"], "--checkpoint-every must be ≥ 1, got 0"),
+])
+def test_cli_flags_are_checked_before_any_work(tiny, argv, message, capsys):
+    spec, runs = tiny
+    argv = [a.format(surrogate=RunDir.of(spec, runs).surrogate, spec=spec.path) for a in argv]
+    assert main(argv + (["--spec", str(spec.path)] if argv[0] == "deploy" else ["--run-root", str(runs)])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("fields, agent, message", [
+    ({"anchors": [0.1, 10**400]}, None, "field `anchors` is [0.1, 1000"),
+    ({"reward": {"components": {"state": {"info": "reward_state"}, "ctrl": {"info": "reward_ctrl"}}, "weighted": "ctrl",
+                 "fixed": {"state": 10**400}}}, None, "field `reward.fixed.state`"),
+    ({"shared_start": {"base_steps": 10**400}}, None, "field `shared_start.base_steps` is an integer of 401 digits"),
+    ({"env_kwargs": {"no_such_argument": 1}}, None, "field `env_kwargs` is {'no_such_argument': 1}, which hti_rl/LQR1D-v0 does not accept"),
+    ({"reward": {"components": {"state": {"function": "os:system"}, "ctrl": {"info": "reward_ctrl"}}, "weighted": "ctrl"}}, None,
+     "is 'os:system', which cannot be called as fn(obs, action, next_obs)"),
+    ({"reward": {"components": {"state": {"function": "builtins:dict"}, "ctrl": {"info": "reward_ctrl"}}, "weighted": "ctrl"}}, None,
+     "is 'builtins:dict', which cannot be called as fn(obs, action, next_obs)"),
+    ({"seed": 10**30}, None, "field `seed` is an integer of 31 digits; give an integer ≥ 0 and ≤ 4294967295"),
+])
+def test_bad_specs_are_refused_at_load(make_lqr_spec, capsys, fields, agent, message):
+    path = make_lqr_spec(agent, **fields)
+    assert main(["train-anchors", str(path), "--run-root", str(path.parent.parent / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not (path.parent.parent / "runs").exists()  # refused before anything was trained or written
+
+
+def test_bad_eval_seeds_are_refused_at_load(make_lqr_spec, tmp_path):
+    from hti_rl.compare.experiment import load_experiment
+    from hti_rl.errors import SpecError
+
+    make_lqr_spec()
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "x.yaml").write_text("task: envs/lqr1d.yaml\neval_seeds: [-1, 2]\n")
+    with pytest.raises(SpecError, match=r"field `eval_seeds` = \[-1, 2\]: must be a non-empty list of distinct integers in \[0, 2\^31\)"):
+        load_experiment(tmp_path / "experiments" / "x.yaml")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", "holds a list, not an agent's meta data"),
+    ("{", "is not valid JSON"),
+])
+def test_non_dict_meta_json_is_an_error(tiny_copy, content, message):
+    from hti_rl.errors import AnchorError
+    from hti_rl.training.store import load_anchor_actor
+
+    spec, runs = tiny_copy
+    (RunDir.of(spec, runs).anchor(1.0) / "meta.json").write_text(content)
+    with pytest.raises(AnchorError, match=message):
+        load_anchor_actor(spec, 1.0, runs)
+
+
+@pytest.mark.parametrize("latest", ['[1]', '{"steps": 10, "model": "../../../etc/passwd", "vecnormalize": null, "wall_time_s": 1}'])
+def test_bad_latest_json_is_an_error(make_lqr_spec, tmp_path, latest):
+    from hti_rl.errors import AnchorError
+    from hti_rl.spec.load import load_task
+    from hti_rl.training.jobs import AnchorJob, checkpoint_steps
+
+    spec = load_task(make_lqr_spec())
+    job = AnchorJob(spec, 0, str(tmp_path / "runs"), 100)
+    (job.directory / "checkpoints").mkdir(parents=True)
+    (job.directory / "checkpoints" / "latest.json").write_text(latest)
+    with pytest.raises(AnchorError, match="is not a checkpoint record hti-rl wrote"):
+        checkpoint_steps(job)
+
+
+def test_incomplete_vecnormalize_json_is_an_error(tmp_path):
+    from hti_rl.sb3io.safe_pickle import read_norm_stats
+
+    (tmp_path / "vecnormalize.json").write_text(json.dumps({"format": "hti-rl-vecnormalize", "version": 1, "obs_mean": [0.0]}))
+    with pytest.raises(FileFormatError, match="lacks the fields obs_var, obs_count"):
+        read_norm_stats(tmp_path / "vecnormalize.json")
+
+
+def test_unwritable_tensorboard_directory_is_refused_before_training(make_lqr_spec, tmp_path, capsys):
+    """TensorBoard opens its files deep inside training; the check comes first (here tb/ is a file, which
+    stops root too; a read-only tb/ takes the same path)."""
+    path = make_lqr_spec()
+    tb = tmp_path / "runs" / "lqr1d" / "tb"
+    tb.parent.mkdir(parents=True)
+    tb.write_text("not a directory")
+    assert main(["train-anchors", str(path), "--run-root", str(tmp_path / "runs"), "--no-check"]) == 2
+    assert f"cannot write {tb / 'events'}: {tb} is a file, not a directory" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "lqr1d" / "anchors" / "w=0.1" / "checkpoints").exists()
+
+
+def test_dataset_values_near_float32_max_are_refused(tmp_path):
+    import numpy as np
+
+    from hti_rl.dataset import FORMAT, FORMAT_VERSION, PolicyDataset
+
+    mean = np.full((2, 3, 1), 3e38, dtype=np.float32)
+    PolicyDataset(obs=np.zeros((3, 1), np.float32), weights=np.array([1.0, 2.0]), mean=mean, log_std=mean * 0, samples=mean[:, :, None],
+                  header={"format": FORMAT, "format_version": FORMAT_VERSION}).save(tmp_path / "d.npz")
+    with pytest.raises(FileFormatError, match=r"array 'mean' holds values in \[3e\+38, 3e\+38\], outside \[-1e\+12, 1e\+12\]"):
+        PolicyDataset.load(tmp_path / "d.npz")
+
+
+def test_dataset_declaring_terabytes_is_refused_before_allocating(tmp_path):
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (2, 10**6, 10**6, 5)})
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as zf:
+        zf.writestr("samples.npy", buf.getvalue() + b"\0" * 64)
+    with pytest.raises(FileFormatError, match=r"array samples.npy declares shape \(2, 1000000, 1000000, 5\) of float32 .*over the limit of 16 GiB"):
+        __import__("hti_rl.dataset", fromlist=["PolicyDataset"]).PolicyDataset.load(tmp_path / "d.npz")
+
+
+def test_set_weight_refuses_strings_and_bools(tiny):
+    from hti_rl.errors import WeightError
+
+    spec, runs = tiny
+    policy = SurrogatePolicy.load(RunDir.of(spec, runs).surrogate)
+    for bad in ("3", True, np.bool_(True)):
+        with pytest.raises(WeightError, match="weight must be a number"):
+            policy.set_weight(bad)
+    policy.set_weight(np.float32(3.0))
+    policy.set_weight(np.array(2.0))
+    assert policy.weight == 2.0

@@ -17,7 +17,7 @@ import torch
 from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
 from hti_rl.dataset import PolicyDataset, recorded_checksum, stale_anchors
 from hti_rl.errors import FileFormatError, SpecError
-from hti_rl.io import RunLock
+from hti_rl.io import RunLock, check_writable
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
 from hti_rl.methods.policy_file import read_policy_file
 from hti_rl.runs import RunDir
@@ -130,6 +130,7 @@ def fit(
         if stale:
             raise FileFormatError(f"the dataset {stale}; re-run `hti-rl record {spec.path} --force`, then fit.")
         actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
+    check_writable(run.tb("clot"))
     policy = fit_policy(spec, dataset, actors, config, log_dir=run.tb("clot"), progress=progress)
     if read_here and recorded_checksum(run.dataset) != dataset.header.get("checksum"):
         raise FileFormatError(f"{run.dataset} was recorded again while this fit ran; the surrogate was not saved. "
