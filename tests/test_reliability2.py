@@ -508,3 +508,75 @@ def test_set_weight_refuses_strings_and_bools(tiny):
     policy.set_weight(np.float32(3.0))
     policy.set_weight(np.array(2.0))
     assert policy.weight == 2.0
+
+
+# ------------------------------------------------------------------ (1) Ctrl-C and a killed parent, with --workers 2
+def _group_alive(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, read from /proc."""
+    import os
+
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            alive.append(int(entry))
+    return alive
+
+
+def _start_training(make_lqr_spec, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from hti_rl.spec.load import load_task
+
+    path = make_lqr_spec(agent={"n_timesteps": 200000})
+    spec, runs = load_task(path), tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    child = subprocess.Popen([sys.executable, "-m", "hti_rl.cli", "train-anchors", str(path), "--run-root", str(runs), "--workers", "2",
+                              "--checkpoint-every", "200", "--no-check"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    latest = [RunDir.of(spec, runs).anchor(w) / "checkpoints" / "latest.json" for w in spec.anchors]
+    end = time.monotonic() + 120
+    while not any(p.exists() for p in latest):
+        assert child.poll() is None and time.monotonic() < end, child.stderr.read().decode() if child.poll() is not None else "no checkpoint"
+        time.sleep(0.05)
+    return spec, runs, child, latest
+
+
+@pytest.mark.slow  # about 30 s each on 2 shared cores: two forkserver workers import torch and SB3 before the first checkpoint
+@pytest.mark.parametrize("kill", ["ctrl-c", "sigkill"])
+def test_interrupted_parallel_training_stops_promptly(make_lqr_spec, tmp_path, kill):
+    import os
+    import signal
+    import time
+
+    from hti_rl.io import RunLock
+
+    spec, runs, child, latest = _start_training(make_lqr_spec, tmp_path)
+    try:
+        stopped = time.monotonic()
+        if kill == "ctrl-c":
+            os.killpg(child.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: the whole group
+            assert child.wait(timeout=15) == 130
+            assert "Traceback" not in child.stderr.read().decode()
+        else:
+            child.kill()
+            child.wait()
+        while _group_alive(child.pid) and time.monotonic() - stopped < 10:
+            time.sleep(0.1)
+        assert _group_alive(child.pid) == [], "workers, forkserver or resource tracker outlived the parent"
+        assert time.monotonic() - stopped < 10
+    finally:
+        if _group_alive(child.pid):
+            os.killpg(child.pid, signal.SIGKILL)
+    with RunLock(RunDir.of(spec, runs).anchors):  # the lock is free
+        pass
+    assert any(p.exists() for p in latest)  # checkpoints are kept: a rerun resumes from them
+    assert not any((RunDir.of(spec, runs).anchor(w) / "meta.json").exists() for w in spec.anchors)
