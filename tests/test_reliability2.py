@@ -580,3 +580,76 @@ def test_interrupted_parallel_training_stops_promptly(make_lqr_spec, tmp_path, k
         pass
     assert any(p.exists() for p in latest)  # checkpoints are kept: a rerun resumes from them
     assert not any((RunDir.of(spec, runs).anchor(w) / "meta.json").exists() for w in spec.anchors)
+
+
+# ------------------------------------------------------------------ (9) messages point at the real cause
+def test_nan_in_a_surrogate_is_blamed_on_the_file(tiny, tmp_path):
+    import io
+
+    spec, runs = tiny
+    header, blob = read_policy_file(RunDir.of(spec, runs).surrogate)
+    payload = torch.load(io.BytesIO(blob), weights_only=True)
+    next(v for v in payload["actors"][0]["tensors"].values() if v.is_floating_point()).fill_(float("nan"))
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    path = tmp_path / "surrogate.zip"
+    with zipfile.ZipFile(path, "w") as zf:  # a crafted file with a valid checksum
+        zf.writestr("header.json", json.dumps({**header, "checksum": header_checksum(header, buf.getvalue())}))
+        zf.writestr("payload.pt", buf.getvalue())
+    with pytest.raises(FileFormatError, match=r"the policy's tensors actors\.0\..* hold NaN or inf \(a damaged or crafted file\)"):
+        SurrogatePolicy.load(path)
+
+
+def test_nan_anchor_is_blamed_on_the_anchor(tiny_copy):
+    from stable_baselines3 import PPO
+
+    from hti_rl.dataset import record
+    from hti_rl.errors import AnchorError
+
+    spec, runs = tiny_copy
+    directory = RunDir.of(spec, runs).anchor(1.0)
+    model = PPO.load(directory / "model.zip", device="cpu")
+    with torch.no_grad():
+        model.policy.action_net.weight.fill_(float("nan"))
+    model.save(directory / "model.zip")
+    with pytest.raises(AnchorError, match=r"anchor w=1 in .* holds NaN or inf in .*retrain it"):
+        record(spec, runs, progress=False)
+
+
+def test_one_ulp_outside_the_range_is_shown_exactly(tiny):
+    from hti_rl.errors import WeightError
+
+    spec, runs = tiny
+    policy = SurrogatePolicy.load(RunDir.of(spec, runs).surrogate)
+    with pytest.raises(WeightError, match=r"weight 10\.000000000000002 is outside the anchor range \[0\.1, 10\]"):
+        policy.set_weight(np.nextafter(10.0, 11.0))
+
+
+def test_compare_without_held_out_weights_is_refused(make_lqr_spec, tmp_path):
+    from hti_rl.compare.experiment import load_experiment
+    from hti_rl.errors import SpecError
+
+    make_lqr_spec(held_out=[])
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "x.yaml").write_text("task: envs/lqr1d.yaml\n")
+    with pytest.raises(SpecError, match="has no held-out weights .* nothing to compare"):
+        load_experiment(tmp_path / "experiments" / "x.yaml")
+
+
+def test_torch_advice_to_drop_weights_only_is_not_passed_on(tiny_copy, capsys):
+    import io
+
+    spec, runs = tiny_copy
+    path = RunDir.of(spec, runs).anchor(1.0) / "model.zip"
+    with zipfile.ZipFile(path) as zf:
+        entries = {name: zf.read(name) for name in zf.namelist()}
+    buf = io.BytesIO()
+    torch.save({"x": zipfile.ZipInfo("crafted")}, buf)  # an object, not a tensor
+    entries["policy.pth"] = buf.getvalue()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    (RunDir.of(spec, runs).path / "dataset.npz").unlink()
+    assert main(["record", str(spec.path), "--run-root", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "refused without running them" in err and "weights_only" not in err

@@ -107,6 +107,11 @@ def load_experiment(path: str | Path) -> Experiment:
     task = next((c for c in candidates if c.is_file()), None)
     if task is None:
         raise bad("task", f"= {raw['task']!r}: no such file (looked in {path.parent} and {path.parent.parent}).")
+    from hti_rl.spec.load import load_task
+
+    if not load_task(task).held_out:
+        raise bad("task", f"= {raw['task']!r} has no held-out weights (`held_out` in {task}), so there is nothing to compare; "
+                          "add held_out weights inside the anchor range.")
     values: dict[str, Any] = {"task": task}
     for name, low in (("retrained_seeds", 2), ("eval_episodes", 10), ("w2_states", 10), ("w2_samples", 2), ("grid", 2), ("seed", 0)):
         if name in raw:

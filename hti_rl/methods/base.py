@@ -271,11 +271,16 @@ class AnchoredPolicy(BasePolicy):
                 header=header,
                 **kwargs,
             )
-            return policy_cls.from_method_state(payload["method"], **base)
+            policy = policy_cls.from_method_state(payload["method"], **base)
         except (WeightError, SpaceError, FileFormatError):
             raise
         except (KeyError, IndexError, AttributeError, RuntimeError, TypeError, ValueError) as exc:
             raise FileFormatError(f"{path} is not a usable policy file ({type(exc).__name__}: {exc}). Re-run `hti-rl fit`.") from exc
+        bad = [name for name, t in policy.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:  # found here, not as a "non-finite action" blamed on the observations at the first predict
+            raise FileFormatError(f"{path}: the policy's tensors {', '.join(bad[:3])} hold NaN or inf (a damaged or crafted file). "
+                                  "Re-create it with `hti-rl fit <spec> --force`.")
+        return policy
 
 
 def _load_failure(exc: BaseException) -> str:

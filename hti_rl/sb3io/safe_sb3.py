@@ -99,7 +99,20 @@ def load_sb3(algo: type, path: str | Path, task_env: Any = None, hyperparams: di
     path = Path(path)
     data = read_sb3_data(path)
     custom = _custom_objects(algo, path, data, task_env if task_env is not None else env, hyperparams)
-    return algo.load(path, env=env, device=device, custom_objects=custom, **kwargs)
+    try:
+        return algo.load(path, env=env, device=device, custom_objects=custom, **kwargs)
+    except Exception as exc:  # torch refusing a non-tensor policy.pth, a damaged entry, mismatched shapes, ...
+        raise FileFormatError(f"{path}: SB3 could not load it ({_reason(exc)}); re-save the model, or retrain it.") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """One line of why loading failed. Torch's refusal runs to a page and advises ``weights_only=False``,
+    which would run the file's code: that advice is never passed on."""
+    text = str(exc)
+    if "weights_only" in text or "WeightsUnpickler" in text or "Unsupported global" in text:
+        return "its policy weights hold objects other than tensors, and were refused without running them"
+    lines = text.strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def _custom_objects(algo: type, path: Path, data: dict[str, Any], task_env: Any, hyperparams: dict[str, Any] | None) -> dict[str, Any]:

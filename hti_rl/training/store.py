@@ -53,11 +53,18 @@ def load_anchor_actor(spec: Any, weight: float, run_root: str | Path = "runs") -
     if meta.get("imported"):
         from hti_rl.training.importing import load_imported_actor
 
-        return load_imported_actor(spec, weight, directory, meta)
-    model, vecnormalize = load_anchor(spec, weight, run_root)
-    actor = actor_from_sb3(model, vecnormalize)
-    if (meta.get("shared_start") or {}).get("role") == "finetune":  # which base it descends from (hti_rl.shared_start)
-        actor.arch["source"]["shared_start"] = meta["shared_start"]["base_sha256"]
+        actor = load_imported_actor(spec, weight, directory, meta)
+    else:
+        model, vecnormalize = load_anchor(spec, weight, run_root)
+        actor = actor_from_sb3(model, vecnormalize)
+        if (meta.get("shared_start") or {}).get("role") == "finetune":  # which base it descends from (hti_rl.shared_start)
+            actor.arch["source"]["shared_start"] = meta["shared_start"]["base_sha256"]
+    bad = [name for name, t in actor.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:  # said here, rather than blamed on the env or a component function once its actions reach the env
+        raise AnchorError(
+            f"anchor w={weight:g} in {directory} holds NaN or inf in {', '.join(bad[:3])} (its policy network or VecNormalize "
+            f"statistics diverged or were damaged); retrain it with `hti-rl train-anchors {spec_hint(spec)} --force` or re-import it."
+        )
     return actor
 
 
