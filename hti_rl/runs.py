@@ -181,16 +181,35 @@ def package_versions() -> dict[str, str]:
     }
 
 
-ANCHOR_FILES = ("meta.json", "model.zip", "vecnormalize.pkl", "vecnormalize.json", "actor.pt")
+ANCHOR_FILES = ("model.zip", "vecnormalize.pkl", "vecnormalize.json", "actor.pt")
 
 
 def anchor_digest(directory: Path) -> str | None:
-    """SHA-256 over the names and contents of a finished agent's files (:data:`ANCHOR_FILES` that
-    exist), or ``None`` without a ``meta.json``: what a later stage records of its input."""
-    if not (directory / "meta.json").is_file():
+    """SHA-256 of what a finished agent acts by: the contents of its files (:data:`ANCHOR_FILES` that
+    exist; a zip by its members, so that the same model saved twice hashes alike) and its ``meta.json``'s
+    weight and import record; ``None`` without a ``meta.json``. What a later stage records of its input."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError):
         return None
-    parts = [f"{name}:{sha256_file(directory / name)}".encode() for name in ANCHOR_FILES if (directory / name).is_file()]
+    if not isinstance(meta, dict):
+        return None
+    parts = [json.dumps({"weight": meta.get("weight"), "imported": meta.get("imported")}, sort_keys=True).encode()]
+    for name in ANCHOR_FILES:
+        if (directory / name).is_file():
+            parts.append(f"{name}:{_zip_digest(directory / name) if name.endswith('.zip') else sha256_file(directory / name)}".encode())
     return sha256_bytes(b"\n".join(parts))
+
+
+def _zip_digest(path: Path) -> str:
+    """SHA-256 over a zip's member names and contents (not its timestamps); the file's bytes if it is no zip."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sha256_bytes(*(f"{i.filename}:{i.CRC}:{i.file_size}".encode() for i in sorted(zf.infolist(), key=lambda i: i.filename)))
+    except (zipfile.BadZipFile, OSError):
+        return sha256_file(path)
 
 
 def read_meta(directory: Path) -> dict[str, Any] | None:
