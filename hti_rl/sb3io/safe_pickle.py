@@ -101,10 +101,7 @@ _PLAIN_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray",
 _OTHER_SPACES = {"Dict", "Discrete", "MultiDiscrete", "MultiBinary", "Tuple", "Sequence", "Graph", "Text", "OneOf"}
 
 
-MAX_PICKLE_BYTES = 64 << 20
-"""The largest VecNormalize pickle read (its statistics take a few kB)."""
-
-
+MAX_PICKLE_BYTES = 64 << 20  # the largest VecNormalize file read (its statistics take a few kB)
 MAX_ELEMENTS = 1 << 22
 """The most elements (or bytes) any constructor a pickle calls may be asked for: the admitted
 constructors allocate what their arguments ask, so a 43-byte pickle could ask for gigabytes."""
@@ -142,8 +139,7 @@ def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
 
 
 def _ndarray(*args: Any) -> Any:
-    """Stands for ``numpy.ndarray``, which a pickle names only as :func:`_reconstruct`'s subtype; calling it
-    (which would allocate what the call asks) is refused."""
+    """``numpy.ndarray`` as a pickle names it (only as :func:`_reconstruct`'s subtype); a call would allocate."""
     raise UnsafePickleError("refused to load: the pickle calls numpy.ndarray directly, which VecNormalize statistics never do; nothing was built.")
 
 
