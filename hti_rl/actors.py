@@ -25,75 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hti_rl.errors import AnchorError, FileFormatError, ObservationError
+from hti_rl.errors import FileFormatError, ObservationError
+from hti_rl.layers import build_layers, check_arch
 
 STATE_FORMAT = "hti-rl-actor"
 STATE_VERSION = 1
 KINDS = ("gaussian", "squashed_gaussian", "deterministic")
 DETERMINISTIC_LOG_STD = -20.0
-
-
-# Layers an SB3 MlpPolicy is built from, with the constructor arguments that define them.
-_ACTIVATIONS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
-    "Tanh": (nn.Tanh, ()),
-    "ReLU": (nn.ReLU, ()),
-    "ELU": (nn.ELU, ("alpha",)),
-    "LeakyReLU": (nn.LeakyReLU, ("negative_slope",)),
-    "SiLU": (nn.SiLU, ()),
-    "GELU": (nn.GELU, ()),
-    "Sigmoid": (nn.Sigmoid, ()),
-    "Softplus": (nn.Softplus, ("beta", "threshold")),
-    "Hardtanh": (nn.Hardtanh, ("min_val", "max_val")),
-    "Identity": (nn.Identity, ()),
-}
-
-
-def _flat_layers(module: nn.Module) -> list[nn.Module]:
-    """Unroll nested ``nn.Sequential`` into its leaf layers, in call order."""
-    if isinstance(module, nn.Sequential):
-        return [leaf for child in module for leaf in _flat_layers(child)]
-    return [module]
-
-
-def describe_layers(module: nn.Module) -> list[dict[str, Any]]:
-    """A JSON-able description of a feed-forward stack (Linear layers and activations).
-
-    :param module: an ``nn.Linear``, an activation, or an ``nn.Sequential`` of them (nested allowed).
-    :raises AnchorError: for any other layer (a custom network is not an MlpPolicy).
-    """
-    layers = []
-    for layer in _flat_layers(module):
-        name = type(layer).__name__
-        if isinstance(layer, nn.Linear):
-            layers.append({"type": "Linear", "in": layer.in_features, "out": layer.out_features, "bias": layer.bias is not None})
-        elif name in _ACTIVATIONS and type(layer) is _ACTIVATIONS[name][0]:
-            layers.append({"type": name, **{arg: float(getattr(layer, arg)) for arg in _ACTIVATIONS[name][1]}})
-        else:
-            raise AnchorError(
-                f"the policy network contains a {name} layer; hti-rl reads MlpPolicy networks made of "
-                f"Linear layers and the activations {sorted(_ACTIVATIONS)}. Train the anchor with MlpPolicy."
-            )
-    return layers
-
-
-def build_layers(description: list[dict[str, Any]]) -> nn.Sequential:
-    """Rebuild the stack described by :func:`describe_layers` (weights left at their initial values)."""
-    layers: list[nn.Module] = []
-    for d in description:
-        if d["type"] == "Linear":
-            layers.append(nn.Linear(d["in"], d["out"], bias=d["bias"]))
-        elif d["type"] in _ACTIVATIONS:
-            cls, args = _ACTIVATIONS[d["type"]]
-            layers.append(cls(**{arg: d[arg] for arg in args}))
-        else:
-            raise FileFormatError(f"unknown layer type {d['type']!r} in an actor description; was it written by a newer hti-rl?")
-    return nn.Sequential(*layers)
-
-
-def copy_layers(source: nn.Module, target: nn.Sequential) -> None:
-    for src, dst in zip(_flat_layers(source), target):
-        dst.load_state_dict({k: v.detach().cpu().float() for k, v in src.state_dict().items()})
-
 
 def sde_variance(latent: Tensor, log_std: Tensor, use_expln: bool, epsilon: float) -> Tensor:
     """gSDE's per-state action variance: latent [B, L], log_std [L, D or 1] -> (latent²) @ std² [B, D].
@@ -124,8 +62,9 @@ class AnchorActor(nn.Module):
 
     def __init__(self, arch: dict[str, Any]):
         super().__init__()
-        if arch.get("kind") not in KINDS:
-            raise FileFormatError(f"actor kind {arch.get('kind')!r} is not one of {KINDS}")
+        if not isinstance(arch, dict) or arch.get("kind") not in KINDS:
+            raise FileFormatError(f"actor kind {arch.get('kind') if isinstance(arch, dict) else arch!r} is not one of {KINDS}")
+        check_arch(arch)  # every size bounded before any layer is built
         self.arch = arch
         self.kind: str = arch["kind"]
         c, d = arch["obs_dim"], arch["action_dim"]

@@ -64,6 +64,12 @@ def shared_start_argument(parser: argparse.ArgumentParser) -> None:
                              "(the spec's shared_start settings, else: base at the middle weight)")
 
 
+def at_least(value: int | None, minimum: int, flag: str) -> None:
+    """Refuse ``flag``'s value below ``minimum`` (``None``: not given) before any work starts."""
+    if value is not None and value < minimum:
+        raise HTIError(f"{flag} must be ≥ {minimum}, got {value}.")
+
+
 def load_spec(args: argparse.Namespace):
     """The task spec named on the command line, with shared-start anchors when ``--shared-start`` is given."""
     from hti_rl.spec.load import load_task
@@ -86,6 +92,8 @@ def _train_anchors_arguments(parser: argparse.ArgumentParser) -> None:
 def train_anchors_command(args: argparse.Namespace) -> int:
     from hti_rl.training.anchors import train_anchors
 
+    at_least(args.workers, 1, "--workers")
+    at_least(args.checkpoint_every, 1, "--checkpoint-every")
     spec = load_spec(args)
     finished = [w for w in spec.anchors if RunDir.of(spec, args.run_root).is_finished(w)]
     if not args.force:
@@ -131,6 +139,8 @@ def _train_conditioned_arguments(parser: argparse.ArgumentParser) -> None:
 def train_conditioned_command(args: argparse.Namespace) -> int:
     from hti_rl.training.conditioned import train_conditioned
 
+    at_least(args.workers, 1, "--workers")
+    at_least(args.checkpoint_every, 1, "--checkpoint-every")
     spec = load_spec(args)
     [meta] = train_conditioned(spec, [args.budget_factor], run_root=args.run_root, workers=args.workers, force=args.force,
                                checkpoint_every=args.checkpoint_every)
@@ -215,12 +225,20 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
 @command("record", "record every anchor's action distribution at the states the anchors visit", _record_arguments)
 def record_command(args: argparse.Namespace) -> int:
     from hti_rl.dataset import record
+    from hti_rl.seeds import check_seed
 
+    if args.seed is not None:
+        check_seed(args.seed, "--seed")
     spec = load_spec(args)
     path = RunDir.of(spec, args.run_root).dataset
     if path.exists() and not args.force:
-        print(f"{path} exists, skipped; --force records it again")
-        return 0
+        from hti_rl.dataset import stale_reason
+
+        stale = stale_reason(spec, args.run_root)
+        if stale is None:
+            print(f"{path} exists, skipped; --force records it again")
+            return 0
+        print(f"recording again: {stale}")
     data = record(spec, run_root=args.run_root, seed=args.seed)
     k, n, m, d = data.samples.shape
     print(f"wrote {path}: {k} anchors × {n} states × {m} samples, action dim {d}")
@@ -246,8 +264,13 @@ def fit_command(args: argparse.Namespace) -> int:
     spec = load_spec(args)
     path = RunDir.of(spec, args.run_root).surrogate
     if path.exists() and not args.force:
-        print(f"{path} exists, skipped; --force fits again")
-        return 0
+        from hti_rl.methods.surrogate import stale_reason
+
+        stale = stale_reason(spec, args.run_root)
+        if stale is None:
+            print(f"{path} exists, skipped; --force fits again")
+            return 0
+        print(f"fitting again: {stale}")
     require_good_anchors(spec, args.run_root, accept=args.accept_anchors)
     config = clot_config(_key_values(args.set), seed=spec.seed)
     policy = fit(spec, args.run_root, config)
@@ -284,8 +307,11 @@ def deploy_command(args: argparse.Namespace) -> int:
     from hti_rl.evaluate import evaluate_at, record_episode
     from hti_rl.methods.base import read_policy_file
     from hti_rl.methods.surrogate import SurrogatePolicy
+    from hti_rl.seeds import check_seed
     from hti_rl.spec.load import load_task
 
+    at_least(args.episodes, 1, "--episodes")
+    check_seed(args.seed, "--seed")
     header, _ = read_policy_file(args.surrogate)
     spec = load_task(args.spec or f"envs/{header.get('task')}.yaml")
     if header.get("shared_start"):  # fitted on shared-start anchors: the spec with the same settings

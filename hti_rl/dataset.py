@@ -35,7 +35,7 @@ from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceError
 from hti_rl.io import RunLock, atomic_write, sha256_bytes
 from hti_rl.runs import DEFAULT_ROOT, RunDir, package_versions, spec_hint
-from hti_rl.seeds import dataset_streams
+from hti_rl.seeds import check_seed, dataset_streams
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.store import load_anchor_actor
 
@@ -54,6 +54,17 @@ ARRAYS: dict[str, tuple[np.dtype, int]] = {
 
 
 _BATCH = 1024  # states per actor evaluation
+
+
+MAX_VALUE = 1e12
+"""The largest magnitude a dataset may hold: squares and sums of float32 values near 3e38 overflow in the fit."""
+
+
+VALUE_RANGE = {"log_std": (-50.0, 20.0)}  # a std of e^20 is already beyond any action bound
+
+
+MAX_ARRAY_BYTES = 16 << 30
+"""The largest array a dataset file may declare (its header is read before the array is allocated)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ class PolicyDataset:
         fix = f"re-run `hti-rl record {spec_hint(spec)} --force`"
         if not path.is_file():
             raise FileFormatError(f"{path} does not exist; record it with `hti-rl record {spec_hint(spec)}`.")
+        _check_declared_sizes(path, fix)
         try:
             z = np.load(path, allow_pickle=False)
             if not isinstance(z, np.lib.npyio.NpzFile):
@@ -122,12 +134,76 @@ class PolicyDataset:
         for name in ARRAYS:
             if not np.all(np.isfinite(data[name])):
                 raise FileFormatError(f"{path}: array '{name}' contains NaN or inf values; {fix}.")
+            low, high = VALUE_RANGE.get(name, (-MAX_VALUE, MAX_VALUE))
+            if data[name].size and (data[name].min() < low or data[name].max() > high):
+                raise FileFormatError(f"{path}: array '{name}' holds values in [{data[name].min():.3g}, {data[name].max():.3g}], "
+                                      f"outside [{low:g}, {high:g}], where the fit would overflow; {fix}.")
         if spec is not None and header.get("task_fingerprint") != spec.fingerprint():
             raise FileFormatError(
                 f"{path} was recorded for task {header.get('task')!r} with another spec (fingerprint "
                 f"{header.get('task_fingerprint')}, this spec has {spec.fingerprint()}); {fix}."
             )
+        if spec is not None and (path.parent / "anchors").is_dir():  # in its run directory: are its anchors still those?
+            stale = stale_anchors(header, spec, RunDir(path.parent))
+            if stale:
+                raise FileFormatError(f"{path} {stale}; {fix}.")
         return cls(**{name: data[name] for name in ARRAYS}, header=header)
+
+
+def stale_anchors(header: dict[str, Any], spec: Any, run: RunDir) -> str | None:
+    """Why a dataset with ``header`` no longer matches the anchors in ``run`` (None when it does)."""
+    recorded = header.get("anchor_sha256")
+    if not isinstance(recorded, dict):
+        return "was recorded by an earlier hti-rl, without the hashes of the anchors it came from"
+    current = run.anchor_digests(spec.anchors)
+    changed = [label for label in current if recorded.get(label) != current[label]]
+    if changed or set(recorded) != set(current):
+        return (f"was recorded from other anchors than those now in {run.anchors} (changed since: "
+                f"{', '.join('w=' + c for c in changed) or 'the set of weights'})")
+    return None
+
+
+def stale_reason(spec: Any, run_root: str | Path = "runs") -> str | None:
+    """Why the task's ``dataset.npz`` must be recorded again (missing, unreadable, or its anchors
+    changed since), or ``None`` when it is up to date."""
+    try:
+        PolicyDataset.load(RunDir.of(spec, run_root).dataset, spec)
+    except FileFormatError as exc:
+        return str(exc)
+    return None
+
+
+def recorded_checksum(path: str | Path) -> str | None:
+    """The ``checksum`` in a dataset file's header (read without loading the arrays), or ``None``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"])) if "header" in z.files else {}
+        return header.get("checksum") if isinstance(header, dict) else None
+    except Exception:  # missing or damaged: not the file that was fitted on
+        return None
+
+
+def _check_declared_sizes(path: Path, fix: str) -> None:
+    """Read each array's .npy header (shape, dtype) and refuse one over :data:`MAX_ARRAY_BYTES` before
+    numpy allocates it (a 200-byte header can declare terabytes)."""
+    import math
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(f)
+                size = math.prod(shape) * dtype.itemsize
+                if size > MAX_ARRAY_BYTES:
+                    raise FileFormatError(f"{path}: array {info.filename} declares shape {shape} of {dtype} ({size / 2**30:.3g} GiB), "
+                                          f"over the limit of {MAX_ARRAY_BYTES >> 30} GiB; {fix}.")
+    except FileFormatError:
+        raise
+    except Exception:  # not a zip of .npy files: np.load below says what it is
+        return
 
 
 def checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -197,10 +273,11 @@ def record(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, seed: int | None
     :raises AnchorError: an anchor is missing.
     :raises ObservationError: the env produced NaN or inf observations.
     """
-    seed = spec.seed if seed is None else int(seed)
+    seed = spec.seed if seed is None else check_seed(seed, "the recording seed")
     _check_action_space(spec)
     streams = dataset_streams(seed, len(spec.anchors) + 2)
     with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl record"):
+        digests = RunDir.of(spec, run_root).anchor_digests(spec.anchors)  # under the lock: the anchors that are read
         actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
         with tqdm(total=len(actors) * spec.record.episodes, unit="episode", desc="record", disable=not progress) as bar:
             visited = [_rollout(spec, w, actor, spec.record.episodes, stream, bar) for w, actor, stream in zip(spec.anchors, actors, streams)]
@@ -213,7 +290,7 @@ def record(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, seed: int | None
         mean=np.stack(mean),
         log_std=np.stack(log_std),
         samples=np.stack(samples),
-        header=_header(spec, actors, seed, states_visited=sum(len(v) for v in visited)),
+        header={**_header(spec, actors, seed, states_visited=sum(len(v) for v in visited)), "anchor_sha256": digests},
     )
     dataset.save(RunDir.of(spec, run_root).dataset)
     return dataset

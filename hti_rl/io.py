@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +22,8 @@ from hti_rl.errors import HTIError, RunLockedError
 # errno values that mean "this location cannot be written" and "the storage is full"
 _NO_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+_NOT_A_DIRECTORY = {errno.ENOTDIR, errno.EEXIST}  # mkdir or open below a path that is a file
+_USER_FAULTS = _NO_PERMISSION | _NO_SPACE | _NOT_A_DIRECTORY
 
 
 @contextlib.contextmanager
@@ -31,15 +34,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
     :param mode: ``"wb"`` or ``"w"``.
     :raises HTIError: when the directory is not writable or the disk is full; the target is untouched.
     """
+    import fcntl
+
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_temp_files(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        if exc.errno not in _NO_PERMISSION | _NO_SPACE:
+        if exc.errno not in _USER_FAULTS:
             raise
         raise _user_error(exc, path) from exc
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while writing: a sweeper leaves a live writer's file alone
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, mode) as f:
             yield f
@@ -52,6 +59,42 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator:
         if cause is not None:
             raise _user_error(cause, path) from exc
         raise
+
+
+STALE_AFTER_S = 10.0
+"""A temp file untouched for this long, and locked by no writer, was left by a killed writer."""
+
+
+def sweep_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Remove the ``.<name>.*.tmp`` files that writers of ``path`` killed mid-write left behind.
+
+    A file is removed only when no live writer holds its lock (:func:`atomic_write` locks its temp
+    file while writing) and it is older than :data:`STALE_AFTER_S`; symbolic links are left alone.
+
+    :return: the files removed.
+    """
+    import fcntl
+    import glob
+    import time
+
+    path = Path(path)
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if candidate.is_symlink() or time.time() - candidate.stat().st_mtime < STALE_AFTER_S:
+                continue
+            fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:  # a live writer holds it, or it is gone already
+            pass
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _storage_cause(exc: BaseException) -> OSError | None:
@@ -69,7 +112,11 @@ def _storage_cause(exc: BaseException) -> OSError | None:
 
 
 def _user_error(exc: OSError, path: Path) -> HTIError:
-    """A full disk or a refused write of ``path`` -> the :class:`HTIError` that says what to do."""
+    """A full disk, a refused write of ``path`` or a file where a directory should be -> the :class:`HTIError` that says what to do."""
+    if exc.errno in _NOT_A_DIRECTORY:
+        blocker = next((p for p in (path.parent, *path.parent.parents) if p.exists() and not p.is_dir()), path.parent)
+        return HTIError(f"cannot write {path}: {blocker} is a file, not a directory. "
+                        "Choose another run directory (--run-root) or move that file.")
     if exc.errno in _NO_SPACE:
         return HTIError(
             f"disk full while writing {path} ({exc.strerror}); the previous version (if any) is intact. "
@@ -86,6 +133,23 @@ def _first_existing(directory: Path) -> Path:
     while not directory.exists() and directory.parent != directory:
         directory = directory.parent
     return directory
+
+
+def check_writable(directory: str | os.PathLike) -> None:
+    """Create ``directory`` if needed and check that a file can be written in it, before work that
+    would fail at its first write (TensorBoard logs open their files deep inside training).
+
+    :raises HTIError: naming the directory and the fix.
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        if exc.errno not in _USER_FAULTS:
+            raise
+        raise _user_error(exc, directory / "events") from exc
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -141,11 +205,20 @@ class RunLock:
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a symlinked .lock would make us truncate and write its target
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
-            if exc.errno not in _NO_PERMISSION | _NO_SPACE:
+            if exc.errno == errno.ELOOP:
+                raise HTIError(
+                    f"{self.path} is a symbolic link; hti-rl writes only its own lock file there and will not follow it. "
+                    "Remove the link and run the command again."
+                ) from None
+            if exc.errno not in _USER_FAULTS:
                 raise
             raise _user_error(exc, self.path) from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise HTIError(f"{self.path} is not a regular file; remove it and run the command again.")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -16,7 +16,9 @@ Layout (``<task>/shared/`` holds the same for shared-start anchors)::
     compare/<method>.zip          methods fitted by compare
     tb/                           every TensorBoard log of the task
 
-Weights name folders through :func:`weight_label` (``f"{λ:g}"``).
+Weights name folders through :func:`weight_label`: ``f"{λ:g}"`` where that reads back as λ exactly,
+else the shortest exact form (``w=1.000001``, not ``w=1``), so that two weights never share a folder. A
+folder of an earlier hti-rl named ``w=<λ:g>`` is still found when its ``meta.json`` records exactly λ.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import torch
 
 from hti_rl import __version__
 from hti_rl.errors import AnchorError
+from hti_rl.io import sha256_bytes, sha256_file
+from hti_rl.weights import exact
 
 if TYPE_CHECKING:
     from hti_rl.spec.task import TaskSpec
@@ -40,8 +44,27 @@ DEFAULT_ROOT = "runs"
 
 
 def weight_label(weight: float) -> str:
-    """How a weight names a folder: ``f"{λ:g}"`` (``w=0.1``, ``w=10``)."""
-    return f"{weight:g}"
+    """How a weight names a folder, unique per float: ``f"{λ:g}"`` (``w=0.1``, ``w=10``) where it reads
+    back as λ, else ``repr(λ)``, the shortest string that does (``w=1.000001``)."""
+    return exact(weight)
+
+
+def weight_dir(root: Path, weight: float, inner: str = "") -> Path:
+    """``root/w=<label>/inner``; an earlier hti-rl's ``root/w=<λ:g>/inner`` when only it exists and its
+    ``meta.json`` records exactly ``weight``."""
+    path = root / f"w={weight_label(weight)}" / inner
+    legacy = root / f"w={weight:g}" / inner
+    if legacy != path and not path.exists() and _recorded_weight(legacy) == weight:
+        return legacy
+    return path
+
+
+def _recorded_weight(directory: Path) -> float | None:
+    try:
+        weight = json.loads((directory / "meta.json").read_text()).get("weight")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(weight) if isinstance(weight, (int, float)) and not isinstance(weight, bool) else None
 
 
 @dataclass(frozen=True)
@@ -72,7 +95,11 @@ class RunDir:
 
     def anchor(self, weight: float) -> Path:
         """``anchors/w=<λ>``."""
-        return self.anchors / f"w={weight_label(weight)}"
+        return weight_dir(self.anchors, weight)
+
+    def anchor_digests(self, weights: tuple[float, ...] | list[float]) -> dict[str, str | None]:
+        """``{label: digest}`` of every anchor's files (:func:`anchor_digest`); ``None`` where unfinished."""
+        return {weight_label(w): anchor_digest(self.anchor(w)) for w in weights}
 
     def seed(self, weight: float, seed_index: int) -> Path:
         """``anchors/w=<λ>/seeds/<i>``: seed i's run when ``seeds_per_anchor`` > 1."""
@@ -115,7 +142,7 @@ class RunDir:
 
     def retrained(self, weight: float, seed_index: int) -> Path:
         """``retrained/w=<λ>/seed=<i>``."""
-        return self.retrained_root / f"w={weight_label(weight)}" / f"seed={seed_index}"
+        return weight_dir(self.retrained_root, weight, f"seed={seed_index}")
 
     @property
     def conditioned_root(self) -> Path:
@@ -133,7 +160,7 @@ class RunDir:
 
     def finetuned(self, weight: float) -> Path:
         """``finetuned/w=<λ>``."""
-        return self.finetuned_root / f"w={weight_label(weight)}"
+        return weight_dir(self.finetuned_root, weight)
 
     def method(self, name: str) -> Path:
         """``compare/<method>.zip`` (``/`` in a variant's name becomes ``-``)."""
@@ -155,15 +182,49 @@ def package_versions() -> dict[str, str]:
     }
 
 
+ANCHOR_FILES = ("model.zip", "vecnormalize.pkl", "vecnormalize.json", "actor.pt")
+
+
+def anchor_digest(directory: Path) -> str | None:
+    """SHA-256 of what a finished agent acts by: the contents of its files (:data:`ANCHOR_FILES` that
+    exist; a zip by its members, so that the same model saved twice hashes alike) and its ``meta.json``'s
+    weight and import record; ``None`` without a ``meta.json``. What a later stage records of its input."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    parts = [json.dumps({"weight": meta.get("weight"), "imported": meta.get("imported")}, sort_keys=True).encode()]
+    for name in ANCHOR_FILES:
+        if (directory / name).is_file():
+            parts.append(f"{name}:{_zip_digest(directory / name) if name.endswith('.zip') else sha256_file(directory / name)}".encode())
+    return sha256_bytes(b"\n".join(parts))
+
+
+def _zip_digest(path: Path) -> str:
+    """SHA-256 over a zip's member names and contents (not its timestamps); the file's bytes if it is no zip."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sha256_bytes(*(f"{i.filename}:{i.CRC}:{i.file_size}".encode() for i in sorted(zf.infolist(), key=lambda i: i.filename)))
+    except (zipfile.BadZipFile, OSError):
+        return sha256_file(path)
+
+
 def read_meta(directory: Path) -> dict[str, Any] | None:
     """``directory/meta.json`` (written last by a finished job), or ``None`` when it does not exist."""
     path = directory / "meta.json"
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise AnchorError(f"{path} is not valid JSON ({exc}); delete the file and re-run `hti-rl train-anchors`.") from exc
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnchorError(f"{path} is not valid JSON ({exc}); delete the file and re-run `hti-rl train-anchors`.") from None
+    if not isinstance(meta, dict):
+        raise AnchorError(f"{path} holds a {type(meta).__name__}, not an agent's meta data; delete the file and re-run `hti-rl train-anchors`.")
+    return meta
 
 
 def spec_hint(spec: TaskSpec) -> str:

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from hti_rl.errors import HTIError
+
 
 class TaskSpec(Protocol):
     """What a seed derives from: the task spec's ``seed`` (a :class:`hti_rl.spec.task.TaskSpec`)."""
@@ -26,6 +28,17 @@ EVAL = 2**32 - 4  # evaluation episodes of ``hti-rl compare``
 CONDITIONED = 2**32 - 5  # weight-conditioned agents
 BASE = 2**32 - 6  # the shared start and its fine-tunes
 WEIGHT_DRAWS = 0x57  # WeightInObservation's weight draws, apart from the env's own use of a reset seed
+
+
+MAX_SEED = 2**32 - 1
+"""The largest seed a run takes (NumPy's legacy seeding, which SB3 uses, stops there)."""
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """``seed`` as an int in [0, MAX_SEED], else :class:`~hti_rl.errors.HTIError` naming ``what``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise HTIError(f"{what} must be an integer in [0, {MAX_SEED}], got {str(seed)[:40]}.")
+    return int(seed)
 
 
 def derive(*keys: int) -> int:

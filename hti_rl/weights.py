@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import numbers
 import reprlib
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -20,6 +21,13 @@ import numpy as np
 from hti_rl.errors import WeightError
 
 SCALES = ("linear", "log")
+
+
+def exact(weight: float) -> str:
+    """A weight as text that reads back as the same float: ``f"{λ:g}"`` where it does (``0.1``, ``10``),
+    else the shortest exact form (``10.000000000000002``, not a misleading ``10``)."""
+    short = f"{weight:g}"
+    return short if float(short) == weight else repr(float(weight))
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ class WeightAxis:
 
     def range_text(self) -> str:
         """``[λ_0, λ_K]`` for messages."""
-        return f"[{self.low:g}, {self.high:g}]"
+        return f"[{exact(self.low)}, {exact(self.high)}]"
 
     @property
     def times(self) -> tuple[float, ...]:
@@ -86,6 +94,10 @@ class WeightAxis:
         :raises WeightError: not a number, NaN/inf, ≤ 0 on a log scale, or outside the anchor range
             (unless ``allow_extrapolation``); the message names the range and the fix.
         """
+        is_real = isinstance(weight, numbers.Real) or (isinstance(weight, np.ndarray) and weight.ndim == 0 and weight.dtype.kind in "iuf")
+        if not is_real or isinstance(weight, (bool, np.bool_)):
+            raise WeightError(f"weight must be a number, got {reprlib.repr(weight)} ({type(weight).__name__}); "
+                              f"the anchors span {self.range_text()}.")
         try:
             value = float(weight)  # type: ignore[arg-type]
         except (TypeError, ValueError, OverflowError):
@@ -93,7 +105,7 @@ class WeightAxis:
         self.coord(value)
         if not (self.low <= value <= self.high) and not allow_extrapolation:
             raise WeightError(
-                f"weight {value:g} is outside the anchor range {self.range_text()}. Pick a weight in range, "
+                f"weight {exact(value)} is outside the anchor range {self.range_text()}. Pick a weight in range, "
                 "train an anchor beyond it, or pass allow_extrapolation=True (--allow-extrapolation on the "
                 "command line) to accept an untested extrapolation."
             )

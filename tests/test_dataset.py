@@ -16,7 +16,7 @@ from hti_rl.dataset import (
     checksum,
     record,
 )
-from hti_rl.errors import FileFormatError, ObservationError, SpaceError
+from hti_rl.errors import FileFormatError, ObservationError
 from hti_rl.runs import RunDir
 
 
@@ -163,11 +163,12 @@ def test_same_seed_same_dataset(lqr_run):
 
 
 def test_non_box_action_space_refused(make_lqr_spec, tmp_path):
+    from hti_rl.errors import SpecError
     from hti_rl.spec.load import load_task
 
-    spec = load_task(make_lqr_spec(env_id="CartPole-v1", reward={"components": {"up": {"function": "hti_rl.components:pendulum_angle"}}, "weighted": "up"}))
-    with pytest.raises(SpaceError, match="Box"):
-        record(spec, run_root=tmp_path / "runs", progress=False)
+    path = make_lqr_spec(env_id="CartPole-v1", reward={"components": {"up": {"function": "hti_rl.components:pendulum_angle"}}, "weighted": "up"})
+    with pytest.raises(SpecError, match=r"field `env_id` is 'CartPole-v1', whose action space is Discrete\(2\); hti-rl needs a Box"):
+        load_task(path)  # at the boundary, before any anchor trains
 
 
 def test_non_finite_observation_refused(lqr_run, monkeypatch):

@@ -156,9 +156,12 @@ def test_callable_anchors(tmp_path: Path) -> None:
     from hti_rl.dataset import record
     from hti_rl.methods.surrogate import SurrogatePolicy, clot_config, fit
 
-    spec = load_task(lqr2d_spec(tmp_path))
+    # code is imported only where the spec names it
+    spec = load_task(lqr2d_spec(tmp_path, anchors=[0.1, {"weight": 10.0, "callable": "test_import:policy_of_other_library"}]))
     runs = tmp_path / "runs"
     net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    with pytest.raises(AnchorError, match=r"later stages import code only where the task spec names it.*weight: 0.1, callable"):
+        import_anchors(spec, {0.1: policy_of_other_library}, run_root=runs)
     import_anchors(spec, {0.1: net, 10.0: policy_of_other_library}, run_root=runs)
     obs = reset_states(spec)
     with torch.no_grad():

@@ -88,7 +88,9 @@ ANY_WEIGHT = st.one_of(
 
 
 def _in_range(weight) -> bool:
-    """Whether ``weight`` is a valid weight: a number (or numeric string) that is finite and in range."""
+    """Whether ``weight`` is a valid weight: a real number (not a string or a bool) that is finite and in range."""
+    if isinstance(weight, (str, bool, np.bool_)):
+        return False
     try:
         value = float(weight)
     except (TypeError, ValueError, OverflowError):

@@ -131,9 +131,9 @@ def _rewrite_policy(source: Path, target: Path, edit_header=None, payload: bytes
     if edit_header is not None:
         edit_header(header)
     if fresh_sha:
-        import hashlib
+        from hti_rl.methods.policy_file import header_checksum
 
-        header["payload_sha256"] = hashlib.sha256(blob).hexdigest()
+        header["checksum"] = header_checksum(header, blob)
     with zipfile.ZipFile(target, "w") as zf:
         zf.writestr("header.json", json.dumps(header))
         zf.writestr("payload.pt", blob)
@@ -174,7 +174,7 @@ def test_damaged_clot_model_file_is_refused(tiny, tmp_path, damage):
     [
         ("truncated", "is truncated or not a surrogate file"),
         ("pickled payload", "refused without running it"),
-        ("newer version", "surrogate format version 2"),
+        ("newer version", f"surrogate format version {FILE_VERSION + 1}"),
         ("weight out of range", "weight 20 is outside the anchor range [0.1, 10]"),
         ("weight nan", "weight must be finite, got nan"),
     ],
@@ -191,7 +191,7 @@ def test_cli_reports_bad_files_and_weights_without_traceback(tiny, tmp_path, cap
         torch.save(_Payload(tmp_path / "ran"), buf)
         _rewrite_policy(source, path, payload=buf.getvalue())
     elif fault == "newer version":
-        _rewrite_policy(source, path, edit_header=lambda h: h.update(format_version=2))
+        _rewrite_policy(source, path, edit_header=lambda h: h.update(format_version=FILE_VERSION + 1))
     else:
         path.write_bytes(source.read_bytes())
     assert main(["deploy", str(path), "--weight", weight, "--spec", str(spec.path), "--episodes", "1"]) == 2

@@ -14,6 +14,7 @@ from typing import Any
 
 from hti_rl.errors import SpecError
 from hti_rl.methods import registry
+from hti_rl.seeds import MAX_SEED
 from hti_rl.spec.fields import REQUIRED, Fields, read_yaml
 
 KNOWN_METHODS = registry.names()  # on anchors from scratch
@@ -80,20 +81,27 @@ def load_experiment(path: str | Path) -> Experiment:
         the file and names the field.
     """
     path = Path(path)
-    top = Fields(path, read_yaml(path, "experiment spec") or {})
+    if not path.is_file():
+        raise SpecError(f"{path}: no such experiment spec.")
+    top = Fields(path, read_yaml(path) or {})
     top.allow(tuple(f for f in Experiment.__dataclass_fields__ if f not in ("name", "path")))
     task = top.string("task")
     candidates = [path.parent / task, path.parent.parent / task]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise top.error("task", f"is {task!r}: no such file (looked in {path.parent} and {path.parent.parent}).")
+    from hti_rl.spec.load import load_task
+
+    if not load_task(found).held_out:
+        raise top.error("task", f"is {task!r}, which has no held-out weights (`held_out` in {found}), so there is nothing to "
+                                "compare; add held_out weights inside the anchor range.")
     defaults = {name: f.default for name, f in Experiment.__dataclass_fields__.items()}
     values: dict[str, Any] = {"task": found}
     for name, low in (("retrained_seeds", 2), ("eval_episodes", 10), ("w2_states", 10), ("w2_samples", 2), ("grid", 2), ("seed", 0)):
-        values[name] = top.integer(name, default=defaults[name], minimum=low)
+        values[name] = top.integer(name, default=defaults[name], minimum=low, maximum=MAX_SEED if name == "seed" else 10**7)
     if "notes" in top.raw:
         values["notes"] = top.string("notes")
-    values["eval_seeds"] = top.integers("eval_seeds", default=defaults["eval_seeds"])
+    values["eval_seeds"] = top.integers("eval_seeds", default=defaults["eval_seeds"], maximum=2**31 - 1)
     if "param_interp" in (top.get("methods", None) or ()):
         raise top.error("methods", "lists param_interp, which needs anchors fine-tuned from a shared start: list it under "
                                    "`shared_start: [surrogate, param_interp]` instead.")

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,12 +27,16 @@ from hti_rl import __version__
 from hti_rl.actors import AnchorActor
 from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import FileFormatError, ObservationError, SpaceError, WeightError
-from hti_rl.io import atomic_write, sha256_bytes
+from hti_rl.methods.policy_file import (  # noqa: F401  (FILE_VERSION, read_policy_file: re-exported)
+    FILE_FORMAT,
+    FILE_VERSION,
+    box_from_json,
+    box_to_json,
+    read_policy_file,
+    write_policy_file,
+)
 from hti_rl.spec.task import TaskSpec
 from hti_rl.weights import WeightAxis
-
-FILE_FORMAT = "hti-rl-surrogate"
-FILE_VERSION = 1
 
 
 class AnchoredPolicy(BasePolicy):
@@ -220,13 +222,11 @@ class AnchoredPolicy(BasePolicy):
             "policy_class": type(self).__name__,
             "weights": self.weights,
             "weight_scale": self.weight_scale,
-            "observation_space": _box_to_json(self.observation_space),
-            "action_space": _box_to_json(self.action_space),
-            "payload_sha256": sha256_bytes(blob),
+            "observation_space": box_to_json(self.observation_space),
+            "action_space": box_to_json(self.action_space),
         }
-        with atomic_write(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-            zf.writestr("header.json", json.dumps(header, indent=2, sort_keys=True))
-            zf.writestr("payload.pt", blob)
+        header.pop("payload_sha256", None)
+        write_policy_file(path, header, blob)
 
     @classmethod
     def load(cls, path: str | Path, expect_fingerprint: str | None = None, **kwargs: Any) -> "AnchoredPolicy":
@@ -262,8 +262,8 @@ class AnchoredPolicy(BasePolicy):
             if not isinstance(payload, dict):
                 raise TypeError(f"the payload is a {type(payload).__name__}, not a dict")
             base = dict(
-                observation_space=_box_from_json(header["observation_space"]),
-                action_space=_box_from_json(header["action_space"]),
+                observation_space=box_from_json(header["observation_space"]),
+                action_space=box_from_json(header["action_space"]),
                 actors=[AnchorActor.from_state(a) for a in payload["actors"]],
                 weights=header["weights"],
                 weight_scale=header["weight_scale"],
@@ -272,11 +272,16 @@ class AnchoredPolicy(BasePolicy):
                 header=header,
                 **kwargs,
             )
-            return policy_cls.from_method_state(payload["method"], **base)
+            policy = policy_cls.from_method_state(payload["method"], **base)
         except (WeightError, SpaceError, FileFormatError):
             raise
         except (KeyError, IndexError, AttributeError, RuntimeError, TypeError, ValueError) as exc:
             raise FileFormatError(f"{path} is not a usable policy file ({type(exc).__name__}: {exc}). Re-run `hti-rl fit`.") from exc
+        bad = [name for name, t in policy.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:  # found here, not as a "non-finite action" blamed on the observations at the first predict
+            raise FileFormatError(f"{path}: the policy's tensors {', '.join(bad[:3])} hold NaN or inf (a damaged or crafted file). "
+                                  "Re-create it with `hti-rl fit <spec> --force`.")
+        return policy
 
 
 def _load_failure(exc: BaseException) -> str:
@@ -289,42 +294,6 @@ def _load_failure(exc: BaseException) -> str:
         return "not a tensors-only file"
     lines = text.strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:200]}" if lines else f"{type(exc).__name__}, empty or cut short"
-
-
-def read_policy_file(path: str | Path) -> tuple[dict[str, Any], bytes]:
-    """Open a policy zip and check its format, version and checksum -> (header, payload bytes)."""
-    path = Path(path)
-    fix = "Re-create it with `hti-rl fit <spec> --force`."
-    if not path.is_file():
-        raise FileFormatError(f"no surrogate file at {path}. Fit one with `hti-rl fit <spec>`.")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            header = json.loads(zf.read("header.json"))
-            blob = zf.read("payload.pt")
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, EOFError, OSError) as exc:
-        raise FileFormatError(f"{path} is truncated or not a surrogate file ({exc}). {fix}") from None
-    if not isinstance(header, dict):
-        raise FileFormatError(f"{path}: header.json holds a {type(header).__name__}, not a surrogate header. {fix}")
-    if header.get("format") != FILE_FORMAT:
-        raise FileFormatError(f"{path} is not an hti-rl surrogate file (format {header.get('format')!r}). {fix}")
-    if header.get("format_version") != FILE_VERSION:
-        raise FileFormatError(
-            f"{path} has surrogate format version {header.get('format_version')}; this hti-rl "
-            f"({__version__}) reads version {FILE_VERSION}. {fix}"
-        )
-    if sha256_bytes(blob) != header.get("payload_sha256"):
-        raise FileFormatError(f"{path} was modified after it was written (checksum mismatch). {fix}")
-    return header, blob
-
-
-def _box_to_json(box: spaces.Box) -> dict[str, Any]:
-    return {"low": box.low.tolist(), "high": box.high.tolist(), "shape": list(box.shape), "dtype": str(box.dtype)}
-
-
-def _box_from_json(d: dict[str, Any]) -> spaces.Box:
-    low = np.array(d["low"], dtype=d["dtype"]).reshape(d["shape"])
-    high = np.array(d["high"], dtype=d["dtype"]).reshape(d["shape"])
-    return spaces.Box(low=low, high=high, dtype=np.dtype(d["dtype"]))
 
 
 def standardiser(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -354,6 +323,7 @@ def base_arguments(spec: TaskSpec, dataset: PolicyDataset, actors: Sequence[Anch
             "seed": int(seed),
             "method": method,
             "dataset_sha256": dataset.header.get("checksum"),
+            "anchor_sha256": dataset.header.get("anchor_sha256"),
             "versions": package_versions(),
             "shared_start": dataclasses.asdict(spec.shared_start) if spec.shared_start else None,
         },

@@ -16,9 +16,11 @@ import torch
 
 from hti_rl.actors import AnchorActor
 from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
-from hti_rl.dataset import PolicyDataset
+from hti_rl.dataset import PolicyDataset, recorded_checksum, stale_anchors
 from hti_rl.errors import FileFormatError, SpecError
+from hti_rl.io import RunLock, check_writable
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
+from hti_rl.methods.policy_file import read_policy_file
 from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.store import load_anchor_actor
@@ -119,15 +121,41 @@ def fit(
     :return: the fitted policy (already saved).
     """
     config = config or clot_config(seed=spec.seed)
+    run = RunDir.of(spec, run_root)
+    read_here = dataset is None
     if dataset is None:
-        path = RunDir.of(spec, run_root).dataset
-        if not path.exists():
-            raise FileFormatError(f"no dataset at {path}. Record one first: `hti-rl record {spec.path}`.")
-        dataset = PolicyDataset.load(path, spec=spec)
-    actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
-    policy = fit_policy(spec, dataset, actors, config, log_dir=RunDir.of(spec, run_root).tb("clot"), progress=progress)
-    policy.save(RunDir.of(spec, run_root).surrogate)
+        if not run.dataset.exists():
+            raise FileFormatError(f"no dataset at {run.dataset}. Record one first: `hti-rl record {spec.path}`.")
+        dataset = PolicyDataset.load(run.dataset, spec=spec)  # refuses a dataset of other anchors than the current ones
+    with RunLock(run.anchors, "hti-rl fit"):  # the anchors read are the ones the dataset was recorded from
+        stale = stale_anchors(dataset.header, spec, run)
+        if stale:
+            raise FileFormatError(f"the dataset {stale}; re-run `hti-rl record {spec.path} --force`, then fit.")
+        actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
+    check_writable(run.tb("clot"))
+    policy = fit_policy(spec, dataset, actors, config, log_dir=run.tb("clot"), progress=progress)
+    if read_here and recorded_checksum(run.dataset) != dataset.header.get("checksum"):
+        raise FileFormatError(f"{run.dataset} was recorded again while this fit ran; the surrogate was not saved. "
+                              f"Run `hti-rl fit {spec.path} --force` to fit on the new dataset.")
+    policy.save(run.surrogate)
     return policy
+
+
+def stale_reason(spec: Any, run_root: str | Path = "runs") -> str | None:
+    """Why the task's ``surrogate.zip`` must be fitted again (unreadable, or fitted on another dataset
+    than the current one, or that dataset is itself stale), or ``None`` when it is up to date."""
+    run = RunDir.of(spec, run_root)
+    try:
+        header, _ = read_policy_file(run.surrogate)
+    except FileFormatError as exc:
+        return str(exc)
+    if header.get("task_fingerprint") != spec.fingerprint():
+        return f"{run.surrogate} was fitted for another version of the spec"
+    if header.get("dataset_sha256") != recorded_checksum(run.dataset):
+        return f"{run.surrogate} was fitted on another dataset than {run.dataset}"
+    if header.get("anchor_sha256") != run.anchor_digests(spec.anchors):
+        return f"{run.surrogate} was fitted on other anchors than those now in {run.anchors}"
+    return None
 
 
 def fit_policy(

@@ -12,8 +12,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 from torch import Tensor, nn
 
-from hti_rl.actors import AnchorActor, _flat_layers, copy_layers, describe_layers
+from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError, SpaceError
+from hti_rl.layers import copy_layers, describe_layers, flat_layers
 
 
 def actor_from_sb3(model: BaseAlgorithm, vecnormalize: VecNormalize | None = None) -> AnchorActor:
@@ -126,7 +127,7 @@ def _from_td3(policy: Any) -> tuple[dict[str, Any], dict[str, nn.Module | Tensor
     """TD3/DDPG: mu = stack ending in tanh; mean = the stack without its final tanh."""
     actor = policy.actor
     _check_flatten(actor.features_extractor)
-    layers = _flat_layers(actor.mu)
+    layers = flat_layers(actor.mu)
     if not layers or not isinstance(layers[-1], nn.Tanh):
         raise AnchorError("the TD3/DDPG actor does not end in tanh; hti-rl reads the standard MlpPolicy actor only.")
     trunk = nn.Sequential(*layers[:-1])

@@ -95,6 +95,55 @@ _PLAIN_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray",
 _OTHER_SPACES = {"Dict", "Discrete", "MultiDiscrete", "MultiBinary", "Tuple", "Sequence", "Graph", "Text", "OneOf"}
 
 
+MAX_PICKLE_BYTES = 64 << 20  # the largest VecNormalize file read (its statistics take a few kB)
+MAX_ELEMENTS = 1 << 22
+"""The most elements (or bytes) any constructor a pickle calls may be asked for: the admitted
+constructors allocate what their arguments ask, so a 43-byte pickle could ask for gigabytes."""
+
+
+def _refuse_size(what: str, size: int) -> None:
+    if size > MAX_ELEMENTS:
+        raise UnsafePickleError(f"refused to load: the pickle asks {what} for {size} elements, over the limit of {MAX_ELEMENTS}; "
+                                "nothing was built. VecNormalize statistics are far smaller; save them again.")
+
+
+def _bounded(fn: Any, name: str) -> Any:
+    """``fn`` (a plain builtin) refusing integer arguments or sized arguments over :data:`MAX_ELEMENTS`."""
+    def call(*args: Any) -> Any:
+        for arg in args:
+            if isinstance(arg, int) and not isinstance(arg, bool):
+                _refuse_size(name, abs(arg))
+            elif hasattr(arg, "__len__"):
+                _refuse_size(name, len(arg))
+        return fn(*args)
+
+    return call
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct`` (what a pickled array is built from), refusing object dtypes and huge shapes."""
+    kind = np.dtype(dtype)
+    if kind.hasobject:
+        raise UnsafePickleError("refused to load: the pickle holds an object array, which VecNormalize statistics never do; nothing was built.")
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise UnsafePickleError(f"refused to load: an array of shape {str(shape)[:80]}; nothing was built.")
+    _refuse_size("an array", math.prod(shape) * max(kind.itemsize, 1))
+    return _numpy("multiarray._reconstruct")(np.ndarray, shape, kind)
+
+
+def _ndarray(*args: Any) -> Any:
+    """``numpy.ndarray`` as a pickle names it (only as :func:`_reconstruct`'s subtype); a call would allocate."""
+    raise UnsafePickleError("refused to load: the pickle calls numpy.ndarray directly, which VecNormalize statistics never do; nothing was built.")
+
+
+def _dtype(*args: Any) -> np.dtype:
+    kind = np.dtype(*args)
+    if kind.hasobject:
+        raise UnsafePickleError("refused to load: the pickle asks for an object dtype, which VecNormalize statistics never use; nothing was built.")
+    return kind
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """``find_class`` admits numpy data, plain builtins and the stand-ins above; refuses the rest."""
 
@@ -106,17 +155,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) in _RECORDS:
             return _RECORDS[(module, name)]
         if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name in ("ndarray", "dtype"):
-            return getattr(np, name)
+            return _ndarray if name == "ndarray" else _dtype
         for function in _NUMPY_FUNCTIONS:
             sub, _, attr = function.partition(".")
             if module in (f"numpy.core.{sub}", f"numpy._core.{sub}") and name == attr:
-                return _numpy(function)
+                return _reconstruct if attr == "_reconstruct" else _numpy(function)
         if module == "numpy" and hasattr(np, name) and isinstance(getattr(np, name), type) and issubclass(getattr(np, name), np.generic):
             return getattr(np, name)  # scalar types such as numpy.float64, used as dtype arguments
         if module.startswith("numpy.random.") and (name.startswith("__") or name in ("PCG64", "MT19937", "Philox", "SFC64", "SeedSequence")):
             return _ignored if name.startswith("__") else _Ignored
         if module == "builtins" and name in _PLAIN_BUILTINS:
-            return getattr(__import__("builtins"), name)
+            return _bounded(getattr(__import__("builtins"), name), name)
         if module.startswith(("gymnasium.spaces", "gym.spaces")) and name in _OTHER_SPACES:
             raise SpaceError(
                 f"{self.path} holds a {name} space; hti-rl needs Box observation and action spaces (continuous "
@@ -205,6 +254,9 @@ class NormStats:
         )
         if self.obs_mean is not None:
             shape = venv.observation_space.shape
+            if len(self.obs_mean) != math.prod(shape):
+                raise SpaceError(f"the VecNormalize statistics normalise {len(self.obs_mean)} observation values, the env gives "
+                                 f"{shape}; use the statistics saved with this agent.")
             vecnormalize.obs_rms = RunningMeanStd(shape=shape)
             vecnormalize.obs_rms.mean = np.asarray(self.obs_mean, dtype=np.float64).reshape(shape)
             vecnormalize.obs_rms.var = np.asarray(self.obs_var, dtype=np.float64).reshape(shape)
@@ -226,6 +278,8 @@ def read_vecnormalize(path: str | Path) -> NormStats:
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"no VecNormalize file at {path}; fix the path (rl-zoo3 keeps it in <run>/<env id>/vecnormalize.pkl).")
+    if path.stat().st_size > MAX_PICKLE_BYTES:
+        raise FileFormatError(f"{path} is {path.stat().st_size} bytes, over the limit of {MAX_PICKLE_BYTES} bytes for VecNormalize statistics.")
     try:
         with open(path, "rb") as f:
             obj = _RestrictedUnpickler(f, path).load()
@@ -303,15 +357,29 @@ def read_norm_stats(path: str | Path) -> NormStats:
     path = Path(path)
     fix = "re-import the anchor with `hti-rl import-anchors <spec> ... --force`."
     try:
+        if not path.is_file() or path.stat().st_size > MAX_PICKLE_BYTES:
+            raise OSError(f"not a regular file of at most {MAX_PICKLE_BYTES} bytes")
         raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise FileFormatError(f"{path} is missing or not JSON ({exc}); {fix}") from None
     if not isinstance(raw, dict) or raw.get("format") != STATS_FORMAT or raw.get("version") != STATS_VERSION:
         raise FileFormatError(f"{path} is not an hti-rl VecNormalize statistics file of version {STATS_VERSION}; {fix}")
-    fields = {k: raw.get(k) for k in NormStats.__dataclass_fields__}
+    missing = [k for k in NormStats.__dataclass_fields__ if k not in raw]
+    if missing:
+        raise FileFormatError(f"{path} lacks the fields {', '.join(missing)}; {fix}")
+    fields = {k: raw[k] for k in NormStats.__dataclass_fields__}
     try:
         for key in ("obs_mean", "obs_var"):
             fields[key] = None if fields[key] is None else tuple(float(v) for v in fields[key])
+        for key in ("obs_count", "ret_mean", "ret_var", "ret_count", "clip_obs", "clip_reward", "gamma", "epsilon"):
+            if isinstance(fields[key], bool) or not isinstance(fields[key], (int, float)):
+                raise TypeError(f"`{key}` is {str(fields[key])[:40]}, not a number")
+            fields[key] = float(fields[key])
+        for key in ("norm_obs", "norm_reward"):
+            if not isinstance(fields[key], bool):
+                raise TypeError(f"`{key}` is {str(fields[key])[:40]}, not true or false")
+        if (fields["obs_mean"] is None) != (fields["obs_var"] is None) or len(fields["obs_mean"] or ()) != len(fields["obs_var"] or ()):
+            raise ValueError("`obs_mean` and `obs_var` differ in length")
         stats = NormStats(**fields)
     except (TypeError, ValueError) as exc:
         raise FileFormatError(f"{path}: bad field ({exc}); {fix}") from None

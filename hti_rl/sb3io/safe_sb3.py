@@ -31,6 +31,7 @@ import base64
 import inspect
 import io
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,14 @@ from gymnasium import spaces
 
 from hti_rl.errors import FileFormatError, SpaceError
 from hti_rl.sb3io.safe_pickle import UnsafePickleError, _Box, _RestrictedUnpickler
+from hti_rl.spec.hyperparams import check_policy_kwargs
 
 SERIALIZED = ":serialized:"
+MAX_ZIP_BYTES = 2 << 30  # an SB3 MlpPolicy zip is a few MB
+MAX_DATA_BYTES = 64 << 20  # its `data` JSON is a few kB
+MAX_SPACE_SIZE = 1 << 16  # numbers in an observation or action space
+
+
 _SCHEDULES = ("learning_rate", "clip_range", "clip_range_vf", "train_freq", "action_noise")
 
 
@@ -53,9 +60,19 @@ def read_sb3_data(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
+        if not path.is_file():
+            raise OSError(f"{path} is not a regular file")
+        if path.stat().st_size > MAX_ZIP_BYTES:
+            raise FileFormatError(f"{path} is {path.stat().st_size} bytes, over the limit of {MAX_ZIP_BYTES} bytes for an SB3 model zip.")
         with zipfile.ZipFile(path) as zf:
-            data = json.loads(zf.read("data"))
-    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+            info = zf.getinfo("data")
+            if info.file_size > MAX_DATA_BYTES:
+                raise FileFormatError(f"{path}: its `data` entry declares {info.file_size} bytes, over the limit of {MAX_DATA_BYTES}.")
+            with zf.open(info) as f:
+                data = json.loads(f.read(MAX_DATA_BYTES + 1))
+    except FileFormatError:
+        raise
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
         raise FileFormatError(f"{path} is not a readable SB3 model zip ({type(exc).__name__}: {exc}); give the .zip that model.save wrote.") from None
     if not isinstance(data, dict):
         raise FileFormatError(f"{path}: the zip's `data` is a {type(data).__name__}, not SB3's settings; give the .zip that model.save wrote.")
@@ -82,7 +99,20 @@ def load_sb3(algo: type, path: str | Path, task_env: Any = None, hyperparams: di
     path = Path(path)
     data = read_sb3_data(path)
     custom = _custom_objects(algo, path, data, task_env if task_env is not None else env, hyperparams)
-    return algo.load(path, env=env, device=device, custom_objects=custom, **kwargs)
+    try:
+        return algo.load(path, env=env, device=device, custom_objects=custom, **kwargs)
+    except Exception as exc:  # torch refusing a non-tensor policy.pth, a damaged entry, mismatched shapes, ...
+        raise FileFormatError(f"{path}: SB3 could not load it ({_reason(exc)}); re-save the model, or retrain it.") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """One line of why loading failed. Torch's refusal runs to a page and advises ``weights_only=False``,
+    which would run the file's code: that advice is never passed on."""
+    text = str(exc)
+    if "weights_only" in text or "WeightsUnpickler" in text or "Unsupported global" in text:
+        return "its policy weights hold objects other than tensors, and were refused without running them"
+    lines = text.strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def _custom_objects(algo: type, path: Path, data: dict[str, Any], task_env: Any, hyperparams: dict[str, Any] | None) -> dict[str, Any]:
@@ -97,6 +127,10 @@ def _custom_objects(algo: type, path: Path, data: dict[str, Any], task_env: Any,
             custom[key] = _policy_class(algo, path, item)
         elif key == "policy_kwargs":
             custom[key] = _unpickle(path, key, item, _policy_kwargs_classes())
+            try:
+                check_policy_kwargs(custom[key])
+            except ValueError as exc:
+                raise FileFormatError(f"{path}: the model's `policy_kwargs` {exc}") from None
         elif key == "lr_schedule":
             from stable_baselines3.common.utils import FloatSchedule
 
@@ -126,6 +160,9 @@ def _space(path: Path, key: str, item: dict[str, Any], task_space: Any) -> space
         raise SpaceError(f"{path}: the model's {key} is a {type(record).__name__}; hti-rl needs Box spaces (continuous vectors).")
     state = record.state
     try:
+        shape = tuple(state.get("_shape", np.shape(state["low"])))
+        if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in shape) or math.prod(shape) > MAX_SPACE_SIZE:
+            raise ValueError(f"shape {str(shape)[:100]} is not a shape of at most {MAX_SPACE_SIZE} numbers")
         low, high = np.asarray(state["low"]), np.asarray(state["high"])
         box = spaces.Box(low=low, high=high, shape=tuple(state.get("_shape", low.shape)), dtype=np.dtype(state.get("dtype", low.dtype)))
     except (KeyError, TypeError, ValueError, AssertionError) as exc:

@@ -7,11 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hti_rl.errors import SpecError
 
 REQUIRED: Any = object()
+
+
+MAX_INT = 2**62
+"""The largest integer a spec field takes (step counts, sizes); seeds are below 2**32."""
 
 
 class Fields:
@@ -54,14 +56,15 @@ class Fields:
             raise self.error(key, f"is {value!r}; choose one of {', '.join(allowed)}.")
         return value
 
-    def integer(self, key: str, default: Any = REQUIRED, minimum: int | None = None) -> Any:
+    def integer(self, key: str, default: Any = REQUIRED, minimum: int | None = None, maximum: int = MAX_INT) -> Any:
         value = self.get(key, default)
         if value is None and default is None:
             return None
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
-            raise self.error(key, f"is {value!r}; give an integer ≥ {minimum}.")
+        if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum) or value > maximum:
+            shown = f"{value!r}" if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+            raise self.error(key, f"is {shown}; give an integer{f' ≥ {minimum}' if minimum is not None else ''} and ≤ {maximum}.")
         return value
 
     def boolean(self, key: str, default: Any = REQUIRED) -> bool:
@@ -72,16 +75,16 @@ class Fields:
 
     def floats(self, key: str) -> tuple[float, ...]:
         value = self.get(key, REQUIRED)
-        if not isinstance(value, list) or not all(is_number(v) and math.isfinite(v) for v in value):
-            raise self.error(key, f"is {value!r}; give a list of finite numbers, e.g. [0.1, 1, 10].")
+        if not isinstance(value, list) or not all(is_finite_number(v) for v in value):
+            raise self.error(key, f"is {_short(value)}; give a list of finite numbers, e.g. [0.1, 1, 10].")
         return tuple(float(v) for v in value)
 
-    def integers(self, key: str, default: Any = REQUIRED) -> tuple[int, ...]:
-        """A non-empty list of distinct integers."""
+    def integers(self, key: str, default: Any = REQUIRED, minimum: int = 0, maximum: int = MAX_INT) -> tuple[int, ...]:
+        """A non-empty list of distinct integers in [minimum, maximum]."""
         value = self.get(key, default)
-        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value) \
-                or len(set(value)) != len(value):
-            raise self.error(key, f"is {value!r}; give a non-empty list of distinct integers.")
+        if not isinstance(value, (list, tuple)) or not value or len(set(value)) != len(value) \
+                or not all(isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= maximum for v in value):
+            raise self.error(key, f"is {_short(value)}; give a non-empty list of distinct integers in [{minimum}, {maximum}].")
         return tuple(value)
 
     def names(self, key: str, allowed: tuple[str, ...], default: Any = REQUIRED, empty: bool = False) -> tuple[str, ...]:
@@ -98,19 +101,83 @@ class Fields:
         return dict(value)
 
 
+MAX_YAML_BYTES = 1 << 20
+"""The largest spec or hyperparameters file read (1 MiB; specs are a few hundred bytes)."""
+
+
+MAX_YAML_NODES = 100_000
+"""The most values a YAML file may expand to, aliases counted each time they are used."""
+
+
+def read_yaml(path: Path, needed_by: Path | None = None) -> Any:
+    """Read a YAML file safely: at most :data:`MAX_YAML_BYTES`, UTF-8, ``yaml.safe_load``, and at most
+    :data:`MAX_YAML_NODES` values once every alias is expanded (an alias bomb of a few hundred bytes
+    expands to billions, and every later copy or hash of it would hang).
+
+    :raises SpecError: naming the file and the limit or the fault.
+    """
+    import yaml
+
+    by = f" (needed by {needed_by})" if needed_by is not None else ""
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise SpecError(f"{path}: {size} bytes, over the limit of {MAX_YAML_BYTES} bytes for a spec file{by}.")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}){by}; save the file as UTF-8.") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML ({exc}){by}; fix the syntax.") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to read{by}.") from None
+    count = _expanded_size(raw, {}, set())
+    if count > MAX_YAML_NODES:
+        raise SpecError(f"{path}: expands to over {MAX_YAML_NODES} values once its aliases (*name) are expanded{by}; "
+                        "write the values out, or use fewer aliases.")
+    return raw
+
+
+def _expanded_size(value: Any, sizes: dict[int, int], open_: set[int]) -> int:
+    """Values in ``value`` with every shared sub-object counted each time it appears (memoised, so a bomb costs
+    its distinct nodes only); a cycle counts as unbounded."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    key = id(value)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        return MAX_YAML_NODES + 1
+    open_.add(key)
+    total = 1
+    for child in (value.items() if isinstance(value, dict) else value):
+        parts = child if isinstance(value, dict) else (child,)
+        for part in parts:
+            total += _expanded_size(part, sizes, open_)
+            if total > MAX_YAML_NODES:
+                break
+        if total > MAX_YAML_NODES:
+            break
+    open_.discard(key)
+    sizes[key] = total
+    return total
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def read_yaml(path: Path, what: str) -> Any:
-    """The YAML document in ``path``, parsed safely.
-
-    :param what: what the file is, for the message (e.g. "task spec").
-    :raises SpecError: the file is missing or is not valid YAML.
-    """
-    if not path.is_file():
-        raise SpecError(f"{what} {path} does not exist.")
+def is_finite_number(value: Any) -> bool:
+    """A number that is finite as a float (an integer like 10**400 is not: it overflows)."""
+    if not is_number(value):
+        return False
     try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML ({exc}); fix the syntax.") from None
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."

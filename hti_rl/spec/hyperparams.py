@@ -18,7 +18,7 @@ from stable_baselines3.common.utils import LinearSchedule
 
 from hti_rl.errors import SpecError
 from hti_rl.spec.algorithms import ALGOS
-from hti_rl.spec.fields import is_number
+from hti_rl.spec.fields import is_finite_number, is_number
 
 ZOO_KEYS = ("n_timesteps", "n_envs", "normalize")
 """rl-zoo3 keys that configure the run rather than the algorithm's constructor."""
@@ -50,16 +50,49 @@ def parse_agent(agent: dict[str, Any], algo: str, n_timesteps: int | None, where
             run[key] = value
         else:
             algo_kwargs[key] = value
+    if "policy_kwargs" in algo_kwargs:
+        try:
+            check_policy_kwargs(algo_kwargs["policy_kwargs"])
+        except ValueError as exc:
+            raise SpecError(f"{where}: field `policy_kwargs` {exc}") from None
     if run["n_timesteps"] is None:
         raise SpecError(f"{where}: field `n_timesteps` is missing; add it there or in the task spec.")
     for key in ("n_timesteps", "n_envs"):
         value = run[key]
-        if isinstance(value, bool) or not is_number(value) or value < 1 or not float(value).is_integer():
-            raise SpecError(f"{where}: field `{key}` is {value!r}; give an integer ≥ 1.")
+        if not is_finite_number(value) or not 1 <= value <= 2**62 or not float(value).is_integer():
+            raise SpecError(f"{where}: field `{key}` is {str(value)[:40]}; give an integer ≥ 1 and ≤ 2^62.")
         run[key] = int(value)
     if not isinstance(run["normalize"], (bool, dict)):
         raise SpecError(f"{where}: field `normalize` is {run['normalize']!r}; give true, false or a dict of VecNormalize arguments.")
     return {**run, "algo_kwargs": algo_kwargs}
+
+
+MAX_WIDTH = 16384
+"""The widest hidden layer a policy may have (a 16384-wide layer already holds 268M weights when stacked)."""
+
+
+MAX_LAYER_WEIGHTS = 2**26
+"""The most weights one layer of a policy may hold (256 MB of float32): checked before anything is built."""
+
+
+def check_policy_kwargs(kwargs: Any) -> None:
+    """``policy_kwargs`` is a mapping whose ``net_arch`` (a list of widths, or ``{pi: [...], vf: [...], qf: [...]}``)
+    holds integers in [1, :data:`MAX_WIDTH`], with at most :data:`MAX_LAYER_WEIGHTS` weights between two layers.
+
+    :raises ValueError: what is wrong, for a message that names where it came from.
+    """
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"is a {type(kwargs).__name__}; give a mapping, e.g. dict(net_arch=[64, 64]).")
+    arch = kwargs.get("net_arch")
+    if arch is None:
+        return
+    stacks = list(arch.values()) if isinstance(arch, dict) else [arch]
+    for stack in stacks:
+        if not isinstance(stack, (list, tuple)) or len(stack) > 64 or \
+                not all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= MAX_WIDTH for w in stack):
+            raise ValueError(f"has net_arch {str(arch)[:200]}; give lists of at most 64 layer widths, each an integer in [1, {MAX_WIDTH}].")
+        if any(a * b > MAX_LAYER_WEIGHTS for a, b in zip(stack, stack[1:])):
+            raise ValueError(f"has net_arch {str(arch)[:200]}, with a layer of over {MAX_LAYER_WEIGHTS} weights; use narrower layers.")
 
 
 _MODULE_ALIASES = {"nn": "nn", "th.nn": "nn", "torch.nn": "nn", "optim": "optim", "th.optim": "optim", "torch.optim": "optim"}

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import difflib
-import math
+import inspect
 import re
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import yaml
 
 import hti_rl.envs.lqr  # noqa: F401  (registers the LQR env ids)
 from hti_rl.errors import SpecError
+from hti_rl.seeds import MAX_SEED
 from hti_rl.spec.algorithms import ALGOS
-from hti_rl.spec.fields import REQUIRED, Fields, is_number
+from hti_rl.spec.fields import REQUIRED, Fields, is_finite_number, read_yaml
 from hti_rl.spec.hyperparams import parse_agent
 from hti_rl.spec.task import (
     COMPONENT_KINDS,
@@ -43,10 +43,7 @@ def load_task(path: str | Path) -> TaskSpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"task spec {path} does not exist; the specs shipped with hti-rl are in envs/*.yaml.")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML ({exc}); fix the syntax.") from exc
+    raw = read_yaml(path)
     top = Fields(path, raw)
     defaults = TaskSpec.__dataclass_fields__
     top.allow(("name", "env_id", "env_kwargs", "max_episode_steps", "reward", "weight_scale", "anchors", "held_out", "algo",
@@ -54,8 +51,9 @@ def load_task(path: str | Path) -> TaskSpec:
                "monotone_weighted_component", "shared_start"))
 
     name = top.string("name")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise top.error("name", f"is {name!r}; use letters, digits, '_', '.' and '-' only (it names a folder).")
+    problem = name_problem(name)
+    if problem:
+        raise top.error("name", problem)
     env_id = _check_env_id(top, top.string("env_id"))
     weight_scale = top.choice("weight_scale", SCALES)
     anchors, anchor_files = _read_anchors(top)
@@ -79,7 +77,8 @@ def load_task(path: str | Path) -> TaskSpec:
     record_fields = top.mapping("record", default={})
     rec = Fields(path, record_fields, where="record.")
     rec.allow(tuple(RecordSpec.__dataclass_fields__))
-    record = RecordSpec(**{k: rec.integer(k, default=f.default, minimum=1) for k, f in RecordSpec.__dataclass_fields__.items()})
+    limits = {"episodes": 10**5, "samples": 2**16, "max_states": 10**7}
+    record = RecordSpec(**{k: rec.integer(k, default=f.default, minimum=1, maximum=limits[k]) for k, f in RecordSpec.__dataclass_fields__.items()})
 
     spec = TaskSpec(
         name=name,
@@ -96,14 +95,53 @@ def load_task(path: str | Path) -> TaskSpec:
         algo=algo,
         hyperparams_key=hyperparams_key,
         n_timesteps=n_timesteps,
-        seed=top.integer("seed", default=defaults["seed"].default, minimum=0),
+        seed=top.integer("seed", default=defaults["seed"].default, minimum=0, maximum=MAX_SEED),
         seeds_per_anchor=top.integer("seeds_per_anchor", default=defaults["seeds_per_anchor"].default, minimum=1),
         record=record,
         eval_episodes=top.integer("eval_episodes", default=defaults["eval_episodes"].default, minimum=1),
         monotone_weighted_component=top.boolean("monotone_weighted_component", default=defaults["monotone_weighted_component"].default),
         anchor_files=anchor_files,
     )
+    _check_env(top, spec)
     return _read_shared_start(top, spec)
+
+
+MAX_DATASET_BYTES = 8 << 30
+"""The largest dataset a spec may ask ``record`` for (anchors × max_states × samples × action dims × 4 bytes)."""
+
+
+def _check_env(top: Fields, spec: TaskSpec) -> None:
+    """Make the env once, before anything trains: ``env_kwargs`` it accepts, Box spaces, and a dataset of bounded size."""
+    try:
+        env = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps, disable_env_checker=True, **spec.env_kwargs)
+    except TypeError as exc:
+        raise top.error("env_kwargs", f"is {spec.env_kwargs!r}, which {spec.env_id} does not accept ({exc}); fix or remove the key.") from None
+    except Exception as exc:  # an env's own checks fail in many ways
+        raise top.error("env_kwargs", f"is {spec.env_kwargs!r}: {spec.env_id} could not be made with it ({type(exc).__name__}: {exc}).") from None
+    try:
+        obs_space, action_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    for what, space in (("action", action_space), ("observation", obs_space)):
+        if not isinstance(space, gym.spaces.Box) or (what == "action" and len(space.shape) != 1):
+            raise top.error("env_id", f"is {spec.env_id!r}, whose {what} space is {space}; hti-rl needs a Box {what} space "
+                                      f"(a 1-D Box of continuous actions). Use an env with continuous {what}s.")
+    d = int(action_space.shape[0])
+    size = len(spec.anchors) * spec.record.max_states * spec.record.samples * d * 4
+    if size > MAX_DATASET_BYTES:
+        raise top.error("record", f"asks for a dataset of {size / 2**30:.3g} GiB ({len(spec.anchors)} anchors × {spec.record.max_states} "
+                                  f"states × {spec.record.samples} samples × {d} action dims × 4 bytes), over the limit of "
+                                  f"{MAX_DATASET_BYTES >> 30} GiB; lower record.samples or record.max_states.")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a task's run folder, or ``None``: it must be letters, digits, '_', '.'
+    and '-', at most 100 of them, and not ``.`` or ``..`` (which would put runs outside the run root)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name):
+        return f"is {name[:100]!r}; use letters, digits, '_', '.' and '-' only, at most 100 (it names a folder)."
+    if set(name) == {"."}:
+        return f"is {name!r}, which names the run root or its parent rather than a folder of its own; give the task a name."
+    return None
 
 
 def _read_shared_start(top: Fields, spec: TaskSpec) -> TaskSpec:
@@ -116,7 +154,7 @@ def _read_shared_start(top: Fields, spec: TaskSpec) -> TaskSpec:
     item = Fields(top.file, raw, where="shared_start.")
     item.allow(tuple(SharedStart.__dataclass_fields__))
     weight = item.get("weight", None)
-    if weight is not None and not (is_number(weight) and math.isfinite(weight)):
+    if weight is not None and not is_finite_number(weight):
         raise item.error("weight", f"is {weight!r}; give a finite number inside the anchor range.")
     try:
         return spec.with_shared_start(weight, item.integer("base_steps", default=None, minimum=1),
@@ -134,10 +172,21 @@ def _read_anchors(top: Fields) -> tuple[tuple[float, ...], tuple[AnchorFiles, ..
     for i, entry in enumerate(raw):
         if isinstance(entry, dict):
             item = Fields(top.file, entry, where=f"anchors[{i}].")
-            item.allow(("weight", "model", "vecnormalize"))
+            item.allow(("weight", "model", "vecnormalize", "callable"))
             weight = item.get("weight", REQUIRED)
-            if not is_number(weight) or not math.isfinite(weight):
+            if not is_finite_number(weight):
                 raise item.error("weight", f"is {weight!r}; give a finite number.")
+            if ("model" in entry) == ("callable" in entry):
+                raise item.error("model", "and `callable`: give exactly one (an SB3 model path, or 'module:callable').")
+            if "callable" in entry:
+                reference = item.string("callable")
+                try:
+                    import_callable(reference)
+                except ValueError as exc:
+                    raise item.error("callable", str(exc)) from None
+                files.append(AnchorFiles(float(weight), None, None, reference))
+                weights.append(weight)
+                continue
             model = _relative(top, item.string("model"))
             vecnormalize = item.string("vecnormalize", default=None) if entry.get("vecnormalize") is not None else None
             files.append(AnchorFiles(float(weight), model, _relative(top, vecnormalize) if vecnormalize else None))
@@ -185,9 +234,10 @@ def _read_reward(file: Path, raw: dict[str, Any]) -> RewardSpec:
             raise SpecError(f"{file}: field `{where}.{kind}` is {ref!r}; give a non-empty string.")
         if kind == "function":
             try:
-                import_callable(ref)
+                fn = import_callable(ref)
             except ValueError as exc:
                 raise SpecError(f"{file}: field `{where}.function` {exc}") from None
+            _check_signature(fn, ref, f"{file}: field `{where}.function`")
         components[name] = Component(kind, ref)
     if not components:
         raise reward.error("components", "is empty; name at least the weighted component.")
@@ -197,9 +247,18 @@ def _read_reward(file: Path, raw: dict[str, Any]) -> RewardSpec:
     for name, value in fixed.items():
         if name not in others:
             raise reward.error(f"fixed.{name}", f"names no unweighted component; fixed weights apply to {', '.join(others) or 'none'}.")
-        if not is_number(value) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise reward.error(f"fixed.{name}", f"is {value!r}; give a finite number.")
     return RewardSpec(components, weighted, {n: float(fixed.get(n, 1.0)) for n in others})
+
+
+def _check_signature(fn: Any, ref: str, where: str) -> None:
+    """``fn`` can be called as ``fn(obs, action, next_obs)``: a Python function of three arguments."""
+    try:
+        inspect.signature(fn).bind(None, None, None)
+    except (TypeError, ValueError):
+        raise SpecError(f"{where} is {ref!r}, which cannot be called as fn(obs, action, next_obs) -> float; "
+                        "name a Python function of those three arguments.") from None
 
 
 def _resolve(top: Fields, key: str, relative: str) -> Path:
@@ -211,10 +270,7 @@ def _resolve(top: Fields, key: str, relative: str) -> Path:
 
 
 def _load_agent(file: Path, key: str, top: Fields) -> dict[str, Any]:
-    try:
-        entries = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{file}: not valid YAML ({exc}); fix the syntax (needed by {top.file}).") from exc
+    entries = read_yaml(file, needed_by=top.file)
     if not isinstance(entries, dict) or key not in entries:
         keys = sorted(entries) if isinstance(entries, dict) else []
         raise top.error(

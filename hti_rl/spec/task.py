@@ -103,13 +103,17 @@ class AnchorFiles:
     """An existing agent named in the spec as an anchor (``hti-rl import-anchors`` installs it).
 
     :param weight: the anchor weight.
-    :param model: an SB3 ``.zip`` or an rl-zoo3 run folder (resolved like ``hyperparams_file``).
+    :param model: an SB3 ``.zip`` or an rl-zoo3 run folder (resolved like ``hyperparams_file``), or
+        ``None`` for a callable.
     :param vecnormalize: its ``vecnormalize.pkl``, or ``None`` (found inside an rl-zoo3 folder).
+    :param callable: ``"module:name"`` of a callable anchor ``obs -> action``. Only a spec names code:
+        a run directory's ``meta.json`` records the name, but the anchor is imported from the spec's.
     """
 
     weight: float
-    model: Path
+    model: Path | None
     vecnormalize: Path | None = None
+    callable: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,10 @@
-"""Anchors given as Python callables (``obs -> action``): an actor that calls the function, and how an
-imported anchor records which function it was (a ``module:qualname`` reference) so it can be reloaded."""
+"""Callable anchors: a policy from any RL library given as Python code ``obs -> action``.
+
+An ``nn.Sequential`` of Linear layers and activations becomes a plain :class:`~hti_rl.actors.AnchorActor`
+(tensors, deployable); any other callable a :class:`CallableActor`, known by its import path
+``module:name``. Code is imported only where the task spec names it (``anchors: [{weight, callable}]``,
+:func:`spec_callable`); a run directory's ``meta.json`` records the name but is never the source of it.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,10 @@ import torch
 from gymnasium import spaces
 from torch import Tensor, nn
 
-from hti_rl.actors import (
-    DETERMINISTIC_LOG_STD,
-    AnchorActor,
-    copy_layers,
-    describe_layers,
-)
+from hti_rl.actors import DETERMINISTIC_LOG_STD, AnchorActor
 from hti_rl.errors import AnchorError, SpaceError
+from hti_rl.layers import copy_layers, describe_layers
+from hti_rl.spec.task import TaskSpec
 
 
 def actor_from_callable(fn: Callable, observation_space: spaces.Box, action_space: spaces.Box) -> AnchorActor:
@@ -113,3 +115,8 @@ def import_reference(reference: str) -> Callable:
     except (ImportError, AttributeError, ValueError) as exc:
         raise AnchorError(f"the callable anchor {reference!r} does not import ({exc}); make the module importable or re-import the anchor.") from None
     return obj
+
+
+def spec_callable(spec: TaskSpec, weight: float) -> str | None:
+    """The ``module:name`` that the spec's ``anchors`` entry at ``weight`` names, or ``None``."""
+    return next((f.callable for f in getattr(spec, "anchor_files", ()) if f.weight == weight and f.callable), None)

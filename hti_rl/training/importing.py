@@ -49,13 +49,14 @@ from hti_rl.sb3io.safe_pickle import (
     read_vecnormalize,
     write_norm_stats,
 )
-from hti_rl.sb3io.safe_sb3 import load_sb3
+from hti_rl.sb3io.safe_sb3 import load_sb3, read_sb3_data
 from hti_rl.spec.algorithms import ALGORITHMS, ALGOS, SUPPORTED, recognise
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.callables import (
     CallableActor,
     actor_from_callable,
     import_reference,
+    spec_callable,
 )
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,8 @@ def _sources(spec: TaskSpec, models: Any, vecnormalize: Any) -> dict[float, tupl
             )
         return match[0]
 
-    from_spec = {f.weight: (f.model, f.vecnormalize) for f in getattr(spec, "anchor_files", ())}
+    from_spec = {f.weight: (f.model if f.callable is None else import_reference(f.callable), f.vecnormalize)
+                 for f in getattr(spec, "anchor_files", ())}
     given: dict[float, Source] = {}
     for weight, source in pairs(models):
         w = anchor_weight(weight, "anchor")
@@ -217,6 +219,12 @@ def _read_source(spec: TaskSpec, weight: float, source: Source, vecnormalize: Pa
             raise AnchorError(f"{where}: a callable takes raw observations; normalise inside it rather than giving a VecNormalize file ({vecnormalize}).")
         actor = actor_from_callable(source, env.observation_space, env.action_space)
         ref = actor.reference if isinstance(actor, CallableActor) else None
+        if ref is not None and spec_callable(spec, weight) != ref:
+            raise AnchorError(
+                f"{where}: {ref} is Python code, and later stages import code only where the task spec names it. "
+                f"Add {{weight: {weight:g}, callable: '{ref}'}} to `anchors` in {spec.path}, or give an nn.Sequential of "
+                "Linear layers and activations (stored as tensors)."
+            )
         return actor, None, None, {"algo": "callable", "source": ref or type(source).__name__, "callable": ref}
     if isinstance(source, BaseAlgorithm):
         model = source
@@ -231,6 +239,8 @@ def _read_source(spec: TaskSpec, weight: float, source: Source, vecnormalize: Pa
         path = Path(source).expanduser()
         if not path.exists():
             raise AnchorError(f"{where}: {path} does not exist; give the path of an SB3 model .zip or an rl-zoo3 run folder.")
+        if not path.is_dir() and not path.is_file():
+            raise AnchorError(f"{where}: {path} is not a regular file or a folder; give the path of an SB3 model .zip or an rl-zoo3 run folder.")
         if path.is_dir():
             path, found = find_zoo_files(path, where)
             vecnormalize = vecnormalize or found
@@ -279,14 +289,10 @@ def find_zoo_files(folder: Path, where: str = "anchor") -> tuple[Path, Path | No
 
 def detect_algo(path: Path, where: str = "anchor") -> str:
     """The SB3 algorithm of a model zip (ppo, a2c, sac, td3, ddpg), read from its JSON ``data`` only."""
-    import json
-    import zipfile
-
     try:
-        with zipfile.ZipFile(path) as zf:
-            data = json.loads(zf.read("data"))
+        data = read_sb3_data(path)  # size-bounded; a regular file only (never /dev/zero)
         module = str(data.get("policy_class", {}).get("__module__", ""))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, AttributeError) as exc:
+    except (HTIError, AttributeError) as exc:
         raise AnchorError(f"{where}: {path} is not a readable SB3 model zip ({type(exc).__name__}: {exc}); give the .zip that model.save wrote.") from None
     algo = recognise(data)
     if algo is not None:
@@ -364,9 +370,20 @@ def load_imported_actor(spec: TaskSpec, weight: float, directory: Path, meta: di
             raise FileFormatError(f"{directory / ACTOR_FILE} is not a tensors-only actor file ({type(exc).__name__}); "
                                   f"re-import the anchor with `hti-rl import-anchors {spec.path} ... --force`.") from None
         return AnchorActor.from_state(state)
-    reference = meta.get("imported", {}).get("callable")
-    if not reference:
+    recorded, reference = (meta.get("imported") or {}).get("callable"), spec_callable(spec, weight)
+    if not recorded:
         raise AnchorError(f"imported anchor w={weight:g} in {directory} has neither {ACTOR_FILE} nor a callable; re-import it with --force.")
+    if reference is None:  # a run directory's file may refer to the spec, never name code itself
+        raise AnchorError(
+            f"imported anchor w={weight:g} in {directory} is a Python callable, and {spec.path} names none at that weight; "
+            f"hti-rl imports only code that the task spec names. Add {{weight: {weight:g}, callable: 'module:name'}} to "
+            f"`anchors` in the spec and run `hti-rl import-anchors {spec.path} --force`."
+        )
+    if reference != recorded:
+        raise AnchorError(
+            f"imported anchor w={weight:g} in {directory} was imported from {recorded!r}, the spec now names {reference!r}; "
+            f"run `hti-rl import-anchors {spec.path} --force` to import the spec's."
+        )
     env = spec.make_env(weight)
     try:
         return actor_from_callable(import_reference(reference), env.observation_space, env.action_space)

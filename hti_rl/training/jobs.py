@@ -12,6 +12,7 @@ import json
 import multiprocessing as mp
 import os
 import pickle
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError
 from hti_rl.evaluate import mean_ci, returns_at, rollout_components
 from hti_rl.io import atomic_write, write_json
-from hti_rl.runs import RunDir, package_versions, spec_hint
+from hti_rl.runs import RunDir, package_versions, spec_hint, weight_label
 from hti_rl.sb3io.actor import actor_from_sb3
 from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
@@ -75,7 +76,7 @@ class AnchorJob:
 
     @property
     def tb_name(self) -> str:
-        return f"anchor_w={self.weight:g}" + ("" if self.seed_index is None else f"_seed{self.seed_index}")
+        return f"anchor_w={weight_label(self.weight)}" + ("" if self.seed_index is None else f"_seed{self.seed_index}")
 
     def make_env(self) -> Any:
         """One copy of the env this job trains on: the spec's env at the job's weight."""
@@ -175,7 +176,17 @@ def _latest_checkpoint(job: AnchorJob) -> dict[str, Any] | None:
     path = job.directory / "checkpoints" / "latest.json"
     if not path.exists():
         return None
-    latest = json.loads(path.read_text())
+    fix = f"delete {path.parent} (or start over with `hti-rl train-anchors {spec_hint(job.spec)} --force`)"
+    try:
+        latest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AnchorError(f"{path} is not valid JSON ({exc}); {fix}.") from None
+    names = (r"model_\d{1,19}\.zip", r"vecnormalize_\d{1,19}\.pkl")
+    if not (isinstance(latest, dict) and isinstance(latest.get("steps"), int) and not isinstance(latest["steps"], bool)
+            and 0 <= latest["steps"] < 2**63 and isinstance(latest.get("wall_time_s"), (int, float))
+            and isinstance(latest.get("model"), str) and re.fullmatch(names[0], latest["model"])
+            and (latest.get("vecnormalize") is None or (isinstance(latest["vecnormalize"], str) and re.fullmatch(names[1], latest["vecnormalize"])))):
+        raise AnchorError(f"{path} is not a checkpoint record hti-rl wrote (steps, model_<n>.zip, vecnormalize_<n>.pkl, wall_time_s); {fix}.")
     if latest.get("task_fingerprint") != job.spec.fingerprint():
         raise AnchorError(
             f"the checkpoint in {path.parent} belongs to another version of task {job.spec.name!r}; "

@@ -6,6 +6,10 @@ Every worker trains on one torch thread: two processes with two threads each on 
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
+import os
+import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -13,6 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from hti_rl.errors import HTIError
+from hti_rl.io import check_writable
+from hti_rl.runs import RunDir
 from hti_rl.training.jobs import AnchorJob, train_anchor
 
 
@@ -23,6 +29,8 @@ def run_jobs(jobs: list[AnchorJob], workers: int, total_steps: int, progress: bo
 
     :param start: steps already done per job key (from checkpoints); none when ``None``.
     """
+    for tb in {RunDir.of(job.spec, job.run_root).tb() for job in jobs}:
+        check_writable(tb)  # before training: SB3 opens its TensorBoard files only once learning starts
     bar = _StepBar(total_steps, start or {}, progress)
     bar.bar.set_description(description)
     try:
@@ -82,19 +90,35 @@ def _run_processes(jobs: list[AnchorJob], workers: int, bar: _StepBar) -> None:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["hti_rl.training.runner", "hti_rl.spec.task"])
     reports = ctx.Queue()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(reports,)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(reports,))
+    try:
         pending = {pool.submit(_train_in_worker, job) for job in jobs}
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                bar.drain(reports)
-                for future in done:
-                    future.result()
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            bar.drain(reports)
+            for future in done:
+                future.result()
         bar.drain(reports)
+    except BaseException:
+        # Ctrl-C or a failed anchor: stop now. Waiting for the pool would train every queued anchor to the end
+        # while this process holds the run lock; checkpoints written so far stay, and a rerun resumes from them.
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started, end the workers (SIGTERM, then SIGKILL after 5 s), and return at once."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=1)
 
 
 _worker_reports: Any = None  # in a worker process only: its progress queue (set by _init_worker)
@@ -104,6 +128,18 @@ def _init_worker(reports: Any) -> None:
     global _worker_reports
     _worker_reports = reports
     torch.set_num_threads(1)
+    # Ctrl-C reaches the whole process group: the parent alone handles it (and ends the workers), so no worker
+    # prints a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = mp.parent_process()
+    if parent is not None:  # a SIGKILLed parent cannot end us: leave as soon as it is gone, idle or not
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True, name="hti-rl parent watch").start()
+
+
+def _exit_with(sentinel: int) -> None:
+    """Block until the parent process ends, then end this worker at once."""
+    mp_connection.wait([sentinel])
+    os._exit(1)
 
 
 def _train_in_worker(job: AnchorJob) -> dict[str, Any]:

@@ -56,11 +56,18 @@ def load_anchor_actor(spec: TaskSpec, weight: float, run_root: str | Path = DEFA
     if meta.get("imported"):
         from hti_rl.training.importing import load_imported_actor
 
-        return load_imported_actor(spec, weight, directory, meta)
-    model, vecnormalize = load_anchor(spec, weight, run_root)
-    actor = actor_from_sb3(model, vecnormalize)
-    if (meta.get("shared_start") or {}).get("role") == "finetune":  # which base it descends from (hti_rl.training.shared_start)
-        actor.arch["source"]["shared_start"] = meta["shared_start"]["base_sha256"]
+        actor = load_imported_actor(spec, weight, directory, meta)
+    else:
+        model, vecnormalize = load_anchor(spec, weight, run_root)
+        actor = actor_from_sb3(model, vecnormalize)
+        if (meta.get("shared_start") or {}).get("role") == "finetune":  # which base it descends from (hti_rl.training.shared_start)
+            actor.arch["source"]["shared_start"] = meta["shared_start"]["base_sha256"]
+    bad = [name for name, t in actor.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:  # said here, rather than blamed on the env or a component function once its actions reach the env
+        raise AnchorError(
+            f"anchor w={weight:g} in {directory} holds NaN or inf in {', '.join(bad[:3])} (its policy network or VecNormalize "
+            f"statistics diverged or were damaged); retrain it with `hti-rl train-anchors {spec_hint(spec)} --force` or re-import it."
+        )
     return actor
 
 
@@ -87,6 +94,11 @@ def _finished_meta(spec: TaskSpec, weight: float, run_root: str | Path) -> tuple
         raise AnchorError(
             f"anchor w={weight:g} of task {spec.name!r} is not trained ({directory / 'meta.json'} is missing). "
             f"Run `hti-rl train-anchors {spec_hint(spec)}` (or `hti-rl import-anchors`) first."
+        )
+    if meta.get("weight") != weight:
+        raise AnchorError(
+            f"{directory} holds the anchor of weight {meta.get('weight')!r}, not {weight!r} (an earlier hti-rl named both "
+            f"folders alike); retrain it with `hti-rl train-anchors {spec_hint(spec)} --force` (or re-import it with --force)."
         )
     if meta.get("task_fingerprint") != spec.fingerprint():
         raise AnchorError(
