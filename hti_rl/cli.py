@@ -269,7 +269,8 @@ def _key_values(pairs: Sequence[str]) -> dict[str, str]:
 def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("surrogate", help="a surrogate file, e.g. runs/lqr2d/surrogate.zip")
     parser.add_argument("--weight", type=float, required=True, help="reward weight to deploy at")
-    parser.add_argument("--spec", default=None, help="task spec (default: envs/<task>.yaml of the surrogate's task)")
+    parser.add_argument("--spec", default=None,
+                        help="task spec (default: the spec the surrogate was fitted from, when it lies in the run root or envs/)")
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic ones")
@@ -278,17 +279,30 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", default=None, metavar="PATH.gif", help="record one episode to a GIF")
 
 
-@command("deploy", "evaluate a surrogate at a reward weight: mean return with its 95%% CI", _deploy_arguments)
+@command("deploy", "evaluate a surrogate at a reward weight: mean return with its 95% CI", _deploy_arguments)
 def deploy_command(args: argparse.Namespace) -> int:
-    from hti_rl.evaluate import evaluate_at, record_episode
+    from hti_rl.errors import WeightError
+    from hti_rl.evaluate import check_render, evaluate_at, record_episode
     from hti_rl.methods.base import read_policy_file
+    from hti_rl.methods.origin import spec_of_policy
     from hti_rl.methods.surrogate import SurrogatePolicy
     from hti_rl.spec.load import load_task
+    from hti_rl.weights import WeightAxis
 
     header, _ = read_policy_file(args.surrogate)
-    spec = load_task(args.spec or f"envs/{header.get('task')}.yaml")
-    if header.get("shared_start"):  # fitted on shared-start anchors: the spec with the same settings
-        spec = spec.with_shared_start(**header["shared_start"])
+    if args.spec:
+        spec = load_task(args.spec)
+        if header.get("shared_start"):  # fitted on shared-start anchors: the spec with the same settings
+            spec = spec.with_shared_start(**header["shared_start"])
+    else:
+        spec = spec_of_policy(args.surrogate, header)
+    axis = WeightAxis(tuple(header.get("weights") or spec.anchors), header.get("weight_scale") or spec.weight_scale)
+    axis.coord(args.weight)  # finite, and > 0 on a log scale
+    if not args.allow_extrapolation and not axis.low <= args.weight <= axis.high:
+        raise WeightError(f"weight {args.weight:g} is outside the anchor range {axis.range_text()}. Pick a weight in range, "
+                          "train an anchor beyond it, or pass --allow-extrapolation to accept an untested extrapolation.")
+    if args.render or args.video:  # before the rollouts: a task that cannot render fails at once
+        check_render(spec, human=args.render, renderable=_renderable_tasks(human=args.render))
     policy = SurrogatePolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation)
     policy.set_weight(args.weight)
     mean, half = evaluate_at(policy, spec, args.weight, args.episodes, args.seed, deterministic=not args.stochastic)
@@ -298,6 +312,25 @@ def deploy_command(args: argparse.Namespace) -> int:
         if path:
             print(f"wrote {path}")
     return 0
+
+
+def _renderable_tasks(human: bool) -> list[str]:
+    """Names of the shipped specs (envs/*.yaml) whose env renders on screen (``human``) or into frames."""
+    import yaml
+
+    from hti_rl.evaluate import render_modes
+    from hti_rl.methods.origin import shipped_envs
+
+    names = []
+    for path in sorted(shipped_envs().glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        env_id = raw.get("env_id") if isinstance(raw, dict) else None
+        if isinstance(env_id, str) and ("human" if human else "rgb_array") in (render_modes(env_id) or []):
+            names.append(f"envs/{path.name}")
+    return names
 
 
 # ----------------------------------------------------------------------------- demo
@@ -339,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hti-rl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
     for name, cmd in COMMANDS.items():
-        cmd.arguments(sub.add_parser(name, help=cmd.help, description=cmd.help))
+        cmd.arguments(sub.add_parser(name, help=cmd.help.replace("%", "%%"), description=cmd.help))  # help is %-formatted
     return parser
 
 

@@ -124,18 +124,49 @@ def evaluate_at(policy: Predictor, spec: Any, weight: float, episodes: int, seed
     return mean_ci(returns_at(components, spec.reward.weighted, spec.reward.fixed, weight))
 
 
+def render_modes(env_id: str) -> list[str] | None:
+    """The render modes a registered env declares (its class's ``metadata``), without building it; ``None`` when unknown."""
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    try:
+        entry = gym.spec(env_id).entry_point
+        creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    except Exception:  # unregistered, or its module does not import: gym.make will say so
+        return None
+    modes = getattr(creator, "metadata", {}).get("render_modes")
+    return None if modes is None else list(modes)
+
+
+def check_render(spec: Any, human: bool, renderable: Sequence[str] = ()) -> None:
+    """Refuse, before any rollout, to render a task whose env cannot render in the mode asked for.
+
+    :param spec: the task.
+    :param human: on screen (``render_mode='human'``) rather than into frames (``'rgb_array'``).
+    :param renderable: names of tasks that can render, for the message.
+    :raises HTIError: the env declares render modes and the one needed is not among them.
+    """
+    mode = "human" if human else "rgb_array"
+    modes = render_modes(spec.env_id)
+    if modes is not None and mode not in modes:
+        flag = "--render" if human else "--video"
+        can = f" Tasks that can: {', '.join(renderable)}." if renderable else ""
+        raise HTIError(f"task {spec.name!r} ({spec.env_id}) cannot render: its env declares render modes {modes}, and "
+                       f"{flag} needs {mode!r}. Drop {flag}, or deploy on a task whose env renders (classic-control and "
+                       f"MuJoCo envs do; the analytic LQR envs do not).{can}")
+
+
 def record_episode(policy: Predictor, spec: Any, weight: float, seed: int, video: str | None = None, human: bool = False) -> str | None:
     """Run one episode with rendering: on screen (``human``) and/or into a GIF at ``video``.
 
-    :raises HTIError: the env cannot render.
+    :raises HTIError: the env cannot render (checked before the env is built, see :func:`check_render`).
     """
     import imageio.v2 as imageio
 
     from hti_rl.io import atomic_write
 
+    check_render(spec, human)
     env = spec.make_env(weight, render_mode="human" if human else "rgb_array")
-    if env.metadata.get("render_modes") is not None and env.render_mode not in env.metadata["render_modes"]:
-        raise HTIError(f"{spec.env_id} cannot render in mode {env.render_mode!r} (it supports {env.metadata['render_modes']}).")
     obs, _ = env.reset(seed=seed)
     frames, done = [], False
     while not done:

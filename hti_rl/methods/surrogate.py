@@ -18,6 +18,7 @@ from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
 from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
+from hti_rl.methods.origin import HEADER_KEY, spec_reference
 from hti_rl.runs import RunDir
 from hti_rl.training.store import load_anchor_actor
 
@@ -124,6 +125,7 @@ def fit(
         dataset = PolicyDataset.load(path, spec=spec)
     actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
     policy = fit_policy(spec, dataset, actors, config, log_dir=RunDir.of(spec, run_root).tb("clot"), progress=progress)
+    policy.header[HEADER_KEY] = spec_reference(spec, run_root)  # lets `hti-rl deploy` find the spec (methods/origin.py)
     policy.save(RunDir.of(spec, run_root).surrogate)
     return policy
 
