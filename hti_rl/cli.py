@@ -184,24 +184,38 @@ def _weight_paths(pairs: Sequence[str], flag: str) -> list[tuple[str, str]]:
 def _check_anchors_arguments(parser: argparse.ArgumentParser) -> None:
     spec_arguments(parser)
     shared_start_argument(parser)
+    parser.add_argument("--episodes", type=_positive_int, default=None,
+                        help="episodes per anchor (default: the spec's eval_episodes, at least 10); with --episodes or "
+                             "--seed the result is printed, and cross_eval.json (what fit checks) is left as it is")
+    parser.add_argument("--seed", type=int, default=None, help="reset seed of the first episode (default: the task's cross-evaluation seed)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {value}")
+    return value
 
 
 @command("check-anchors", "evaluate every anchor at every anchor weight and warn about bad anchors", _check_anchors_arguments)
 def check_anchors_command(args: argparse.Namespace) -> int:
 
-    _check_anchors(load_spec(args), args.run_root, args.force)
+    _check_anchors(load_spec(args), args.run_root, args.force, args.episodes, args.seed)
     return 0
 
 
-def _check_anchors(spec, run_root: str, force: bool) -> None:
+def _check_anchors(spec, run_root: str, force: bool, episodes: int | None = None, seed: int | None = None) -> None:
     """Cross-evaluate (or reuse the up-to-date ``cross_eval.json``) and print the table and warnings."""
-    from hti_rl.quality import check_anchors, print_report, stale_reason
+    from hti_rl.quality import check_anchors, is_default, print_report, stale_reason
 
     fresh = not force and stale_reason(spec, run_root) is None
-    cross = check_anchors(spec, run_root, force=force, log_warnings=False)
+    cross = check_anchors(spec, run_root, force=force, log_warnings=False, episodes=episodes, seed=seed)
     print_report(cross)
     path = RunDir.of(spec, run_root).cross_eval
-    print(f"{path} is up to date (--force evaluates again)" if fresh else f"wrote {path} and {path.with_suffix('.png')}")
+    if not is_default(spec, episodes, seed):
+        print(f"not saved: {path} keeps the default episodes, which `hti-rl fit` checks")
+    else:
+        print(f"{path} is up to date (--force evaluates again)" if fresh else f"wrote {path} and {path.with_suffix('.png')}")
 
 
 # ----------------------------------------------------------------------------- record

@@ -90,6 +90,19 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return float(x.mean()), float(half)
 
 
+def format_mean_ci(mean: float, ci: float) -> str:
+    """``"mean ± ci"`` for people: the CI to two significant digits (more where it is ≥ 100), the mean to
+    the same decimal place, never in exponent notation: (4257.3, 1003.2) -> ``"4257 ± 1003"``,
+    (−4.6312, 0.5213) -> ``"-4.63 ± 0.52"``; a zero or non-finite CI gives the mean to 4 significant digits."""
+    def decimals(x: float, significant: int) -> int:
+        return int(min(max(significant - 1 - np.floor(np.log10(abs(x))), 0), 8)) if np.isfinite(x) and x != 0 else 0
+
+    if not np.isfinite(ci) or ci <= 0:
+        return f"{mean:.{decimals(mean, 4)}f} ± {ci:g}"
+    places = decimals(ci, 2)
+    return f"{mean:.{places}f} ± {ci:.{places}f}"
+
+
 def per_state_w2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact W2 between two empirical distributions at each state (POT ``emd2``).
 
