@@ -35,6 +35,7 @@ import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 import hti_rl.envs.lqr  # noqa: F401  (registers the LQR env ids)
+from hti_rl.envs.mujoco_log import quiet_mujoco
 from hti_rl.envs.wrappers import RewardWeightWrapper, Source
 from hti_rl.errors import SpecError
 from hti_rl.io import sha256_bytes
@@ -189,6 +190,7 @@ class TaskSpec:
         kwargs = dict(self.env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
+        quiet_mujoco(gym.spec(self.env_id).entry_point)  # MuJoCo's known deprecation silenced, its log kept out of the cwd
         # Gymnasium's checker warns on every vector reward, which is what a `vector` component reads.
         vector = any(c.kind == "vector" for c in self.reward.components.values())
         env = gym.make(self.env_id, max_episode_steps=self.max_episode_steps, disable_env_checker=vector or None, **kwargs)

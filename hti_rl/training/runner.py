@@ -22,7 +22,10 @@ def run_jobs(jobs: list[AnchorJob], workers: int, total_steps: int, progress: bo
     processes or as Ray tasks, behind one progress bar of ``total_steps`` environment steps.
 
     :param start: steps already done per job key (from checkpoints); none when ``None``.
+    :param description: the progress bar's label (what the jobs train).
     """
+    if not jobs:  # nothing to train: no empty progress bar
+        return
     bar = _StepBar(total_steps, start or {}, progress)
     bar.bar.set_description(description)
     try:
