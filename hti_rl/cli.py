@@ -288,6 +288,10 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default: 0)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of the deterministic ones")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="one episode after another, one observation per predict, as SB3's evaluate_policy on one env: "
+                             "SB3's numbers for the same seeds (default: episodes side by side, one batched predict per step, "
+                             "faster; its float results differ by ~1e-7 per action, which chaotic envs amplify)")
     parser.add_argument("--allow-extrapolation", action="store_true", help="accept a weight outside the anchor range")
     parser.add_argument("--render", action="store_true", help="show one episode on screen (render_mode='human')")
     parser.add_argument("--video", default=None, metavar="PATH.gif", help="record one episode to a GIF")
@@ -319,7 +323,8 @@ def deploy_command(args: argparse.Namespace) -> int:
         check_render(spec, human=args.render, renderable=_renderable_tasks(human=args.render))
     policy = SurrogatePolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation)
     policy.set_weight(args.weight)
-    mean, half = evaluate_at(policy, spec, args.weight, args.episodes, args.seed, deterministic=not args.stochastic)
+    mean, half = evaluate_at(policy, spec, args.weight, args.episodes, args.seed, deterministic=not args.stochastic,
+                             batched=not args.one_at_a_time)
     print(f"{spec.name} at weight {args.weight:g}: return {mean:.4g} ± {half:.3g} (95% CI, {args.episodes} episodes)")
     if args.render or args.video:
         path = record_episode(policy, spec, args.weight, args.seed, video=args.video, human=args.render)

@@ -44,15 +44,25 @@ def rollout_components(
     episodes: int,
     seed: int,
     deterministic: bool = True,
+    batched: bool = True,
 ) -> ComponentReturns:
-    """Run ``episodes`` episodes side by side (one batched ``predict`` per step) and sum components.
+    """Run ``episodes`` episodes and sum each reward component per episode.
 
-    :param policy: takes raw env observations ``[B, C]``.
+    Batched (the default) runs the episodes side by side, one ``predict`` on a batch ``[B, C]`` per step:
+    fast, but a network's float32 result for a row depends slightly on the batch it is computed in (about
+    1e-7 per action), which chaotic dynamics (MuJoCo locomotion) amplify into different returns. Unbatched
+    runs one episode after another, one observation ``[C]`` per ``predict``, as SB3's ``evaluate_policy``
+    on one env does, and gives SB3's numbers for the same reset seeds.
+
+    :param policy: takes raw env observations ``[B, C]`` (or ``[C]`` unbatched).
     :param make_env: builds one env wrapped in :class:`RewardWeightWrapper` (its weight does not matter).
     :param episodes: number of episodes; episode i is reset with seed ``seed + i``.
     :param seed: base seed.
     :param deterministic: deterministic actions (SB3 ``evaluate_policy``'s default).
+    :param batched: episodes side by side (fast) rather than one at a time (SB3's arithmetic).
     """
+    if not batched:
+        return _rollout_one_at_a_time(policy, make_env, episodes, seed, deterministic)
     envs = [make_env() for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
     alive = np.ones(episodes, dtype=bool)
@@ -71,6 +81,27 @@ def rollout_components(
                 alive[i] = False
     for env in envs:
         env.close()
+    names = tuple(sorted(sums[0]))
+    return ComponentReturns(names, np.array([[s[n] for n in names] for s in sums]), lengths)
+
+
+def _rollout_one_at_a_time(policy: Predictor, make_env: Callable[[], Any], episodes: int, seed: int, deterministic: bool) -> ComponentReturns:
+    """:func:`rollout_components` unbatched: episode i alone, from ``reset(seed=seed + i)``, one observation per ``predict``."""
+    sums: list[dict[str, float]] = []
+    lengths = np.zeros(episodes, dtype=np.int64)
+    env = make_env()
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        sums.append({})
+        done = False
+        while not done:
+            action, _ = policy.predict(obs, deterministic=deterministic)
+            obs, _, terminated, truncated, info = env.step(action)
+            for name, value in info["hti_rl/components"].items():
+                sums[i][name] = sums[i].get(name, 0.0) + float(value)
+            lengths[i] += 1
+            done = terminated or truncated
+    env.close()
     names = tuple(sorted(sums[0]))
     return ComponentReturns(names, np.array([[s[n] for n in names] for s in sums]), lengths)
 
@@ -131,9 +162,11 @@ def time_call(fn: Callable[[], Any], repeat: int = 200, warmup: int = 10) -> flo
     return float(np.median(times))
 
 
-def evaluate_at(policy: Predictor, spec: Any, weight: float, episodes: int, seed: int, deterministic: bool = True) -> tuple[float, float]:
-    """Mean return of ``policy`` in the task's env at reward ``weight`` and its 95% CI half-width."""
-    components = rollout_components(policy, lambda: spec.make_env(weight), episodes, seed, deterministic)
+def evaluate_at(policy: Predictor, spec: Any, weight: float, episodes: int, seed: int, deterministic: bool = True,
+                batched: bool = True) -> tuple[float, float]:
+    """Mean return of ``policy`` in the task's env at reward ``weight`` and its 95% CI half-width
+    (``batched``: see :func:`rollout_components`)."""
+    components = rollout_components(policy, lambda: spec.make_env(weight), episodes, seed, deterministic, batched)
     return mean_ci(returns_at(components, spec.reward.weighted, spec.reward.fixed, weight))
 
 

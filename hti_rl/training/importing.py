@@ -26,7 +26,6 @@ is refused (import it as a callable instead).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import shutil
 from dataclasses import dataclass
@@ -36,14 +35,10 @@ from typing import Any, Callable, Iterable, Mapping, Union
 import numpy as np
 import torch
 from gymnasium import spaces
-from torch import Tensor, nn
 
 from hti_rl.actors import (
-    DETERMINISTIC_LOG_STD,
     AnchorActor,
-    _copy_layers,
     actor_from_sb3,
-    describe_layers,
 )
 from hti_rl.errors import AnchorError, HTIError, SpaceError
 from hti_rl.io import RunLock, atomic_write, sha256_bytes, write_json
@@ -55,6 +50,8 @@ from hti_rl.sb3io.safe_pickle import (
     write_norm_stats,
 )
 from hti_rl.sb3io.safe_sb3 import load_sb3
+from hti_rl.sb3io.zoo import find_zoo_files, zoo_records
+from hti_rl.training.callables import CallableActor, actor_from_callable, import_reference  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +73,13 @@ _POLICY_MODULES = {"stable_baselines3.common.policies": "ppo/a2c", "stable_basel
 
 @dataclass(frozen=True)
 class Imported:
-    """What :func:`import_anchors` did at one weight: ``status`` is ``imported`` or ``unchanged``."""
+    """What :func:`import_anchors` did at one weight: ``status`` is ``imported`` or ``unchanged``;
+    ``warnings``: where an rl-zoo3 run's records contradict the task or the declared weight (also logged)."""
 
     weight: float
     status: str
     meta: dict[str, Any]
+    warnings: tuple[str, ...] = ()
 
 
 def import_anchors(
@@ -165,7 +164,7 @@ def import_anchor(spec: Any, weight: float, source: Source, vecnormalize: Path |
     old = _read_json(directory / "meta.json")
     if old is not None and not force:
         if old.get("imported", {}).get("sha256") == digest and old.get("task_fingerprint") == spec.fingerprint():
-            return Imported(weight, "unchanged", old)
+            return Imported(weight, "unchanged", old, tuple(info.get("warnings", ())))
         held = f"imported from {old['imported'].get('source')}" if old.get("imported") else "a trained agent"
         raise AnchorError(f"{where} of task {spec.name!r} already holds {held} ({directory}); pass --force (force=True) to replace it.")
     (directory / "meta.json").unlink(missing_ok=True)  # the anchor is unfinished until the new meta.json lands
@@ -196,13 +195,14 @@ def import_anchor(spec: Any, weight: float, source: Source, vecnormalize: Path |
         "resumed_from": None,
         "versions": package_versions(),
         "imported": {"source": info["source"], "vecnormalize": info.get("vecnormalize"), "kind": actor.kind,
-                     "callable": info.get("callable"), "sha256": digest},
+                     "callable": info.get("callable"), "sha256": digest,
+                     **({"zoo": info["zoo"], "warnings": info["warnings"]} if "zoo" in info else {})},
     }
     write_json(directory / "meta.json", meta)
     if isinstance(actor, CallableActor):
         log.warning("%s is the Python callable %s: record and check-anchors use it, but a surrogate file holds tensors only, "
                     "so `fit` cannot save it; give an nn.Sequential of Linear layers and activations to deploy it.", where, info["callable"])
-    return Imported(weight, "imported", meta)
+    return Imported(weight, "imported", meta, tuple(info.get("warnings", ())))
 
 
 def _read_source(spec: Any, weight: float, source: Source, vecnormalize: Path | None, env: Any, where: str):
@@ -231,8 +231,10 @@ def _read_source(spec: Any, weight: float, source: Source, vecnormalize: Path | 
         if not path.exists():
             raise AnchorError(f"{where}: {path} does not exist; give the path of an SB3 model .zip or an rl-zoo3 run folder.")
         if path.is_dir():
-            path, found = find_zoo_files(path, where)
+            folder = path
+            path, found = find_zoo_files(folder, where)
             vecnormalize = vecnormalize or found
+            info.update(zoo_records(spec, weight, folder, path.stem, where))
         where = f"{where} ({path})"
         info.update(algo=detect_algo(path, where), source=str(path), zip=path)
         model = _load_sb3(info["algo"], path, env, where)
@@ -253,27 +255,6 @@ def _read_source(spec: Any, weight: float, source: Source, vecnormalize: Path | 
     except HTIError as exc:
         raise type(exc)(f"{where}: {exc}") from None
     return actor, model, stats, info
-
-
-def find_zoo_files(folder: Path, where: str = "anchor") -> tuple[Path, Path | None]:
-    """An rl-zoo3 run folder (or an hti-rl anchor folder) -> (model zip, vecnormalize.pkl or None).
-
-    The final model ``<env>.zip`` (else ``model.zip``, else ``best_model.zip``); checkpoints
-    (``rl_model_*_steps.zip``) are never picked. VecNormalize: ``<env>/vecnormalize.pkl``, else one in the folder.
-    """
-    zips = sorted(p for p in folder.glob("*.zip") if not p.name.startswith("rl_model_"))
-    final = [p for p in zips if p.name != "best_model.zip"]
-    if len(final) > 1 and (folder / "model.zip") in final:
-        final = [folder / "model.zip"]
-    if len(final) > 1:
-        raise AnchorError(f"{where}: {folder} holds several models ({', '.join(p.name for p in final)}); give the .zip to import.")
-    chosen = final[0] if final else (folder / "best_model.zip" if (folder / "best_model.zip") in zips else None)
-    if chosen is None:
-        raise AnchorError(f"{where}: no SB3 model (.zip) in {folder}; give an rl-zoo3 run folder (logs/<algo>/<env>_<n>) or the model's .zip.")
-    for candidate in (folder / chosen.stem / "vecnormalize.pkl", folder / "vecnormalize.pkl", *sorted(folder.glob("*/vecnormalize.pkl"))):
-        if candidate.is_file():
-            return chosen, candidate
-    return chosen, None
 
 
 def detect_algo(path: Path, where: str = "anchor") -> str:
@@ -354,101 +335,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text()) if path.exists() else None
     except ValueError:
         return None
-
-
-def actor_from_callable(fn: Callable, observation_space: spaces.Box, action_space: spaces.Box) -> AnchorActor:
-    """A deterministic anchor from a callable: an ``nn.Sequential`` of Linear layers and activations
-    (raw obs [B, C] -> action [B, D]) becomes a plain :class:`AnchorActor`; anything else a
-    :class:`CallableActor` (needs ``fn`` importable by name to be stored).
-
-    :raises SpaceError: the spaces are not 1-D Boxes.
-    :raises AnchorError: ``fn`` is neither a layer stack nor importable by name.
-    """
-    for what, space in (("observation", observation_space), ("action", action_space)):
-        if not isinstance(space, spaces.Box) or len(space.shape) != 1:
-            raise SpaceError(f"the task's {what} space {space} is not a 1-D Box; hti-rl needs continuous vector {what}s.")
-    arch = {"kind": "deterministic", "obs_dim": int(observation_space.shape[0]), "action_dim": int(action_space.shape[0]),
-            "mean": [], "std": {"type": "none"}, "obs_norm": None, "squash": False}
-    layers = None
-    if isinstance(fn, nn.Module):
-        try:
-            layers = describe_layers(fn)
-        except AnchorError:
-            layers = None
-    if layers is not None:
-        actor = AnchorActor({**arch, "trunk": layers, "source": {"algo": "callable", "policy": type(fn).__name__}})
-        _copy_layers(fn, actor.trunk)
-    else:
-        reference = callable_reference(fn)
-        if reference is None:
-            raise AnchorError(
-                f"{fn!r} cannot be stored as an anchor: hti-rl's files hold tensors, never code. Give an nn.Sequential of "
-                "Linear layers and activations (stored as tensors, deployable), or a function/object defined at module "
-                "level of an importable module (stored by its import path; recordable, but not deployable in a surrogate)."
-            )
-        actor = CallableActor({**arch, "trunk": [], "source": {"algo": "callable", "policy": reference}}, fn, reference)
-    actor.action_low.copy_(torch.as_tensor(action_space.low, dtype=torch.float32))
-    actor.action_high.copy_(torch.as_tensor(action_space.high, dtype=torch.float32))
-    return actor.eval()
-
-
-class CallableActor(AnchorActor):
-    """A deterministic anchor computed by Python code: ``fn(obs [C]) -> action [D]`` (numpy), or an
-    ``nn.Module`` called on a tensor batch [B, C] -> [B, D]. It lives in this process only:
-    :meth:`state` refuses, because hti-rl's files hold tensors and never code.
-
-    :param arch: the actor description (``kind`` deterministic, ``squash`` false).
-    :param fn: the callable.
-    :param reference: its import path ``module:name``.
-    """
-
-    def __init__(self, arch: dict[str, Any], fn: Callable, reference: str):
-        super().__init__(arch)
-        object.__setattr__(self, "fn", fn)  # not a registered submodule: its weights are not ours to save
-        self.reference = reference
-
-    def distribution(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """raw obs [B, C] -> (action [B, D], constant log-std [B, D])."""
-        obs = obs.reshape(obs.shape[0], -1)
-        with torch.no_grad():
-            if isinstance(self.fn, nn.Module):
-                out = torch.as_tensor(self.fn(obs.float())).detach().float()
-            else:
-                rows = obs.detach().cpu().numpy().astype(np.float32)
-                out = torch.as_tensor(np.stack([np.asarray(self.fn(o), dtype=np.float32).reshape(-1) for o in rows]))
-        if out.shape != (obs.shape[0], self.action_dim):
-            raise AnchorError(f"{self.reference} returned actions of shape {tuple(out.shape)}; expected [{self.action_dim}] per observation.")
-        return out, torch.full_like(out, DETERMINISTIC_LOG_STD)
-
-    def state(self) -> dict[str, Any]:
-        raise AnchorError(
-            f"the anchor {self.reference} is a Python callable; a surrogate file holds tensors only, so it cannot include it. "
-            "Import that anchor as an nn.Sequential of Linear layers and activations (import_anchors(spec, {weight: net}, "
-            "force=True)), then record and fit again."
-        )
-
-
-def callable_reference(fn: Any) -> str | None:
-    """``"module:qualname"`` that imports back to ``fn``, or ``None`` (lambda, closure, ``__main__``, instance)."""
-    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
-    if not module or not name or module == "__main__" or "<" in name:
-        return None
-    try:
-        return f"{module}:{name}" if import_reference(f"{module}:{name}") is fn else None
-    except AnchorError:
-        return None
-
-
-def import_reference(reference: str) -> Callable:
-    """``"module:qualname"`` -> the object (imports the module: the same trust as a spec's component functions)."""
-    module, _, name = reference.partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in name.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise AnchorError(f"the callable anchor {reference!r} does not import ({exc}); make the module importable or re-import the anchor.") from None
-    return obj
 
 
 def load_imported_actor(spec: Any, weight: float, directory: Path, meta: dict[str, Any]) -> AnchorActor:

@@ -52,9 +52,11 @@ class RetrainJob(AnchorJob):
         return f"retrained_w={self.retrain_weight:g}_seed{self.retrain_seed}"
 
 
-def train_retrained(spec: Any, seeds: int, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> list[dict]:
+def train_retrained(spec: Any, seeds: int, run_root: str | Path = "runs", workers: int = 1, progress: bool = True,
+                    backend: str = "local") -> list[dict]:
     """Train (or resume) ``seeds`` agents at every held-out weight; finished ones are skipped.
 
+    :param backend: ``"local"`` (processes) or ``"ray"``, as for :func:`~hti_rl.training.anchors.train_anchors`.
     :return: every retrained agent's ``meta.json`` (held-out weight order, then seed order).
     """
     total = int(spec.hyperparams()["n_timesteps"])
@@ -62,18 +64,19 @@ def train_retrained(spec: Any, seeds: int, run_root: str | Path = "runs", worker
     jobs = [RetrainJob(spec, 0, str(run_root), every, None, w, i) for w in spec.held_out for i in range(seeds)]
     with RunLock(RunDir.of(spec, run_root).retrained_root, "hti-rl compare (retrained agents)"):
         todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
-        run_jobs(todo, workers, total * len(todo), progress, description="retrain")
+        run_jobs(todo, workers, total * len(todo), progress, description="retrain", backend=backend)
     return [json.loads((job.directory / "meta.json").read_text()) for job in jobs]
 
 
-def train_all(spec: TaskSpec, retrained_seeds: int, run_root: str | Path = "runs", workers: int = 1, progress: bool = True) -> None:
-    """Anchors and retrained agents at once: ``workers`` processes shared in proportion to their jobs."""
+def train_all(spec: TaskSpec, retrained_seeds: int, run_root: str | Path = "runs", workers: int = 1, progress: bool = True,
+              backend: str = "local") -> None:
+    """Anchors and retrained agents at once: ``workers`` processes (or Ray tasks) shared in proportion to their jobs."""
 
     n_anchor = sum(not RunDir.of(spec, run_root).is_finished(w) for w in spec.anchors) * max(spec.seeds_per_anchor, 1)
     n_retrain = sum(not (RunDir.of(spec, run_root).retrained(w, i) / "meta.json").exists() for w in spec.held_out for i in range(retrained_seeds))
     if workers <= 1 or n_anchor == 0 or n_retrain == 0:
-        train_anchors(spec, run_root, workers=workers, progress=progress)
-        train_retrained(spec, retrained_seeds, run_root, workers=workers, progress=progress)
+        train_anchors(spec, run_root, workers=workers, progress=progress, backend=backend)
+        train_retrained(spec, retrained_seeds, run_root, workers=workers, progress=progress, backend=backend)
         return
     w_anchor = min(n_anchor, max(1, round(workers * n_anchor / (n_anchor + n_retrain))))
     w_retrain = max(1, workers - w_anchor)
@@ -81,14 +84,14 @@ def train_all(spec: TaskSpec, retrained_seeds: int, run_root: str | Path = "runs
 
     def anchors() -> None:
         try:
-            train_anchors(spec, run_root, workers=w_anchor, progress=progress)
+            train_anchors(spec, run_root, workers=w_anchor, progress=progress, backend=backend)
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
 
     thread = threading.Thread(target=anchors)
     thread.start()
     try:
-        train_retrained(spec, retrained_seeds, run_root, workers=w_retrain, progress=progress)
+        train_retrained(spec, retrained_seeds, run_root, workers=w_retrain, progress=progress, backend=backend)
     finally:
         thread.join()
     if errors:

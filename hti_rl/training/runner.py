@@ -118,8 +118,15 @@ def _train_on_ray(job: AnchorJob, reports: Any) -> dict[str, Any]:
     return train_anchor(job, progress=reports)
 
 
+RAY_RETRIES = 3
+"""Times Ray runs a job again when its worker process dies (killed, out of memory, node lost); the job
+resumes from its latest checkpoint, as after any interruption."""
+
+
 def _run_ray(jobs: list[AnchorJob], workers: int, bar: _StepBar) -> None:
-    """The same jobs as Ray tasks (one CPU each), at most ``workers`` at a time."""
+    """The same jobs as Ray tasks (one CPU each), at most ``workers`` at a time, on the cluster
+    ``ray.init`` already joined, else on a local one started here. A job whose worker dies is retried
+    (:data:`RAY_RETRIES`) and resumes from its checkpoint; an exception in a job is raised here."""
     try:
         import ray
         from ray.util.queue import Queue
@@ -127,7 +134,7 @@ def _run_ray(jobs: list[AnchorJob], workers: int, bar: _StepBar) -> None:
         raise HTIError("the ray backend needs Ray, which is not installed: pip install hti-rl[ray]") from exc
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(_train_on_ray)
+    remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(_train_on_ray)
     reports = Queue()
     waiting, running = list(jobs), []
     while waiting or running:
