@@ -63,14 +63,11 @@ def test_rl_zoo3_runs_import_with_their_recorded_weights(make_lqr_spec, tmp_path
     pytest.importorskip("rl_zoo3")
     conf = tmp_path / "tiny_zoo.yml"
     conf.write_text(yaml.safe_dump(TINY_ZOO))
-    logs = tmp_path / "logs"
-    jobs = [_zoo_train(logs, conf, 0.1, 1)]
-    jobs[0].wait(timeout=300)  # rl-zoo3 numbers its run folders in order of creation: one after the other
-    jobs.append(_zoo_train(logs, conf, 10.0, 2))
-    jobs[1].wait(timeout=300)
+    jobs = [_zoo_train(tmp_path / "low", conf, 0.1, 1), _zoo_train(tmp_path / "high", conf, 10.0, 2)]  # side by side
     for job in jobs:
+        job.wait(timeout=300)
         assert job.returncode == 0, job.stdout.read()
-    low, high = logs / "ppo" / "hti_rl-LQR1D-v0_1", logs / "ppo" / "hti_rl-LQR1D-v0_2"
+    low, high = (tmp_path / name / "ppo" / "hti_rl-LQR1D-v0_1" for name in ("low", "high"))
     assert read_zoo_run(low, "hti_rl-LQR1D-v0").env_kwargs == {"control_weight": 0.1}
 
     path = make_lqr_spec(anchors=[0.1, 10.0], held_out=[1.0], weight_env_kwarg="control_weight")

@@ -6,6 +6,7 @@ Every worker trains on one torch thread: two processes with two threads each on 
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
@@ -31,7 +32,7 @@ def run_jobs(jobs: list[AnchorJob], workers: int, total_steps: int, progress: bo
     try:
         if backend == "ray":
             _run_ray(jobs, workers, bar)
-        elif workers == 1 or len(jobs) <= 1:
+        elif (workers == 1 or len(jobs) <= 1) and threading.current_thread() is threading.main_thread():
             _run_inline(jobs, bar)
         else:
             _run_processes(jobs, workers, bar)
@@ -66,6 +67,10 @@ class _StepBar:
         self.bar.close()
 
 
+# Off the main thread jobs run in worker processes even one at a time: ``train_all`` trains anchors in a
+# thread beside the retrained agents, and two trainings inline in one process share torch's and numpy's
+# global generators, so their numbers would depend on thread timing (measured: the same seeds gave other
+# parameters than in worker processes).
 def _run_inline(jobs: list[AnchorJob], bar: _StepBar) -> None:
     """One job after another in this process, on one torch thread as in a worker process. SB3's small
     networks gain nothing from more (measured, PPO on Pendulum: 3,353 steps/s on 1 thread, 3,207 on 2),
