@@ -300,9 +300,9 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
 @command("deploy", "evaluate a surrogate at a reward weight: mean return with its 95% CI", _deploy_arguments)
 def deploy_command(args: argparse.Namespace) -> int:
     from hti_rl.errors import WeightError
-    from hti_rl.evaluate import check_render, evaluate_at, record_episode
+    from hti_rl.evaluate import check_render, evaluate_at, record_episode, renderable_specs
     from hti_rl.methods.base import read_policy_file
-    from hti_rl.methods.origin import spec_of_policy
+    from hti_rl.methods.origin import shipped_envs, spec_of_policy
     from hti_rl.methods.surrogate import SurrogatePolicy
     from hti_rl.spec.load import load_task
     from hti_rl.weights import WeightAxis
@@ -320,7 +320,7 @@ def deploy_command(args: argparse.Namespace) -> int:
         raise WeightError(f"weight {args.weight:g} is outside the anchor range {axis.range_text()}. Pick a weight in range, "
                           "train an anchor beyond it, or pass --allow-extrapolation to accept an untested extrapolation.")
     if args.render or args.video:  # before the rollouts: a task that cannot render fails at once
-        check_render(spec, human=args.render, renderable=_renderable_tasks(human=args.render))
+        check_render(spec, human=args.render, renderable=renderable_specs(shipped_envs(), human=args.render))
     policy = SurrogatePolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation)
     policy.set_weight(args.weight)
     mean, half = evaluate_at(policy, spec, args.weight, args.episodes, args.seed, deterministic=not args.stochastic,
@@ -331,25 +331,6 @@ def deploy_command(args: argparse.Namespace) -> int:
         if path:
             print(f"wrote {path}")
     return 0
-
-
-def _renderable_tasks(human: bool) -> list[str]:
-    """Names of the shipped specs (envs/*.yaml) whose env renders on screen (``human``) or into frames."""
-    import yaml
-
-    from hti_rl.evaluate import render_modes
-    from hti_rl.methods.origin import shipped_envs
-
-    names = []
-    for path in sorted(shipped_envs().glob("*.yaml")):
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        env_id = raw.get("env_id") if isinstance(raw, dict) else None
-        if isinstance(env_id, str) and ("human" if human else "rgb_array") in (render_modes(env_id) or []):
-            names.append(f"envs/{path.name}")
-    return names
 
 
 # ----------------------------------------------------------------------------- demo

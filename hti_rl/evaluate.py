@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
@@ -182,6 +183,23 @@ def render_modes(env_id: str) -> list[str] | None:
         return None
     modes = getattr(creator, "metadata", {}).get("render_modes")
     return None if modes is None else list(modes)
+
+
+def renderable_specs(folder: Path, human: bool) -> list[str]:
+    """``envs/<name>.yaml`` of the spec files in ``folder`` whose env renders on screen (``human``) or into
+    frames; each spec's ``env_id`` is read as plain YAML, nothing else of it."""
+    import yaml
+
+    names = []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        env_id = raw.get("env_id") if isinstance(raw, dict) else None
+        if isinstance(env_id, str) and ("human" if human else "rgb_array") in (render_modes(env_id) or []):
+            names.append(f"{Path(folder).name}/{path.name}")
+    return names
 
 
 def check_render(spec: Any, human: bool, renderable: Sequence[str] = ()) -> None:
