@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from hti_rl.errors import FileFormatError
-from hti_rl.evaluate import ComponentReturns, mean_ci, returns_at, rollout_components
+from hti_rl.evaluate import (
+    ComponentReturns,
+    format_mean_ci,
+    mean_ci,
+    returns_at,
+    rollout_components,
+)
 from hti_rl.io import sha256_bytes, write_json
 from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.seeds import cross_eval_seed
@@ -101,8 +107,8 @@ class CrossEval:
         mean, ci = self.matrix()
         found = [
             f"anchor w={self.weights[i]:g} is beaten at its own weight λ={self.weights[i]:g} by anchor "
-            f"w={self.weights[j]:g}: {mean[j, i]:.4g} ± {ci[j, i]:.3g} against its own {mean[i, i]:.4g} ± {ci[i, i]:.3g}; "
-            f"episode by episode (same start states) it scores {diff:.4g} ± {diff_ci:.3g} more (95% CI over "
+            f"w={self.weights[j]:g}: {format_mean_ci(mean[j, i], ci[j, i])} against its own {format_mean_ci(mean[i, i], ci[i, i])}; "
+            f"episode by episode (same start states) it scores {format_mean_ci(diff, diff_ci)} more (95% CI over "
             f"{self.episodes} episodes)"
             for i, j, diff, diff_ci in self.beaten()
         ]
@@ -115,8 +121,8 @@ class CrossEval:
                     if diff + diff_ci < 0:
                         found.append(
                             f"the weighted component `{self.weighted}` is not monotone in the anchor weight: anchor "
-                            f"w={self.weights[j]:g} sums {wmean[j]:.4g} ± {wci[j]:.3g} per episode, below anchor w={low:g}'s "
-                            f"{wmean[i]:.4g} ± {wci[i]:.3g} (episode by episode {diff:.4g} ± {diff_ci:.3g}, 95% CI); an "
+                            f"w={self.weights[j]:g} sums {format_mean_ci(wmean[j], wci[j])} per episode, below anchor w={low:g}'s "
+                            f"{format_mean_ci(wmean[i], wci[i])} (episode by episode {format_mean_ci(diff, diff_ci)}, 95% CI); an "
                             f"anchor trained at a higher weight should not have less of it (set "
                             f"monotone_weighted_component: false where this is expected)"
                         )
@@ -188,7 +194,7 @@ class CrossEval:
         return cross
 
 
-def cross_evaluate(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, episodes: int | None = None) -> CrossEval:
+def cross_evaluate(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, episodes: int | None = None, seed: int | None = None) -> CrossEval:
     """Roll out every anchor once and keep its per-episode component sums.
 
     :param spec: the task spec; all its anchors must be trained.
@@ -197,7 +203,7 @@ def cross_evaluate(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, episodes
     :raises AnchorError: an anchor is missing or belongs to another version of the spec.
     """
     episodes = int(episodes or max(spec.eval_episodes, MIN_EPISODES))
-    seed = cross_eval_seed(spec)
+    seed = cross_eval_seed(spec) if seed is None else int(seed)
     hashes = anchor_hashes(spec, run_root)
     sums, names = [], None
     for weight in spec.anchors:

@@ -28,48 +28,60 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from hti_rl.cross_eval import CrossEval, cross_evaluate, stale_reason
+from hti_rl.cross_eval import MIN_EPISODES, CrossEval, cross_evaluate, stale_reason
 from hti_rl.errors import AnchorError
 from hti_rl.io import RunLock, atomic_write
-from hti_rl.runs import DEFAULT_ROOT, RunDir
+from hti_rl.quality_report import heatmap, log_tensorboard
+from hti_rl.runs import DEFAULT_ROOT, RunDir, read_meta
+from hti_rl.seeds import cross_eval_seed
 from hti_rl.spec.task import TaskSpec
 
 logger = logging.getLogger(__name__)
 
 
-def check_anchors(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, force: bool = False, log_warnings: bool = True) -> CrossEval:
+def check_anchors(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, force: bool = False, log_warnings: bool = True,
+                  episodes: int | None = None, seed: int | None = None) -> CrossEval:
     """Cross-evaluate the anchors (unless ``cross_eval.json`` is up to date) and write the results.
 
     Writes ``cross_eval.json`` and ``cross_eval.png`` atomically and logs the matrix to TensorBoard
-    (``runs/<task>/tb/cross_eval``), holding the anchors' run lock while it evaluates.
+    (``runs/<task>/tb/cross_eval``), holding the anchors' run lock while it evaluates. With other
+    ``episodes`` or ``seed`` than the defaults the anchors are evaluated on those episodes and nothing is
+    written: ``cross_eval.json`` (the gate of ``hti-rl fit``) keeps the default start states.
 
     :param spec: the task spec; all its anchors must be trained.
     :param run_root: root of the run directories.
     :param force: evaluate again even when the file is up to date.
     :param log_warnings: log each failed check (``logging`` warning of ``hti_rl.quality``).
+    :param episodes: episodes per anchor (default ``max(spec.eval_episodes, 10)``).
+    :param seed: reset seed of the first episode (default :func:`hti_rl.seeds.cross_eval_seed`).
     :return: the cross-evaluation, checked with the spec's ``monotone_weighted_component``.
     :raises AnchorError: an anchor is missing or belongs to another version of the spec.
     :raises RunLockedError: anchors of this task are being trained or recorded.
     """
     path = RunDir.of(spec, run_root).cross_eval
-    if force or stale_reason(spec, run_root) is not None:
+    if not is_default(spec, episodes, seed):
+        with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl check-anchors"):
+            cross = cross_evaluate(spec, run_root, episodes, seed)
+    elif force or stale_reason(spec, run_root) is not None:
         with RunLock(RunDir.of(spec, run_root).anchors, "hti-rl check-anchors"):
             cross = cross_evaluate(spec, run_root)
             cross.save(path)
             figure = heatmap(cross)
             with atomic_write(path.with_suffix(".png")) as f:
                 figure.savefig(f, format="png", dpi=120)
-            _log_tensorboard(cross, RunDir.of(spec, run_root).tb("cross_eval"), figure)
+            log_tensorboard(cross, RunDir.of(spec, run_root).tb("cross_eval"), figure)
     else:
         cross = dataclasses.replace(CrossEval.load(path), monotone=spec.monotone_weighted_component)
     if log_warnings:
         for message in cross.warnings:
             logger.warning("anchor check: %s", message)
     return cross
+
+
+def is_default(spec: TaskSpec, episodes: int | None, seed: int | None) -> bool:
+    """Whether ``episodes`` and ``seed`` are the cross-evaluation's defaults (``None`` stands for the default)."""
+    return episodes in (None, max(spec.eval_episodes, MIN_EPISODES)) and seed in (None, cross_eval_seed(spec))
 
 
 def require_good_anchors(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, accept: bool = False) -> CrossEval:
@@ -91,90 +103,13 @@ def require_good_anchors(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, ac
         logger.warning("anchors of task %r failed the quality check, used anyway (--accept-anchors):\n%s", spec.name, listed)
         return cross
     where = getattr(spec, "path", None) or "envs/<task>.yaml"
-    raise AnchorError(
-        f"the anchors of task {spec.name!r} failed the quality check ({RunDir.of(spec, run_root).cross_eval}):\n{listed}\n"
-        f"Fix: retrain them with more steps (n_timesteps) or more seeds per anchor (e.g. seeds_per_anchor: 3) in {where} "
-        f"and run `hti-rl train-anchors {where} --force`; or pass --accept-anchors to fit on them anyway."
-    )
-
-
-def heatmap(cross: CrossEval) -> Any:
-    """A matplotlib figure of the matrix: colour = return relative to the column's best and worst
-    anchor (columns differ in scale), text = mean ± CI, own-weight cells outlined."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    mean, ci = cross.matrix()
-    spread = mean.max(axis=0) - mean.min(axis=0)
-    relative = (mean - mean.min(axis=0)) / np.where(spread > 0, spread, 1.0)
-    k = len(cross.weights)
-    figure = Figure(figsize=(1.6 * k + 2.0, 1.0 * k + 1.5))
-    FigureCanvasAgg(figure)
-    ax = figure.add_subplot()
-    image = ax.imshow(relative, cmap="RdYlGn", vmin=0.0, vmax=1.0)
-    labels = [f"{w:g}" for w in cross.weights]
-    ax.set_xticks(range(k), labels)
-    ax.set_yticks(range(k), labels)
-    ax.set_xlabel("evaluated at weight λ")
-    ax.set_ylabel("anchor trained at weight")
-    ax.set_title(f"{cross.task}: return, mean ± 95% CI ({cross.episodes} episodes)", fontsize=9)
-    for i in range(k):
-        for j in range(k):
-            ax.text(j, i, f"{mean[i, j]:.4g}\n± {ci[i, j]:.2g}", ha="center", va="center", fontsize=7)
-        ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, linewidth=2))
-    figure.colorbar(image, ax=ax, label="worst → best anchor in the column")
-    figure.tight_layout()
-    return figure
-
-
-def _log_tensorboard(cross: CrossEval, log_dir: Path, figure: Any) -> None:
-    """Each anchor's return against the weight index, the heat map and the warnings."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    mean, _ = cross.matrix()
-    writer = SummaryWriter(str(log_dir))
-    try:
-        for i, weight in enumerate(cross.weights):
-            for j in range(len(cross.weights)):
-                writer.add_scalar(f"cross_eval/anchor_w={weight:g}", mean[i, j], global_step=j)
-        writer.add_figure("cross_eval/heatmap", figure, close=False)
-        writer.add_text("cross_eval/warnings", "\n".join(f"- {m}" for m in cross.warnings) or "none")
-    finally:
-        writer.close()
-
-
-def print_report(cross: CrossEval, console: Any = None) -> None:
-    """Print the matrix as a rich table (own-weight cells bold, red where beaten; the best anchor
-    of each column green) followed by the warnings.
-
-    :param console: a ``rich.console.Console``; a new one on stdout when ``None``.
-    """
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    console = console or Console()
-    mean, ci = cross.matrix()
-    wmean, wci = cross.weighted_sums()
-    table = Table(title=f"{cross.task}: anchors (rows) at anchor weights (columns), return mean ± 95% CI, {cross.episodes} episodes")
-    table.add_column("anchor w")
-    for w in cross.weights:
-        table.add_column(f"at λ={w:g}", justify="right")
-    table.add_column(f"Σ {cross.weighted} / episode", justify="right")
-    best = mean.argmax(axis=0)
-    beaten = {i for i, *_ in cross.beaten()}
-    for i, w in enumerate(cross.weights):
-        cells = []
-        for j in range(len(cross.weights)):
-            style = "green" if best[j] == i else ""
-            if i == j:
-                style = "bold red" if i in beaten else f"bold {style}".strip()
-            text = f"{mean[i, j]:.4g} ± {ci[i, j]:.2g}"
-            cells.append(f"[{style}]{text}[/]" if style else text)
-        table.add_row(f"{w:g}", *cells, f"{wmean[i]:.4g} ± {wci[i]:.2g}")
-    console.print(table)
-    for message in cross.warnings:
-        console.print(f"[bold red]warning:[/] {escape(message)}", highlight=False)
-    if not cross.warnings:
-        console.print("anchor check passed: no anchor is beaten at its own weight" + (", weighted component monotone" if cross.monotone else ""))
+    imported = [w for w in spec.anchors if (read_meta(RunDir.of(spec, run_root).anchor(w)) or {}).get("imported")]
+    if imported:  # train-anchors --force would replace the user's own agents
+        weights = ", ".join(f"{w:g}" for w in imported)
+        fix = (f"Fix: import better agents for the anchors named above (`hti-rl import-anchors {where} --anchor W=PATH --force`; "
+               f"w={weights} {'is' if len(imported) == 1 else 'are'} your own imported agents, which "
+               f"`hti-rl train-anchors --force` would replace with agents trained here); or pass --accept-anchors to fit on them anyway.")
+    else:
+        fix = (f"Fix: retrain them with more steps (n_timesteps) or more seeds per anchor (e.g. seeds_per_anchor: 3) in {where} "
+               f"and run `hti-rl train-anchors {where} --force`; or pass --accept-anchors to fit on them anyway.")
+    raise AnchorError(f"the anchors of task {spec.name!r} failed the quality check ({RunDir.of(spec, run_root).cross_eval}):\n{listed}\n{fix}")

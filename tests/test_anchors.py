@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -170,11 +175,81 @@ def test_bad_backend_and_workers(make_lqr_spec, tmp_path):
         train_anchors(spec, run_root=tmp_path, workers=0)
 
 
-def test_ray_backend(make_lqr_spec, tmp_path):
-    pytest.importorskip("ray")
+def _tree(run_root: Path) -> dict[str, Any]:
+    """What a training run leaves: every file (TensorBoard runs by folder, since event files are named by
+    host and time), each policy's parameters, and each meta.json without its wall time."""
+    out: dict[str, Any] = {}
+    for path in sorted(run_root.rglob("*")):
+        rel = path.relative_to(run_root).as_posix()
+        if "/tb/" in f"/{rel}":
+            if path.is_dir():
+                out[rel] = "tb run"
+        elif path.name == "model.zip":
+            with zipfile.ZipFile(path) as zf:
+                state = torch.load(io.BytesIO(zf.read("policy.pth")), weights_only=True)
+            out[rel] = {k: v.numpy().tolist() for k, v in state.items()}
+        elif path.name == "meta.json":
+            out[rel] = {k: v for k, v in json.loads(path.read_text()).items() if k != "wall_time_s"}
+        elif path.is_file() and path.name != ".lock":
+            out[rel] = "file"
+    return out
+
+
+def _ray_workers() -> list[int]:
+    """Pids of the Ray worker processes running a training job (Ray titles them ``ray::_train_on_ray``)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ray::_train_on_ray" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_ray_backend_trains_resumes_and_matches_the_process_backend(make_lqr_spec, tmp_path):
+    """Two tiny anchors and a retrained agent through a local Ray cluster give the same files and the same
+    parameters as the process backend; Ray workers killed mid-training are retried and resume from their checkpoints."""
+    ray = pytest.importorskip("ray")
+    from hti_rl.training.retrained import train_all
+
     spec = load_task(make_lqr_spec(agent={"n_timesteps": 400}, anchors=[0.1, 10.0], held_out=[1.0]))
-    metas = train_anchors(spec, run_root=tmp_path / "runs", workers=2, backend="ray", progress=False)
-    assert [m["weight"] for m in metas] == [0.1, 10.0] and all(m["steps"] >= 400 for m in metas)
+    long = load_task(make_lqr_spec(agent={"n_timesteps": 3000}, anchors=[0.1, 10.0], held_out=[1.0]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        train_all(spec, 1, tmp_path / "ray", workers=2, progress=False, backend="ray")
+
+        errors: list[BaseException] = []
+        metas: list[Any] = []
+        thread = threading.Thread(target=lambda: _catch(errors, lambda: metas.extend(
+            train_anchors(long, tmp_path / "killed", workers=2, backend="ray", progress=False, checkpoint_every=300))))
+        thread.start()
+        latest = [RunDir.of(long, tmp_path / "killed").anchor(w) / "checkpoints" / "latest.json" for w in long.anchors]
+        _wait_for(lambda: all(p.exists() for p in latest) or not thread.is_alive(), timeout=120)
+        killed = _ray_workers()
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        thread.join(timeout=180)
+    finally:
+        ray.shutdown()
+    assert not errors, errors
+    assert len(killed) == 2, killed
+    assert [m["weight"] for m in metas] == [0.1, 10.0]
+    assert all(m["resumed_from"] and 0 < m["resumed_from"] < 3000 and m["steps"] >= 3000 for m in metas), metas
+
+    train_all(spec, 1, tmp_path / "local", workers=2, progress=False, backend="local")
+    ray_tree, local_tree = _tree(tmp_path / "ray"), _tree(tmp_path / "local")
+    assert sorted(ray_tree) == sorted(local_tree)
+    assert {"lqr1d/anchors/w=0.1/model.zip", "lqr1d/anchors/w=10/model.zip", "lqr1d/retrained/w=1/seed=0/model.zip",
+            "lqr1d/tb/retrained_w=1_seed0_1"} <= set(ray_tree)
+    assert ray_tree == local_tree  # same seeds, one torch thread each: the same parameters to the last bit
+
+
+def _catch(errors: list[BaseException], fn: Any) -> None:
+    try:
+        fn()
+    except BaseException as exc:  # re-raised by the test's assertion
+        errors.append(exc)
 
 
 def test_ray_missing_names_the_extra(make_lqr_spec, tmp_path, monkeypatch):

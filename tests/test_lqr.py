@@ -91,3 +91,15 @@ def test_registered_ids():
         obs, _ = env.reset(seed=1)
         assert obs.shape == env.observation_space.shape and obs.dtype == np.float32
     assert gym.make("hti_rl/LQR1D-v0").unwrapped.optimal_gain(1.0) == pytest.approx(_closed_form_1d(1.0))
+
+
+def test_control_weight_scales_the_control_cost_as_reacher_does():
+    import gymnasium as gym
+
+    base, weighted = gym.make("hti_rl/LQR1D-v0"), gym.make("hti_rl/LQR1D-v0", control_weight=0.1)
+    for env in (base, weighted):
+        env.reset(seed=3)
+    _, r1, *_, info1 = base.step(np.array([2.0], dtype=np.float32))
+    _, r2, *_, info2 = weighted.step(np.array([2.0], dtype=np.float32))
+    assert info1["reward_ctrl"] == -4.0 and info2["reward_ctrl"] == pytest.approx(-0.4)
+    assert r1 - info1["reward_ctrl"] == pytest.approx(r2 - info2["reward_ctrl"])  # the state cost is untouched

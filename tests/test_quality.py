@@ -14,7 +14,8 @@ from hti_rl.cli import main
 from hti_rl.cross_eval import CrossEval, cross_evaluate, stale_reason
 from hti_rl.errors import AnchorError
 from hti_rl.evaluate import returns_at, rollout_components
-from hti_rl.quality import check_anchors, print_report, require_good_anchors
+from hti_rl.quality import check_anchors, require_good_anchors
+from hti_rl.quality_report import print_report
 from hti_rl.runs import RunDir
 from hti_rl.spec.load import load_task
 from hti_rl.training.store import load_anchor_actor
@@ -129,3 +130,53 @@ def test_check_anchors_command(exact_anchors, capsys):
     assert main(["check-anchors", str(path), "--run-root", str(runs)]) == 0
     out = capsys.readouterr().out
     assert "warning: anchor w=0.1 is beaten" in out
+
+
+def test_check_anchors_takes_episodes_and_seed_and_names_the_start_states(exact_anchors, capsys):
+    path, runs = exact_anchors
+    spec = load_task(path)
+    assert main(["check-anchors", str(path), "--run-root", str(runs), "--episodes", "3", "--seed", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "3 episodes" in out and "reset seeds 5…7" in out and "not saved" in out
+    assert not RunDir.of(spec, runs).cross_eval.exists()  # the gate's file keeps the default episodes
+    cross = cross_evaluate(spec, runs, episodes=3, seed=5)
+    assert cross.seed == 5 and cross.episodes == 3
+    np.testing.assert_array_equal(check_anchors(spec, runs, episodes=3, seed=5).sums, cross.sums)
+    assert main(["check-anchors", str(path), "--run-root", str(runs)]) == 0
+    default = check_anchors(spec, runs)
+    assert f"reset seeds {default.seed}…{default.seed + 9}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mean, ci, text", [
+    (4257.3, 1003.2, "4257 ± 1003"), (-4.6312, 0.5213, "-4.63 ± 0.52"), (-241.2, 12.3, "-241 ± 12"),
+    (-0.004567, 0.00012, "-0.00457 ± 0.00012"), (-5.13, 0.0, "-5.130 ± 0"),
+])
+def test_mean_and_ci_print_without_exponents(mean, ci, text):
+    from hti_rl.evaluate import format_mean_ci
+
+    assert format_mean_ci(mean, ci) == text
+
+
+def test_report_of_large_returns_has_no_exponent_notation():
+    rng = np.random.default_rng(0)
+    sums = np.stack([np.stack([rng.normal(4000 + 1000 * i, 2500, 10), rng.normal(-100, 5, 10)], axis=-1) for i in range(2)])
+    cross = CrossEval("cheetah", "f", (0.1, 1.0), ("ctrl", "forward"), "ctrl", {"forward": 1.0}, sums, 7, {})
+    console = Console(record=True, width=250)
+    print_report(cross, console)
+    text = console.export_text()
+    assert "e+" not in text and " ± " in text and "reset seeds 7…16" in text
+    assert all("e+" not in w for w in cross.warnings)
+
+
+def test_refusal_of_imported_anchors_suggests_importing_better_ones(exact_anchors, tmp_path):
+    from hti_rl.training.importing import import_anchors
+
+    path, runs = exact_anchors
+    spec = load_task(path)
+    save_lqr_anchor(spec, 0.1, tmp_path / "elsewhere", exact=False)  # the user's own, untrained agent
+    import_anchors(spec, {0.1: RunDir.of(spec, tmp_path / "elsewhere").anchor(0.1) / "model.zip"}, run_root=runs, force=True)
+    with pytest.raises(AnchorError) as err:
+        require_good_anchors(spec, runs)
+    message = str(err.value)
+    assert "hti-rl import-anchors" in message and "--accept-anchors" in message and "w=0.1 is your own imported agent" in message
+    assert "run `hti-rl train-anchors" not in message

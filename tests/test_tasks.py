@@ -241,3 +241,13 @@ def test_make_env_is_seeded():
     np.testing.assert_array_equal(a.action_space.sample(), b.action_space.sample())
     np.testing.assert_array_equal(a.reset()[0], b.reset()[0])
     assert isinstance(spec, TaskSpec)
+
+
+def test_weight_env_kwarg_is_read_and_leaves_the_fingerprint_alone(make_lqr_spec):
+    plain = load_task(make_lqr_spec())
+    named = load_task(make_lqr_spec(weight_env_kwarg="control_weight"))
+    assert plain.weight_env_kwarg is None and named.weight_env_kwarg == "control_weight"
+    assert named.fingerprint() == plain.fingerprint()  # trained anchors stay valid
+    with pytest.raises(SpecError, match="weight_env_kwarg"):
+        load_task(make_lqr_spec(weight_env_kwarg=3))
+    assert load_task(Path(__file__).resolve().parent.parent / "envs" / "reacher.yaml").weight_env_kwarg == "reward_control_weight"

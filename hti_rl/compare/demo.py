@@ -12,10 +12,12 @@ agent retrained at one held-out weight, the two neighbouring anchors and the exa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -23,6 +25,7 @@ import torch
 from hti_rl.io import atomic_write, write_json
 from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.spec.task import TaskSpec
+from hti_rl.training.jobs import CHECKPOINTS_PER_RUN, AnchorJob
 
 DEMO_SPEC = """\
 # hti-rl demo task: 2-D LQR, reward −(xᵀQx + λ·uᵀRu).
@@ -91,60 +94,132 @@ def _reuse(path: Path, load: Any, force: bool) -> Any:
 def run_demo(run_root: str | Path = DEFAULT_ROOT, workers: int = 2, force: bool = False) -> Path:
     """Run every stage of the pipeline on the demo task; return the report's path.
 
+    A stage whose files are up to date is reused, and the report keeps the wall time it took when it
+    ran (``demo/timings.json``), marked as from an earlier run.
+
     :param run_root: where ``demo/`` goes.
     :param workers: anchors trained at once.
     :param force: redo finished stages.
     """
+    from hti_rl.cross_eval import stale_reason
     from hti_rl.dataset import PolicyDataset, record
     from hti_rl.methods.surrogate import SurrogatePolicy, fit
-    from hti_rl.quality import check_anchors, print_report
+    from hti_rl.quality import check_anchors
+    from hti_rl.quality_report import print_report
     from hti_rl.spec.load import load_task
     from hti_rl.training.anchors import train_anchors
 
     torch.set_num_threads(max(1, workers))
     spec = load_task(write_demo_spec(run_root))
     run_dir = RunDir.of(spec, run_root).path
-    seconds: dict[str, float] = {}
+    clock = _StageClock(run_dir / "demo" / "timings.json")
 
-    def stage(name: str) -> None:
-        print(f"\n== {name}", flush=True)
-        seconds[name] = time.perf_counter()
+    with clock("train anchors", reused=not force and all(RunDir.of(spec, run_root).is_finished(w) for w in spec.anchors)):
+        train_anchors(spec, run_root, workers=workers, force=force)
 
-    def done(name: str) -> None:
-        seconds[name] = time.perf_counter() - seconds[name]
+    with clock("check anchors", reused=not force and stale_reason(spec, run_root) is None):
+        cross = check_anchors(spec, run_root, force=force)
+        print_report(cross)
 
-    stage("train anchors")
-    train_anchors(spec, run_root, workers=workers, force=force)
-    done("train anchors")
-
-    stage("check anchors")
-    cross = check_anchors(spec, run_root, force=force)
-    print_report(cross)
-    done("check anchors")
-
-    stage("record")
     dataset = _reuse(RunDir.of(spec, run_root).dataset, lambda p: PolicyDataset.load(p, spec), force)
-    dataset = dataset if dataset is not None else record(spec, run_root)
-    done("record")
+    with clock("record", reused=dataset is not None):
+        dataset = dataset if dataset is not None else record(spec, run_root)
 
-    stage("fit")
     policy = _reuse(RunDir.of(spec, run_root).surrogate, lambda p: SurrogatePolicy.load(p, spec.fingerprint()), force)
-    policy = policy if policy is not None else fit(spec, run_root, dataset=dataset)
-    done("fit")
+    with clock("fit", reused=policy is not None):
+        policy = policy if policy is not None else fit(spec, run_root, dataset=dataset)
 
-    stage(f"retrain one agent at λ = {RETRAINED_WEIGHT:g}")
-    retrained_spec = dataclasses.replace(spec, anchors=(RETRAINED_WEIGHT,))
-    train_anchors(retrained_spec, run_dir / "retrained", workers=1, force=force)
-    done(f"retrain one agent at λ = {RETRAINED_WEIGHT:g}")
+    job = retrained_job(spec, run_root)
+    with clock(f"retrain one agent at λ = {RETRAINED_WEIGHT:g}", reused=not force and (job.directory / "meta.json").exists()):
+        train_retrained_agent(job, force)
 
-    stage("deploy and compare")
-    results = _compare(spec, run_root, policy)
-    done("deploy and compare")
+    with clock("deploy and compare", reused=False):
+        results = _compare(spec, run_root, policy)
 
-    report = _write_report(spec, run_dir, results, seconds, cross)
-    write_json(report.with_name("timings.json"), {k: round(v, 2) for k, v in seconds.items()})
+    report = _write_report(spec, run_dir, results, clock, cross)
+    clock.save()
     print(f"\nreport: {report}\nplot:   {report.with_name('demo.png')}\nTensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return report
+
+
+class _StageClock:
+    """Wall time of each demo stage; a reused stage keeps the time it took when it ran (from ``path``).
+
+    :param path: ``timings.json`` of an earlier run (``{stage: seconds}``), read if it exists.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            earlier = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError):
+            earlier = {}
+        self.earlier = {str(k): float(v) for k, v in earlier.items()} if isinstance(earlier, dict) else {}
+        self.seconds: dict[str, float] = {}
+        self.reused: set[str] = set()
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, reused: bool) -> Iterator[None]:
+        print(f"\n== {name}" + (" (up to date, reused)" if reused else ""), flush=True)
+        started = time.perf_counter()
+        yield
+        if reused and name in self.earlier:
+            self.seconds[name] = self.earlier[name]
+            self.reused.add(name)
+        else:
+            self.seconds[name] = time.perf_counter() - started
+
+    def text(self) -> str:
+        """``"train anchors 80.1 s (earlier run), …"``."""
+        return ", ".join(f"{k} {v:.1f} s" + (" (earlier run)" if k in self.reused else "") for k, v in self.seconds.items())
+
+    def save(self) -> None:
+        write_json(self.path, {k: round(v, 2) for k, v in self.seconds.items()})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _RetrainedJob(AnchorJob):
+    """The demo's agent retrained at λ = 3: the one anchor of the spec with ``anchors: [3]``, trained with
+    that anchor's seed in ``<task>/retrained/<task>/anchors/w=3`` (where every demo has kept it), logging
+    under the task's one TensorBoard root ``<task>/tb`` as ``retrained_w=3``.
+
+    :param task_root: the demo's run root (``<task_root>/<task>/tb`` is the TensorBoard root).
+    """
+
+    task_root: str = DEFAULT_ROOT
+
+    @property
+    def tb_root(self) -> Path:
+        return RunDir.of(self.spec, self.task_root).tb()
+
+    @property
+    def tb_name(self) -> str:
+        return f"retrained_w={self.weight:g}"
+
+
+def retrained_job(spec: TaskSpec, run_root: str | Path) -> AnchorJob:
+    """The job of the demo's agent retrained at λ = 3 (see :class:`_RetrainedJob`)."""
+    retrained_spec = dataclasses.replace(spec, anchors=(RETRAINED_WEIGHT,))
+    every = max(int(spec.hyperparams()["n_timesteps"]) // CHECKPOINTS_PER_RUN, 1)
+    return _RetrainedJob(spec=retrained_spec, index=0, run_root=str(RunDir.of(spec, run_root).path / "retrained"),
+                         checkpoint_every=every, task_root=str(run_root))
+
+
+def train_retrained_agent(job: Any, force: bool) -> None:
+    """Train (or resume, or skip when finished) the demo's retrained agent behind a ``retrain`` progress bar."""
+    import shutil
+
+    from hti_rl.io import RunLock
+    from hti_rl.training.jobs import checkpoint_steps
+    from hti_rl.training.runner import run_jobs
+
+    with RunLock(RunDir.of(job.spec, job.run_root).anchors, "hti-rl demo (retrained agent)"):
+        if force:
+            (job.directory / "meta.json").unlink(missing_ok=True)
+            shutil.rmtree(job.directory / "checkpoints", ignore_errors=True)
+        todo = [] if (job.directory / "meta.json").exists() else [job]
+        run_jobs(todo, 1, int(job.spec.hyperparams()["n_timesteps"]), True, description="retrain",
+                 start={j.key: checkpoint_steps(j) for j in todo})
 
 
 def _compare(spec: TaskSpec, run_root: str | Path, policy: Any) -> dict[str, Any]:
@@ -158,7 +233,8 @@ def _compare(spec: TaskSpec, run_root: str | Path, policy: Any) -> dict[str, Any
     weigh = lambda comps, w: mean_ci(returns_at(comps, spec.reward.weighted, spec.reward.fixed, w))  # noqa: E731
 
     anchors = {w: rollout_components(load_anchor_actor(spec, w, run_root), make_env, episodes, seed) for w in spec.anchors}
-    retrained_actor = load_anchor_actor(dataclasses.replace(spec, anchors=(RETRAINED_WEIGHT,)), RETRAINED_WEIGHT, RunDir.of(spec, run_root).path / "retrained")
+    job = retrained_job(spec, run_root)
+    retrained_actor = load_anchor_actor(job.spec, RETRAINED_WEIGHT, job.run_root)
     retrained = rollout_components(retrained_actor, make_env, episodes, seed)
     rows: dict[str, dict[float, tuple[float, float]]] = {"surrogate": {}, "optimum": {}, "best anchor": {}}
     for w in sorted({*GRID.tolist(), *spec.held_out}):
@@ -180,53 +256,81 @@ def _compare(spec: TaskSpec, run_root: str | Path, policy: Any) -> dict[str, Any
         "rows": rows,
         "anchor_curves": anchor_curves,
         "retrained": weigh(retrained, RETRAINED_WEIGHT),
+        "eval_seed": seed,
         "sweep": sweep,
         "path_surrogate": np.array(path_surrogate),
         "path_optimum": np.array(path_optimum),
     }
 
 
-def _write_report(spec: TaskSpec, run_dir: Path, results: dict[str, Any], seconds: dict[str, float], cross: Any) -> Path:
-    """Write ``demo/report.md`` and ``demo/demo.png`` and log both to TensorBoard."""
-    import matplotlib
+def demo_figure(spec: TaskSpec, results: dict[str, Any]) -> Any:
+    """Left: return against weight (anchors re-weighed, optimum, surrogate, retrained agent), anchor and
+    held-out weights marked. Right: the surrogate's and the optimal deterministic action at one state as
+    λ sweeps the anchor range, anchors and held-out weights labelled with their λ."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    rows, retrained = results["rows"], results["retrained"]
+    fig = Figure(figsize=(11, 4.6))
+    FigureCanvasAgg(fig)
+    ax_ret, ax_act = fig.subplots(1, 2)
+    # Fixed colours: anchors in blues, the surrogate orange, the retrained agent purple, the optimum black.
+    blues = ["#9ecae1", "#4292c6", "#08519c", "#08306b"]
+    for i, (a, curve) in enumerate(results["anchor_curves"].items()):
+        ws = sorted(curve)
+        ax_ret.plot(ws, [curve[w][0] for w in ws], lw=0.9, color=blues[i % len(blues)], label=f"anchor λ={a:g} (re-weighed)")
+    ws = sorted(rows["optimum"])
+    ax_ret.plot(ws, [rows["optimum"][w][0] for w in ws], "--", color="black", lw=1, label="exact optimum")
+    ws = sorted(rows["surrogate"])
+    ax_ret.plot(ws, [rows["surrogate"][w][0] for w in ws], "o-", color=SURROGATE_COLOUR, ms=4, label="surrogate")
+    ax_ret.errorbar([RETRAINED_WEIGHT], [retrained[0]], yerr=[retrained[1]], fmt="s", color=RETRAINED_COLOUR, ms=7, capsize=4,
+                    label=f"retrained at λ={RETRAINED_WEIGHT:g} (95% CI)", zorder=5)
+    for a in spec.anchors:
+        ax_ret.axvline(a, color="grey", lw=0.5, ls=":")
+    for i, w in enumerate(spec.held_out):
+        ax_ret.axvline(w, color=HELD_OUT_COLOUR, lw=6, alpha=0.25, zorder=0, label="held-out weight" if i == 0 else None)
+    ax_ret.set(xscale="log", xlabel="weight λ (dotted: anchors)", ylabel="return at λ", title="Return vs weight")
+    ax_ret.legend(fontsize=7)
+
+    ps, po, sweep = results["path_surrogate"], results["path_optimum"], results["sweep"]
+    ax_act.plot(po[:, 0], po[:, 1], "--", color="black", lw=1, label="optimal action u*(λ)")
+    ax_act.plot(ps[:, 0], ps[:, 1], "-", color=SURROGATE_COLOUR, label="surrogate action")
+    for kind, weights, marker, colour in (("anchor", spec.anchors, "o", blues[2]), ("held out", spec.held_out, "D", HELD_OUT_COLOUR)):
+        idx = [int(np.argmin(np.abs(np.log(sweep) - np.log(w)))) for w in weights]
+        ax_act.plot(ps[idx, 0], ps[idx, 1], marker, color=colour, ms=6, label=f"{kind}s" if kind == "anchor" else kind)
+        for w, j in zip(weights, idx):
+            ax_act.annotate(f"λ={w:g}", (ps[j, 0], ps[j, 1]), textcoords="offset points", xytext=(6, 4), fontsize=7, color=colour)
+    ax_act.set(xlabel="u₁", ylabel="u₂",
+               title=f"Deterministic action at x = {np.round(PROBE_STATE, 2).tolist()}\nas λ sweeps {spec.anchors[0]:g} → {spec.anchors[-1]:g}")
+    ax_act.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+SURROGATE_COLOUR, RETRAINED_COLOUR, HELD_OUT_COLOUR = "#e6550d", "#756bb1", "#31a354"
+
+
+def _write_report(spec: TaskSpec, run_dir: Path, results: dict[str, Any], clock: _StageClock, cross: Any) -> Path:
+    """Write ``demo/report.md`` and ``demo/demo.png`` and log both to TensorBoard."""
     from torch.utils.tensorboard import SummaryWriter
 
     rows, retrained = results["rows"], results["retrained"]
-    fig, (ax_ret, ax_act) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for a, curve in results["anchor_curves"].items():
-        ws = sorted(curve)
-        ax_ret.plot(ws, [curve[w][0] for w in ws], lw=0.8, alpha=0.6, label=f"anchor λ={a:g} (re-weighed)")
-    for name, style in (("optimum", "k--"), ("surrogate", "o-")):
-        ws = sorted(rows[name])
-        ax_ret.plot(ws, [rows[name][w][0] for w in ws], style, label=name, ms=4)
-    ax_ret.errorbar([RETRAINED_WEIGHT], [retrained[0]], yerr=[retrained[1]], fmt="s", color="red", label="retrained")
-    for a in spec.anchors:
-        ax_ret.axvline(a, color="grey", lw=0.5, ls=":")
-    ax_ret.set(xscale="log", xlabel="weight λ", ylabel="return at λ", title="Return vs weight")
-    ax_ret.legend(fontsize=7)
-
-    ps, po = results["path_surrogate"], results["path_optimum"]
-    ax_act.plot(po[:, 0], po[:, 1], "k--", label="optimal action u*(λ)")
-    ax_act.plot(ps[:, 0], ps[:, 1], "-", color="C1", label="surrogate action")
-    idx = [int(np.argmin(np.abs(results["sweep"] - a))) for a in spec.anchors]
-    ax_act.plot(ps[idx, 0], ps[idx, 1], "o", color="C0", label="anchors")
-    ax_act.set(xlabel="u₁", ylabel="u₂", title=f"Deterministic action at x = {np.round(PROBE_STATE, 2).tolist()} as λ sweeps 0.1 → 10")
-    ax_act.legend(fontsize=7)
-    fig.tight_layout()
-
+    fig = demo_figure(spec, results)
     out = run_dir / "demo"
     with atomic_write(out / "demo.png") as f:
         fig.savefig(f, format="png", dpi=110)
+    ps, po = results["path_surrogate"], results["path_optimum"]
     error = np.linalg.norm(ps - po, axis=1) / np.linalg.norm(po, axis=1)
+    seed = results["eval_seed"]
 
     lines = [
         "# hti-rl demo: 2-D LQR",
         "",
         f"Anchors at λ = {', '.join(f'{a:g}' for a in spec.anchors)} (PPO, {spec.hyperparams()['n_timesteps']} steps each); "
         f"held-out λ = {', '.join(f'{w:g}' for w in spec.held_out)}; {spec.eval_episodes} episodes per entry, mean ± 95% CI.",
+        f"Every entry uses the same start states: deterministic actions, episodes reset with seeds {seed}…{seed + spec.eval_episodes - 1}. "
+        "`hti-rl check-anchors` evaluates on start states of its own (it prints their seeds), so its numbers for an anchor differ "
+        "from this table's by start-state luck.",
         "",
         "| λ | surrogate | best anchor at λ | exact optimum |",
         "|---|---|---|---|",
@@ -245,7 +349,7 @@ def _write_report(spec: TaskSpec, run_dir: Path, results: dict[str, Any], second
         f"median {np.median(error):.1%}, max {error.max():.1%} over λ in [{spec.anchors[0]:g}, {spec.anchors[-1]:g}] "
         "(the anchors are PPO agents, so their own error is included).",
         "",
-        "Stage wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()) + ".",
+        "Stage wall times: " + clock.text() + ".",
         "",
         "![return and action vs weight](demo.png)",
     ]
@@ -263,5 +367,4 @@ def _write_report(spec: TaskSpec, run_dir: Path, results: dict[str, Any], second
     writer.add_figure("demo", fig)
     writer.add_text("report", "\n".join(lines))
     writer.close()
-    plt.close(fig)
     return report

@@ -74,7 +74,9 @@ def returns_figure(results: dict[str, Any]) -> Any:
                     ms=4, capsize=2, color=palette[i % len(palette)], label=name)
     for a in spec.anchors:
         ax.axvline(a, color="grey", lw=0.5, ls=":")
-    ax.set(xscale="log" if spec.weight_scale == "log" else "linear", xlabel="weight λ", ylabel="return at λ",
+    for i, w in enumerate(ws):  # a band behind the methods' points at each held-out weight
+        ax.axvline(w, color="#31a354", lw=8, alpha=0.18, zorder=0, label="held-out weight" if i == 0 else None)
+    ax.set(xscale="log" if spec.weight_scale == "log" else "linear", xlabel="weight λ (dotted: anchors)", ylabel="return at λ",
            title=f"{spec.name}: return vs weight ({results['episodes']} episodes per point)")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

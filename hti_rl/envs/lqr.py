@@ -60,6 +60,9 @@ class LQREnv(gym.Env):
     :param horizon: episode length.
     :param state_bound: bound of the observation box.
     :param action_bound: bound of the action box.
+    :param control_weight: λ inside the env: the reward and ``info["reward_ctrl"]`` are ``−control_weight·uᵀRu``
+        (as Reacher-v5's ``reward_control_weight``), for agents trained at a weight outside hti-rl
+        (rl-zoo3 ``--env-kwargs control_weight:0.1``); hti-rl's tasks keep it at 1 and weigh in the wrapper.
     :param render_mode: unused; accepted for ``gym.make``.
     """
 
@@ -76,6 +79,7 @@ class LQREnv(gym.Env):
         horizon: int = 50,
         state_bound: float = 10.0,
         action_bound: float = 5.0,
+        control_weight: float = 1.0,
         render_mode: str | None = None,
     ):
         self.A = np.asarray(A, dtype=np.float64)
@@ -87,6 +91,7 @@ class LQREnv(gym.Env):
         self.R = np.eye(d) if R is None else np.asarray(R, dtype=np.float64)
         self.noise_std, self.init_std, self.horizon = float(noise_std), float(init_std), int(horizon)
         self.state_bound, self.action_bound = float(state_bound), float(action_bound)
+        self.control_weight = float(control_weight)
         self.render_mode = render_mode
         self.observation_space = gym.spaces.Box(-self.state_bound, self.state_bound, (c,), np.float32)
         self.action_space = gym.spaces.Box(-self.action_bound, self.action_bound, (d,), np.float32)
@@ -108,7 +113,7 @@ class LQREnv(gym.Env):
         x = self._x
         u = np.clip(np.asarray(action, dtype=np.float64).reshape(self.action_space.shape), -self.action_bound, self.action_bound)
         reward_state = -float(x @ self.Q @ x)
-        reward_ctrl = -float(u @ self.R @ u)
+        reward_ctrl = -self.control_weight * float(u @ self.R @ u)
         noise = self.noise_std * self.np_random.standard_normal(x.shape)
         self._x = np.clip(self.A @ x + self.B @ u + noise, -self.state_bound, self.state_bound)
         self._t += 1

@@ -20,6 +20,7 @@ from hti_rl.dataset import PolicyDataset, recorded_checksum, stale_anchors
 from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.io import RunLock, check_writable
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
+from hti_rl.methods.origin import HEADER_KEY, spec_reference
 from hti_rl.methods.policy_file import read_policy_file
 from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.spec.task import TaskSpec
@@ -137,6 +138,7 @@ def fit(
     if read_here and recorded_checksum(run.dataset) != dataset.header.get("checksum"):
         raise FileFormatError(f"{run.dataset} was recorded again while this fit ran; the surrogate was not saved. "
                               f"Run `hti-rl fit {spec.path} --force` to fit on the new dataset.")
+    policy.header[HEADER_KEY] = spec_reference(spec, run_root)  # lets `hti-rl deploy` find the spec (methods/origin.py)
     policy.save(run.surrogate)
     return policy
 

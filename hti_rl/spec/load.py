@@ -48,7 +48,7 @@ def load_task(path: str | Path) -> TaskSpec:
     defaults = TaskSpec.__dataclass_fields__
     top.allow(("name", "env_id", "env_kwargs", "max_episode_steps", "reward", "weight_scale", "anchors", "held_out", "algo",
                "hyperparams_file", "hyperparams_key", "n_timesteps", "seed", "seeds_per_anchor", "record", "eval_episodes",
-               "monotone_weighted_component", "shared_start"))
+               "monotone_weighted_component", "shared_start", "weight_env_kwarg"))
 
     name = top.string("name")
     problem = name_problem(name)
@@ -101,6 +101,7 @@ def load_task(path: str | Path) -> TaskSpec:
         eval_episodes=top.integer("eval_episodes", default=defaults["eval_episodes"].default, minimum=1),
         monotone_weighted_component=top.boolean("monotone_weighted_component", default=defaults["monotone_weighted_component"].default),
         anchor_files=anchor_files,
+        weight_env_kwarg=top.string("weight_env_kwarg") if top._get("weight_env_kwarg", None) is not None else None,
     )
     _check_env(top, spec)
     return _read_shared_start(top, spec)

@@ -35,6 +35,7 @@ import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 import hti_rl.envs.lqr  # noqa: F401  (registers the LQR env ids)
+from hti_rl.envs.mujoco_log import quiet_mujoco
 from hti_rl.envs.wrappers import RewardWeightWrapper, Source
 from hti_rl.errors import SpecError
 from hti_rl.io import sha256_bytes
@@ -157,6 +158,10 @@ class TaskSpec:
         entries); not part of the fingerprint.
     :param shared_start: train the anchors as fine-tunes of one base agent (:class:`SharedStart`), or
         ``None`` for anchors trained from scratch; shared-start runs live in ``<root>/<name>/shared/``.
+    :param weight_env_kwarg: the env keyword argument that sets λ inside the env (Reacher-v5's
+        ``reward_control_weight``), or ``None``. hti-rl weighs in its wrapper (the spec's own env keeps that
+        argument at 1); agents trained elsewhere at a weight (rl-zoo3 ``--env-kwargs``) record it, and
+        ``hti-rl import-anchors`` warns when it contradicts the declared anchor weight. Not in the fingerprint.
     :param monotone_weighted_component: whether the anchor check (``hti-rl check-anchors``) expects the
         per-episode sum of the weighted component to be non-decreasing in the anchor weight (true of
         optimal policies of the discounted objective; turn it off where undiscounted sums need not follow).
@@ -183,6 +188,7 @@ class TaskSpec:
     monotone_weighted_component: bool = True
     anchor_files: tuple[AnchorFiles, ...] = ()
     shared_start: SharedStart | None = None
+    weight_env_kwarg: str | None = None
 
     def make_env(self, weight: float, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
         """The env at reward weight ``weight``: ``gym.make`` (+ TimeLimit) + :class:`RewardWeightWrapper`.
@@ -194,6 +200,7 @@ class TaskSpec:
         kwargs = dict(self.env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
+        quiet_mujoco(gym.spec(self.env_id).entry_point)  # MuJoCo's known deprecation silenced, its log kept out of the cwd
         # Gymnasium's checker warns on every vector reward, which is what a `vector` component reads.
         vector = any(c.kind == "vector" for c in self.reward.components.values())
         env = gym.make(self.env_id, max_episode_steps=self.max_episode_steps, disable_env_checker=vector or None, **kwargs)
@@ -266,7 +273,7 @@ class TaskSpec:
         """
         content = dataclasses.asdict(self)
         for key in ("path", "hyperparams_file", "hyperparams_key", "held_out", "eval_episodes", "monotone_weighted_component",
-                    "anchor_files"):
+                    "anchor_files", "weight_env_kwarg"):
             del content[key]
         if content["shared_start"] is None:  # specs without it keep the fingerprint they had before it existed
             del content["shared_start"]

@@ -50,6 +50,7 @@ from hti_rl.sb3io.safe_pickle import (
     write_norm_stats,
 )
 from hti_rl.sb3io.safe_sb3 import load_sb3, read_sb3_data
+from hti_rl.sb3io.zoo import find_zoo_files, zoo_records
 from hti_rl.spec.algorithms import ALGORITHMS, ALGOS, SUPPORTED, recognise
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.callables import (
@@ -78,11 +79,13 @@ IMPORT_FILES = ("model.zip", "vecnormalize.pkl", STATS_FILE, ACTOR_FILE)
 
 @dataclass(frozen=True)
 class Imported:
-    """What :func:`import_anchors` did at one weight: ``status`` is ``imported`` or ``unchanged``."""
+    """What :func:`import_anchors` did at one weight: ``status`` is ``imported`` or ``unchanged``;
+    ``warnings``: where an rl-zoo3 run's records contradict the task or the declared weight (also logged)."""
 
     weight: float
     status: str
     meta: dict[str, Any]
+    warnings: tuple[str, ...] = ()
 
 
 def import_anchors(
@@ -168,7 +171,7 @@ def import_anchor(spec: TaskSpec, weight: float, source: Source, vecnormalize: P
     old = _read_json(directory / "meta.json")
     if old is not None and not force:
         if old.get("imported", {}).get("sha256") == digest and old.get("task_fingerprint") == spec.fingerprint():
-            return Imported(weight, "unchanged", old)
+            return Imported(weight, "unchanged", old, tuple(info.get("warnings", ())))
         held = f"imported from {old['imported'].get('source')}" if old.get("imported") else "a trained agent"
         raise AnchorError(f"{where} of task {spec.name!r} already holds {held} ({directory}); pass --force (force=True) to replace it.")
     (directory / "meta.json").unlink(missing_ok=True)  # the anchor is unfinished until the new meta.json lands
@@ -199,13 +202,14 @@ def import_anchor(spec: TaskSpec, weight: float, source: Source, vecnormalize: P
         "resumed_from": None,
         "versions": package_versions(),
         "imported": {"source": info["source"], "vecnormalize": info.get("vecnormalize"), "kind": actor.kind,
-                     "callable": info.get("callable"), "sha256": digest},
+                     "callable": info.get("callable"), "sha256": digest,
+                     **({"zoo": info["zoo"], "warnings": info["warnings"]} if "zoo" in info else {})},
     }
     write_json(directory / "meta.json", meta)
     if isinstance(actor, CallableActor):
         log.warning("%s is the Python callable %s: record and check-anchors use it, but a surrogate file holds tensors only, "
                     "so `fit` cannot save it; give an nn.Sequential of Linear layers and activations to deploy it.", where, info["callable"])
-    return Imported(weight, "imported", meta)
+    return Imported(weight, "imported", meta, tuple(info.get("warnings", ())))
 
 
 def _read_source(spec: TaskSpec, weight: float, source: Source, vecnormalize: Path | None, env: Any, where: str):
@@ -242,8 +246,10 @@ def _read_source(spec: TaskSpec, weight: float, source: Source, vecnormalize: Pa
         if not path.is_dir() and not path.is_file():
             raise AnchorError(f"{where}: {path} is not a regular file or a folder; give the path of an SB3 model .zip or an rl-zoo3 run folder.")
         if path.is_dir():
-            path, found = find_zoo_files(path, where)
+            folder = path
+            path, found = find_zoo_files(folder, where)
             vecnormalize = vecnormalize or found
+            info.update(zoo_records(spec, weight, folder, path.stem, where))
         where = f"{where} ({path})"
         info.update(algo=detect_algo(path, where), source=str(path), zip=path)
         model = _load_sb3(info["algo"], path, env, where)
@@ -264,27 +270,6 @@ def _read_source(spec: TaskSpec, weight: float, source: Source, vecnormalize: Pa
     except HTIError as exc:
         raise type(exc)(f"{where}: {exc}") from None
     return actor, model, stats, info
-
-
-def find_zoo_files(folder: Path, where: str = "anchor") -> tuple[Path, Path | None]:
-    """An rl-zoo3 run folder (or an hti-rl anchor folder) -> (model zip, vecnormalize.pkl or None).
-
-    The final model ``<env>.zip`` (else ``model.zip``, else ``best_model.zip``); checkpoints
-    (``rl_model_*_steps.zip``) are never picked. VecNormalize: ``<env>/vecnormalize.pkl``, else one in the folder.
-    """
-    zips = sorted(p for p in folder.glob("*.zip") if not p.name.startswith("rl_model_"))
-    final = [p for p in zips if p.name != "best_model.zip"]
-    if len(final) > 1 and (folder / "model.zip") in final:
-        final = [folder / "model.zip"]
-    if len(final) > 1:
-        raise AnchorError(f"{where}: {folder} holds several models ({', '.join(p.name for p in final)}); give the .zip to import.")
-    chosen = final[0] if final else (folder / "best_model.zip" if (folder / "best_model.zip") in zips else None)
-    if chosen is None:
-        raise AnchorError(f"{where}: no SB3 model (.zip) in {folder}; give an rl-zoo3 run folder (logs/<algo>/<env>_<n>) or the model's .zip.")
-    for candidate in (folder / chosen.stem / "vecnormalize.pkl", folder / "vecnormalize.pkl", *sorted(folder.glob("*/vecnormalize.pkl"))):
-        if candidate.is_file():
-            return chosen, candidate
-    return chosen, None
 
 
 def detect_algo(path: Path, where: str = "anchor") -> str:

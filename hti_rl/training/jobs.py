@@ -78,6 +78,11 @@ class AnchorJob:
     def tb_name(self) -> str:
         return f"anchor_w={weight_label(self.weight)}" + ("" if self.seed_index is None else f"_seed{self.seed_index}")
 
+    @property
+    def tb_root(self) -> Path:
+        """The TensorBoard root the job logs under, one run named :attr:`tb_name`: the task's ``tb/``."""
+        return RunDir.of(self.spec, self.run_root).tb()
+
     def make_env(self) -> Any:
         """One copy of the env this job trains on: the spec's env at the job's weight."""
         return self.spec.make_env(self.weight)
@@ -156,7 +161,7 @@ def _make_venv(job: AnchorJob, hp: dict[str, Any]):
 def _resume_or_create(job: AnchorJob, hp: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
     """-> (model ready to learn, the checkpoint's ``latest.json`` or ``None`` for a fresh start)."""
     algo, directory = job.spec.sb3_algo(), job.directory
-    tb = str(RunDir.of(job.spec, job.run_root).tb())
+    tb = str(job.tb_root)
     venv = _make_venv(job, hp)
     latest = _latest_checkpoint(job)
     if latest is not None:

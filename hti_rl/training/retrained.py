@@ -57,8 +57,10 @@ def retrain_jobs(spec: TaskSpec, seeds: int, run_root: str | Path) -> list[Retra
             for w in spec.held_out for i in range(seeds)]
 
 
-def train_all(spec: TaskSpec, retrained_seeds: int, run_root: str | Path = DEFAULT_ROOT, workers: int = 1, progress: bool = True) -> None:
-    """Anchors and retrained agents as one pool of jobs over ``workers`` processes (in this process when 1).
+def train_all(spec: TaskSpec, retrained_seeds: int, run_root: str | Path = DEFAULT_ROOT, workers: int = 1, progress: bool = True,
+              backend: str = "local") -> None:
+    """Anchors and retrained agents as one pool of jobs over ``workers`` processes or Ray tasks (``backend``;
+    in this process when 1).
 
     One pool, not two running side by side: two trainings in one process share the global RNGs that SB3
     seeds and samples from, so their results would depend on how the threads interleave (measured: two
@@ -71,6 +73,6 @@ def train_all(spec: TaskSpec, retrained_seeds: int, run_root: str | Path = DEFAU
         retrained = [job for job in retrain_jobs(spec, retrained_seeds, run_root) if not (job.directory / "meta.json").exists()]
         todo = anchors + retrained
         run_jobs(todo, workers, total * len(todo), progress, description="train anchors + retrained",
-                 start={job.key: checkpoint_steps(job) for job in todo})
+                 start={job.key: checkpoint_steps(job) for job in todo}, backend=backend)
         for index in choose:
             keep_best_seed(spec, index, run_root)

@@ -28,7 +28,10 @@ def run_jobs(jobs: list[AnchorJob], workers: int, total_steps: int, progress: bo
     processes or as Ray tasks, behind one progress bar of ``total_steps`` environment steps.
 
     :param start: steps already done per job key (from checkpoints); none when ``None``.
+    :param description: the progress bar's label (what the jobs train).
     """
+    if not jobs:  # nothing to train: no empty progress bar
+        return
     for tb in {RunDir.of(job.spec, job.run_root).tb() for job in jobs}:
         check_writable(tb)  # before training: SB3 opens its TensorBoard files only once learning starts
     bar = _StepBar(total_steps, start or {}, progress)
@@ -36,7 +39,7 @@ def run_jobs(jobs: list[AnchorJob], workers: int, total_steps: int, progress: bo
     try:
         if backend == "ray":
             _run_ray(jobs, workers, bar)
-        elif workers == 1 or len(jobs) <= 1:
+        elif (workers == 1 or len(jobs) <= 1) and threading.current_thread() is threading.main_thread():
             _run_inline(jobs, bar)
         else:
             _run_processes(jobs, workers, bar)
@@ -71,6 +74,9 @@ class _StepBar:
         self.bar.close()
 
 
+# Off the main thread jobs run in worker processes even one at a time: two trainings inline in one process
+# share torch's and numpy's global generators, so their numbers would depend on thread timing (measured:
+# the same seeds gave other parameters than in worker processes).
 def _run_inline(jobs: list[AnchorJob], bar: _StepBar) -> None:
     """One job after another in this process, on one torch thread as in a worker process. SB3's small
     networks gain nothing from more (measured, PPO on Pendulum: 3,353 steps/s on 1 thread, 3,207 on 2),
@@ -151,8 +157,15 @@ def _train_on_ray(job: AnchorJob, reports: Any) -> dict[str, Any]:
     return train_anchor(job, progress=reports)
 
 
+RAY_RETRIES = 3
+"""Times Ray runs a job again when its worker process dies (killed, out of memory, node lost); the job
+resumes from its latest checkpoint, as after any interruption."""
+
+
 def _run_ray(jobs: list[AnchorJob], workers: int, bar: _StepBar) -> None:
-    """The same jobs as Ray tasks (one CPU each), at most ``workers`` at a time."""
+    """The same jobs as Ray tasks (one CPU each), at most ``workers`` at a time, on the cluster
+    ``ray.init`` already joined, else on a local one started here. A job whose worker dies is retried
+    (:data:`RAY_RETRIES`) and resumes from its checkpoint; an exception in a job is raised here."""
     try:
         import ray
         from ray.util.queue import Queue
@@ -160,7 +173,7 @@ def _run_ray(jobs: list[AnchorJob], workers: int, bar: _StepBar) -> None:
         raise HTIError("the ray backend needs Ray, which is not installed: pip install hti-rl[ray]") from exc
     if not ray.is_initialized():
         ray.init(log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(_train_on_ray)
+    remote = ray.remote(num_cpus=1, max_retries=RAY_RETRIES, retry_exceptions=False)(_train_on_ray)
     reports = Queue()
     waiting, running = list(jobs), []
     while waiting or running:
