@@ -166,15 +166,15 @@ class _StageClock:
         if reused and name in self.earlier:
             self.seconds[name] = self.earlier[name]
             self.reused.add(name)
-        else:
-            self.seconds[name] = time.perf_counter() - started
+        else:  # to the tenth the report prints, so that a rerun prints the same number
+            self.seconds[name] = round(time.perf_counter() - started, 1)
 
     def text(self) -> str:
         """``"train anchors 80.1 s (earlier run), …"``."""
         return ", ".join(f"{k} {v:.1f} s" + (" (earlier run)" if k in self.reused else "") for k, v in self.seconds.items())
 
     def save(self) -> None:
-        write_json(self.path, {k: round(v, 2) for k, v in self.seconds.items()})
+        write_json(self.path, dict(self.seconds))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
