@@ -445,7 +445,7 @@ def test_bad_latest_json_is_an_error(make_lqr_spec, tmp_path, latest):
     from hti_rl.training.jobs import AnchorJob, checkpoint_steps
 
     spec = load_task(make_lqr_spec())
-    job = AnchorJob(spec, 0, str(tmp_path / "runs"), 100)
+    job = AnchorJob(spec=spec, index=0, run_root=str(tmp_path / "runs"), checkpoint_every=100)
     (job.directory / "checkpoints").mkdir(parents=True)
     (job.directory / "checkpoints" / "latest.json").write_text(latest)
     with pytest.raises(AnchorError, match="is not a checkpoint record hti-rl wrote"):

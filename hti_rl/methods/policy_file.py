@@ -21,6 +21,7 @@ from gymnasium import spaces
 from hti_rl import __version__
 from hti_rl.errors import FileFormatError
 from hti_rl.io import atomic_write, sha256_bytes
+from hti_rl.spec.fields import is_finite_number
 from hti_rl.spec.load import name_problem
 from hti_rl.weights import SCALES
 
@@ -101,8 +102,6 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -110,12 +109,12 @@ def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _weights_ok(v: Any) -> bool:
-    return (isinstance(v, list) and 2 <= len(v) <= 1024 and all(_is_number(w) for w in v)
+    return (isinstance(v, list) and 2 <= len(v) <= 1024 and all(is_finite_number(w) for w in v)
             and all(b > a for a, b in zip(v, v[1:])))
 
 
 def _shared_start_ok(v: Any) -> bool:
-    return (isinstance(v, dict) and set(v) == {"weight", "base_steps", "finetune_steps"} and _is_number(v["weight"])
+    return (isinstance(v, dict) and set(v) == {"weight", "base_steps", "finetune_steps"} and is_finite_number(v["weight"])
             and all(_is_int(v[k]) and 1 <= v[k] < 2**63 for k in ("base_steps", "finetune_steps")))
 
 
@@ -139,10 +138,10 @@ OPTIONAL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "versions": (lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()), "a mapping of version strings"),
     "shared_start": (_opt(_shared_start_ok), "null or {weight, base_steps, finetune_steps}"),
     "clot_config": (lambda v: isinstance(v, dict), "a mapping"),
-    "fit_seconds": (lambda v: _is_number(v) and v >= 0, "a number ≥ 0"),
-    "losses": (lambda v: isinstance(v, list) and all(_is_number(x) for x in v), "a list of numbers"),
+    "fit_seconds": (lambda v: is_finite_number(v) and v >= 0, "a number ≥ 0"),
+    "losses": (lambda v: isinstance(v, list) and all(is_finite_number(x) for x in v), "a list of numbers"),
     "compare_key": (lambda v: isinstance(v, str), "a string"),
-    "budget_factor": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "budget_factor": (lambda v: is_finite_number(v) and v > 0, "a number > 0"),
 }
 
 

@@ -101,7 +101,7 @@ def load_task(path: str | Path) -> TaskSpec:
         eval_episodes=top.integer("eval_episodes", default=defaults["eval_episodes"].default, minimum=1),
         monotone_weighted_component=top.boolean("monotone_weighted_component", default=defaults["monotone_weighted_component"].default),
         anchor_files=anchor_files,
-        weight_env_kwarg=top.string("weight_env_kwarg") if top._get("weight_env_kwarg", None) is not None else None,
+        weight_env_kwarg=top.string("weight_env_kwarg") if top.get("weight_env_kwarg", None) is not None else None,
     )
     _check_env(top, spec)
     return _read_shared_start(top, spec)
