@@ -3,9 +3,7 @@ rendering before any rollout, and its help and messages say what the command lin
 
 from __future__ import annotations
 
-import json
 import shutil
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from conftest import save_lqr_anchor, write_lqr_spec
 
 from hti_rl.cli import build_parser, main
 from hti_rl.dataset import record
-from hti_rl.methods.base import read_policy_file
+from hti_rl.methods.policy_file import read_policy_file, write_policy_file
 from hti_rl.methods.surrogate import clot_config, fit
 from hti_rl.runs import RunDir
 from hti_rl.spec.load import load_task
@@ -51,12 +49,11 @@ def _copy(inside, tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _set_header(path: Path, **entries) -> None:
-    """Rewrite the policy file's header (the checksum covers the payload, so the file stays readable)."""
+    """Rewrite the policy file's header with a fresh checksum (as if fit had written these entries)."""
     header, blob = read_policy_file(path)
     header.update(entries)
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("header.json", json.dumps(header))
-        zf.writestr("payload.pt", blob)
+    header = {k: v for k, v in header.items() if v is not None and k != "checksum"}
+    write_policy_file(path, header, blob)
 
 
 def test_fit_records_the_spec_relative_to_the_run_root(inside):

@@ -420,7 +420,7 @@ def test_bad_eval_seeds_are_refused_at_load(make_lqr_spec, tmp_path):
     make_lqr_spec()
     (tmp_path / "experiments").mkdir()
     (tmp_path / "experiments" / "x.yaml").write_text("task: envs/lqr1d.yaml\neval_seeds: [-1, 2]\n")
-    with pytest.raises(SpecError, match=r"field `eval_seeds` = \[-1, 2\]: must be a non-empty list of distinct integers in \[0, 2\^31\)"):
+    with pytest.raises(SpecError, match=r"field `eval_seeds` is \[-1, 2\]; give a non-empty list of distinct integers in \[0, 2147483647\]"):
         load_experiment(tmp_path / "experiments" / "x.yaml")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import gymnasium as gym
 
 import hti_rl.envs.lqr  # noqa: F401  (registers the LQR env ids)
+from hti_rl.envs.mujoco_log import quiet_mujoco
 from hti_rl.errors import SpecError
 from hti_rl.seeds import MAX_SEED
 from hti_rl.spec.algorithms import ALGOS
@@ -114,6 +115,7 @@ MAX_DATASET_BYTES = 8 << 30
 def _check_env(top: Fields, spec: TaskSpec) -> None:
     """Make the env once, before anything trains: ``env_kwargs`` it accepts, Box spaces, and a dataset of bounded size."""
     try:
+        quiet_mujoco(gym.spec(spec.env_id).entry_point)  # as make_env does: MuJoCo's known deprecation, no log file
         env = gym.make(spec.env_id, max_episode_steps=spec.max_episode_steps, disable_env_checker=True, **spec.env_kwargs)
     except TypeError as exc:
         raise top.error("env_kwargs", f"is {spec.env_kwargs!r}, which {spec.env_id} does not accept ({exc}); fix or remove the key.") from None

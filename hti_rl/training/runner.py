@@ -18,7 +18,6 @@ from tqdm.auto import tqdm
 
 from hti_rl.errors import HTIError
 from hti_rl.io import check_writable
-from hti_rl.runs import RunDir
 from hti_rl.training.jobs import AnchorJob, train_anchor
 
 
@@ -32,7 +31,7 @@ def run_jobs(jobs: list[AnchorJob], workers: int, total_steps: int, progress: bo
     """
     if not jobs:  # nothing to train: no empty progress bar
         return
-    for tb in {RunDir.of(job.spec, job.run_root).tb() for job in jobs}:
+    for tb in {job.tb_root for job in jobs}:
         check_writable(tb)  # before training: SB3 opens its TensorBoard files only once learning starts
     bar = _StepBar(total_steps, start or {}, progress)
     bar.bar.set_description(description)
