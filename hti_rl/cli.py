@@ -266,6 +266,29 @@ def _key_values(pairs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+# ----------------------------------------------------------------------------- calibrate
+def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    spec_arguments(parser)
+    shared_start_argument(parser)
+    parser.add_argument("--per-interval", type=int, default=3, help="grid points inside each anchor interval (default: 3)")
+    parser.add_argument("--episodes", type=int, default=30, help="episodes per set, choosing and estimating (default: 30)")
+    parser.add_argument("--seed", type=int, default=None, help="calibration seed (default: the spec's seed)")
+
+
+@command("calibrate", "measure every candidate (anchors, surrogate, parameter interpolation) on a grid of weights and store "
+         "the best at each in surrogate.zip", _calibrate_arguments)
+def calibrate_command(args: argparse.Namespace) -> int:
+    from hti_rl.deploy.calibrate import calibrate, check_settings, summary
+
+    check_settings(args.per_interval, args.episodes)
+    spec = load_spec(args)
+    calibration, cost = calibrate(spec, args.run_root, args.per_interval, args.episodes, args.seed, args.force)
+    print("\n".join(summary(calibration, cost)))
+    run = RunDir.of(spec, args.run_root)
+    print(f"wrote {run.surrogate} (calibrated) and {run.calibration() / 'calibration.png'}; TensorBoard: {run.tb('calibrate')}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- deploy
 def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("surrogate", help="a surrogate file, e.g. runs/lqr2d/surrogate.zip")
@@ -277,6 +300,7 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-extrapolation", action="store_true", help="accept a weight outside the anchor range")
     parser.add_argument("--render", action="store_true", help="show one episode on screen (render_mode='human')")
     parser.add_argument("--video", default=None, metavar="PATH.gif", help="record one episode to a GIF")
+    parser.add_argument("--plain", action="store_true", help="the plain surrogate, ignoring a stored calibration")
 
 
 @command("deploy", "evaluate a surrogate at a reward weight: mean return with its 95%% CI", _deploy_arguments)
@@ -290,8 +314,10 @@ def deploy_command(args: argparse.Namespace) -> int:
     spec = load_task(args.spec or f"envs/{header.get('task')}.yaml")
     if header.get("shared_start"):  # fitted on shared-start anchors: the spec with the same settings
         spec = spec.with_shared_start(**header["shared_start"])
-    policy = SurrogatePolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation)
+    policy = SurrogatePolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation,
+                                  calibrated=not args.plain)
     policy.set_weight(args.weight)
+    print("\n".join(policy.deployment().lines()))
     mean, half = evaluate_at(policy, spec, args.weight, args.episodes, args.seed, deterministic=not args.stochastic)
     print(f"{spec.name} at weight {args.weight:g}: return {mean:.4g} ± {half:.3g} (95% CI, {args.episodes} episodes)")
     if args.render or args.video:
