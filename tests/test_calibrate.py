@@ -250,3 +250,24 @@ def test_cli_calibrate_and_deploy(calibrated, capsys):
     assert main(["calibrate", str(spec.path), "--run-root", str(runs), "--episodes", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "--episodes" in err
+
+
+def test_parameter_interpolation_is_a_candidate_when_the_anchors_share_a_start(calibrated):
+    from hti_rl.methods.baselines import ParameterInterpolation
+
+    spec, runs, _, _ = calibrated
+    policy = _load(spec, runs, calibrated=False)
+    for actor in policy.actors:  # as fine-tunes of one base would be marked (hti_rl.training.store)
+        actor.arch["source"]["shared_start"] = "one-base"
+    calibration, _ = calibrate_policy(policy, spec, RunDir.of(spec, runs), "shared", per_interval=1, episodes=EPISODES, progress=False)
+    between = [p for p in calibration.points if p.weight not in spec.anchors]
+    assert all("param_interp" in p.estimate and "param_interp" in p.versus for p in between)
+    points = [dataclasses.replace(p, chosen="param_interp") if i in (1, 2) else p for i, p in enumerate(calibration.points)]
+    policy.attach_calibration(dataclasses.replace(calibration, points=tuple(points)))
+    weight = float(np.sqrt(points[1].weight * points[2].weight))  # between 0.3 and √0.1, both param_interp
+    policy.set_weight(weight)
+    assert policy.deployed == "param_interp"
+    reference = ParameterInterpolation(policy.observation_space, policy.action_space, list(policy.actors), policy.weights,
+                                       policy.weight_scale, policy.x_mean.numpy(), policy.x_std.numpy(), weight=weight)
+    obs = np.random.default_rng(3).normal(size=(8, 1)).astype(np.float32)
+    np.testing.assert_allclose(policy.predict(obs, deterministic=True)[0], reference.predict(obs, deterministic=True)[0], atol=1e-6)
