@@ -198,6 +198,8 @@ def test_a_calibration_of_another_spec_or_surrogate_is_refused(calibrated):
         policy.attach_calibration(dataclasses.replace(calibration, task_fingerprint="0" * 16))
     with pytest.raises(FileFormatError, match="anchors"):
         policy.attach_calibration(dataclasses.replace(calibration, anchors=(0.1, 1.0, 5.0)))
+    with pytest.raises(FileFormatError, match="another spec or other anchors"):
+        calibrate_policy(policy, dataclasses.replace(spec, anchors=(0.1, 1.0, 5.0)), RunDir.of(spec, runs), progress=False)
     with perturbed(policy):  # a refit: other parameters
         with pytest.raises(FileFormatError, match="another surrogate"):
             policy.attach_calibration(calibration)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from hti_rl.errors import AnchorError, HTIError
+from hti_rl.errors import AnchorError, FileFormatError, HTIError
 from hti_rl.evaluate import ComponentReturns, mean_ci, returns_at, rollout_components
 from hti_rl.io import write_json
 from hti_rl.methods.baselines import ParameterInterpolation, check_shared_start
@@ -40,14 +40,14 @@ from hti_rl.methods.calibration import (
     choose,
 )
 from hti_rl.methods.surrogate import SurrogatePolicy
-from hti_rl.runs import RunDir
+from hti_rl.runs import RunDir, spec_hint
 from hti_rl.seeds import calibration_seeds
 from hti_rl.spec.task import TaskSpec
 
 DEFAULT_PER_INTERVAL = 3
 DEFAULT_EPISODES = 30
 MAX_PER_INTERVAL = 100
-MAX_EPISODES = 10_000
+MAX_EPISODES = 1_000  # rollout_components builds one env per episode at once
 POINT_FORMAT = "hti-rl-calibration-rollouts"
 
 
@@ -68,7 +68,7 @@ class Cost:
 def check_settings(per_interval: Any, episodes: Any) -> None:
     """Refuse grid and episode settings before anything is loaded or allocated.
 
-    :raises HTIError: ``per_interval`` outside [1, 100] or ``episodes`` outside [2, 10000], with the fix.
+    :raises HTIError: ``per_interval`` outside [1, 100] or ``episodes`` outside [2, 1000], with the fix.
     """
     if not isinstance(episodes, (int, np.integer)) or not 2 <= episodes <= MAX_EPISODES:
         raise HTIError(f"episodes per set must be a whole number from 2 to {MAX_EPISODES} (a CI needs two), got {episodes!r}; "
@@ -116,6 +116,9 @@ def calibrate_policy(policy: SurrogatePolicy, spec: TaskSpec, run: RunDir, name:
     :return: (calibration, this run's cost).
     """
     check_settings(per_interval, episodes)
+    if policy.header.get("task_fingerprint") != spec.fingerprint() or tuple(policy.weights) != tuple(spec.anchors):
+        raise FileFormatError(f"this surrogate was fitted for another spec or other anchors ({policy.weights}) than {spec_hint(spec)} "
+                              f"({list(spec.anchors)}); calibrate it with its own spec, or refit: `hti-rl fit {spec_hint(spec)} --force`.")
     seed = spec.seed if seed is None else int(seed)
     grid = spec.axis.grid(per_interval, include=spec.held_out)
     seeds = calibration_seeds(seed, episodes)
