@@ -94,7 +94,6 @@ def fit_methods(spec: TaskSpec, shared_spec: TaskSpec | None, exp: Experiment, r
         log(f"== fit {name}")
         fitted.policies[name], fitted.fit_seconds[name] = ensure_method(spec, exp, name, dataset, actors, run_root, force, progress)
     if "deployed" in exp.method_names():
-        log("== calibrate (deployed)")
         fitted.policies["deployed"], fitted.calibration_cost = timed("calibrate deployed", lambda: ensure_deployed(
             spec, exp, dataset, actors, run_root, force, progress))
     if shared_spec is not None:

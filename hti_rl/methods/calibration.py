@@ -144,7 +144,7 @@ class Deployment:
             return [head]
         est = (f"estimated return {self.estimate[0]:.4g} ± {self.estimate[1]:.3g} (95% CI, {self.episodes} episodes not used to choose)"
                if self.estimate else "estimated return: not measured at this weight (see the neighbouring grid weights)")
-        return [head, est, "each anchor at this weight (the same episodes, re-weighed):"] + [
+        return [head, est, "each anchor at this weight (the estimating episodes, re-weighed):"] + [
             f"  {name}: {m:.4g} ± {ci:.3g}" for name, (m, ci) in self.anchors.items()]
 
 
