@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -123,20 +123,20 @@ def calibrate_policy(policy: SurrogatePolicy, spec: TaskSpec, run: RunDir, name:
     grid = spec.axis.grid(per_interval, include=spec.held_out)
     seeds = calibration_seeds(seed, episodes)
     key = {"surrogate": policy.digest(), "task_fingerprint": spec.fingerprint(), "episodes": episodes, "seeds": list(seeds)}
-    cost, total = Cost(), Cost()
+    rollouts = _Rollouts(spec, key, seeds, episodes, force)
     started = time.perf_counter()
     was = policy.use_calibration
     policy.use_calibration = False
     try:
-        anchors = _anchor_rollouts(policy, spec, run.calibration(name) / "anchors.json", key, seeds, episodes, force, cost, total)
+        anchors = _anchor_rollouts(rollouts, policy, run.calibration(name) / "anchors.json")
         interp = _param_interp(policy)
-        points = []
-        for w in tqdm(grid, desc="calibrate", disable=not progress):
-            returns = _returns_at(policy, interp, spec, run.calibration_point(w, name), w, anchors, key, seeds, episodes, force, cost, total)
-            points.append(_decide(w, returns))
+        movers = {SURROGATE: policy, **({PARAM_INTERP: interp} if interp is not None else {})}
+        points = [_decide(w, _returns_at(rollouts, policy.weights, movers, anchors, run.calibration_point(w, name), w))
+                  for w in tqdm(grid, desc="calibrate", disable=not progress)]
     finally:
         policy.use_calibration = was
-    cost.seconds = time.perf_counter() - started
+    rollouts.cost.seconds = time.perf_counter() - started
+    total = rollouts.total
     calibration = Calibration(
         task=spec.name, task_fingerprint=spec.fingerprint(), anchors=tuple(policy.weights), weight_scale=spec.weight_scale,
         held_out=tuple(spec.held_out), surrogate=key["surrogate"], seed=seed, choose_seed=seeds[0], estimate_seed=seeds[1],
@@ -145,46 +145,74 @@ def calibrate_policy(policy: SurrogatePolicy, spec: TaskSpec, run: RunDir, name:
         cost={"episodes": total.episodes, "steps": total.steps, "seconds": round(total.seconds, 2)},
     )
     log_tensorboard(calibration, run.tb("calibrate"))
-    return calibration, cost
+    return calibration, rollouts.cost
 
 
-def _rollout(policy: Any, spec: TaskSpec, episodes: int, seed: int, cost: Cost) -> ComponentReturns:
-    rolls = rollout_components(policy, lambda: spec.make_env(spec.anchors[0]), episodes, seed, deterministic=True)
-    cost.add(rolls)
-    return rolls
+@dataclass
+class _Rollouts:
+    """One calibration's rollouts: both episode sets of a policy, and the files that keep them, under one key.
 
+    :param cost: what this run rolled out; ``total``: what every file used cost when it was written.
+    """
 
-def _read(path: Path, key: dict[str, Any], force: bool) -> dict[str, Any] | None:
-    """A finished file of this calibration (same key), or None: missing, forced, stale or unreadable."""
-    if force or not path.exists():
-        return None
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return raw if isinstance(raw, dict) and raw.get("format") == POINT_FORMAT and raw.get("key") == key else None
+    spec: TaskSpec
+    key: dict[str, Any]
+    seeds: tuple[int, int]
+    episodes: int
+    force: bool
+    cost: Cost = field(default_factory=Cost)
+    total: Cost = field(default_factory=Cost)
 
+    def both_sets(self, policy: Any) -> list[ComponentReturns]:
+        """Deterministic rollouts of ``policy`` on the choosing and the estimating set."""
+        out = []
+        for seed in self.seeds:
+            rolls = rollout_components(policy, lambda: self.spec.make_env(self.spec.anchors[0]), self.episodes, seed, deterministic=True)
+            self.cost.add(rolls)
+            out.append(rolls)
+        return out
 
-def _anchor_rollouts(policy: SurrogatePolicy, spec: TaskSpec, path: Path, key: dict[str, Any], seeds: tuple[int, int], episodes: int,
-                     force: bool, cost: Cost, total: Cost) -> dict[str, Any]:
-    """Each anchor's component sums on both sets: ``{"components", "sums": [2, K, E, n_components]}``."""
-    raw = _read(path, key, force)
-    if raw is None:
-        started, before = time.perf_counter(), Cost(cost.episodes, cost.steps)
-        sets = [[_rollout(actor, spec, episodes, s, cost) for actor in policy.actors] for s in seeds]
-        raw = {"format": POINT_FORMAT, "key": key, "components": list(sets[0][0].names),
-               "sums": [[r.sums.tolist() for r in rolls] for rolls in sets],
-               "cost": {"episodes": cost.episodes - before.episodes, "steps": cost.steps - before.steps,
-                        "seconds": round(time.perf_counter() - started, 3)}}
+    def read(self, path: Path, fits: Callable[[dict[str, Any]], bool] = lambda raw: True) -> dict[str, Any] | None:
+        """A finished file of this calibration (same key, and ``fits``), or None: missing, forced, stale or unreadable."""
+        if self.force or not path.exists():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not (isinstance(raw, dict) and raw.get("format") == POINT_FORMAT and raw.get("key") == self.key and fits(raw)):
+            return None
+        self.cost.reused += "weight" in raw
+        self._count(raw["cost"])
+        return raw
+
+    def write(self, path: Path, content: dict[str, Any], started: float, before: Cost) -> dict[str, Any]:
+        """Write ``content`` with the key and what it cost since ``started``/``before``, atomically."""
+        cost = {"episodes": self.cost.episodes - before.episodes, "steps": self.cost.steps - before.steps,
+                "seconds": round(time.perf_counter() - started, 3)}
+        raw = {"format": POINT_FORMAT, "key": self.key, **content, "cost": cost}
         write_json(path, raw)
-    _count(total, raw["cost"])
+        self._count(cost)
+        return raw
+
+    def mark(self) -> tuple[float, Cost]:
+        return time.perf_counter(), Cost(self.cost.episodes, self.cost.steps)
+
+    def _count(self, cost: dict[str, Any]) -> None:
+        self.total.episodes += int(cost["episodes"])
+        self.total.steps += int(cost["steps"])
+        self.total.seconds += float(cost["seconds"])
+
+
+def _anchor_rollouts(rollouts: _Rollouts, policy: SurrogatePolicy, path: Path) -> dict[str, Any]:
+    """Each anchor's component sums on both sets: ``{"components", "sums": [2, K, E, n_components]}``."""
+    raw = rollouts.read(path)
+    if raw is None:
+        started, before = rollouts.mark()
+        per_anchor = [rollouts.both_sets(actor) for actor in policy.actors]
+        raw = rollouts.write(path, {"components": list(per_anchor[0][0].names),
+                                    "sums": [[sets[i].sums.tolist() for sets in per_anchor] for i in range(2)]}, started, before)
     return {"components": tuple(raw["components"]), "sums": np.asarray(raw["sums"], dtype=np.float64)}
-
-
-def _count(total: Cost, cost: dict[str, Any]) -> None:
-    total.episodes += int(cost["episodes"])
-    total.steps += int(cost["steps"])
-    total.seconds += float(cost["seconds"])
 
 
 def _param_interp(policy: SurrogatePolicy) -> ParameterInterpolation | None:
@@ -197,32 +225,28 @@ def _param_interp(policy: SurrogatePolicy) -> ParameterInterpolation | None:
                                   policy.x_mean.numpy(), policy.x_std.numpy(), header=dict(policy.header))
 
 
-def _returns_at(policy: SurrogatePolicy, interp: ParameterInterpolation | None, spec: TaskSpec, path: Path, weight: float,
-                anchors: dict[str, Any], key: dict[str, Any], seeds: tuple[int, int], episodes: int, force: bool, cost: Cost,
-                total: Cost) -> dict[str, list[np.ndarray]]:
-    """Every candidate's per-episode returns at ``weight``: ``{candidate: [choosing [E], estimating [E]]}``."""
-    lengths = np.zeros(episodes, dtype=np.int64)
-    returns = {anchor_name(a): [returns_at(ComponentReturns(anchors["components"], anchors["sums"][i][k], lengths), spec.reward.weighted,
-                                           spec.reward.fixed, weight) for i in range(2)] for k, a in enumerate(policy.weights)}
-    at_anchor = next((anchor_name(a) for a in policy.weights if np.isclose(a, weight, rtol=1e-12, atol=0.0)), None)
-    movers = {SURROGATE: policy, **({PARAM_INTERP: interp} if interp is not None else {})}
+def _returns_at(rollouts: _Rollouts, anchor_weights: list[float], movers: dict[str, Any], anchors: dict[str, Any], path: Path,
+                weight: float) -> dict[str, list[np.ndarray]]:
+    """Every candidate's per-episode returns at ``weight``: ``{candidate: [choosing [E], estimating [E]]}``.
+
+    :param movers: the candidates that change with the weight (the surrogate, parameter interpolation).
+    """
+    spec = rollouts.spec
+    weigh = lambda rolls: returns_at(rolls, spec.reward.weighted, spec.reward.fixed, weight)  # noqa: E731
+    lengths = np.zeros(rollouts.episodes, dtype=np.int64)
+    returns = {anchor_name(a): [weigh(ComponentReturns(anchors["components"], anchors["sums"][i][k], lengths)) for i in range(2)]
+               for k, a in enumerate(anchor_weights)}
+    at_anchor = next((anchor_name(a) for a in anchor_weights if np.isclose(a, weight, rtol=1e-12, atol=0.0)), None)
     if at_anchor is not None:  # the surrogate and parameter interpolation are that anchor's own actor there
         return {**returns, **{name: returns[at_anchor] for name in movers}}
-    raw = _read(path, key, force)
-    if raw is None or raw.get("weight") != weight or set(raw.get("returns", {})) != set(movers):
-        started, before = time.perf_counter(), Cost(cost.episodes, cost.steps)
+    raw = rollouts.read(path, lambda raw: raw.get("weight") == weight and set(raw.get("returns", {})) == set(movers))
+    if raw is None:
+        started, before = rollouts.mark()
         measured = {}
         for name, mover in movers.items():
             mover.set_weight(weight)
-            measured[name] = [returns_at(_rollout(mover, spec, episodes, s, cost), spec.reward.weighted, spec.reward.fixed, weight).tolist()
-                              for s in seeds]
-        raw = {"format": POINT_FORMAT, "key": key, "weight": weight, "returns": measured,
-               "cost": {"episodes": cost.episodes - before.episodes, "steps": cost.steps - before.steps,
-                        "seconds": round(time.perf_counter() - started, 3)}}
-        write_json(path, raw)
-    else:
-        cost.reused += 1
-    _count(total, raw["cost"])
+            measured[name] = [weigh(rolls).tolist() for rolls in rollouts.both_sets(mover)]
+        raw = rollouts.write(path, {"weight": weight, "returns": measured}, started, before)
     return {**returns, **{name: [np.asarray(r, dtype=np.float64) for r in raw["returns"][name]] for name in movers}}
 
 
