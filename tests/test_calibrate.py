@@ -136,13 +136,15 @@ def test_save_and_load_keep_the_calibration(calibrated, tmp_path):
     assert SurrogatePolicy.load(tmp_path / "plain.zip").calibration.to_json() == calibration.to_json()
 
 
-def test_an_uncalibrated_surrogate_behaves_as_before(calibrated, tmp_path):
+def test_an_uncalibrated_surrogate_behaves_as_before(calibrated, tmp_path, capsys):
     spec, runs, _, _ = calibrated
     policy = _load(spec, runs, calibrated=False)
     policy._stored_calibration = None  # as written before calibration existed: no calibration entry at all
     policy.save(tmp_path / "old.zip")
     old = SurrogatePolicy.load(tmp_path / "old.zip")
     assert old.calibration is None and "uncalibrated" in old.deployment(3.0).why
+    assert main(["deploy", str(tmp_path / "old.zip"), "--spec", str(spec.path), "--weight", "3", "--episodes", "2"]) == 0
+    assert "deployed at weight 3: surrogate (uncalibrated: the plain surrogate; `hti-rl calibrate <spec>`" in capsys.readouterr().out
     calibrated_policy = _load(spec, runs)
     calibrated_policy.use_calibration = False
     obs = np.random.default_rng(2).normal(size=(8, 1)).astype(np.float32)
