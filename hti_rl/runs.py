@@ -14,6 +14,8 @@ Layout (``<task>/shared/`` holds the same for shared-start anchors)::
     retrained/w=<λ>/seed=<i>/     agents retrained from scratch at held-out weights (compare)
     conditioned/f=<F>/            weight-conditioned peers (compare)
     compare/<method>.zip          methods fitted by compare
+    calibration/<name>/           a surrogate's calibration (``surrogate``: surrogate.zip's): anchors.json,
+                                  w=<λ>.json per grid weight, calibration.png
     tb/                           every TensorBoard log of the task
 
 Weights name folders through :func:`weight_label`: ``f"{λ:g}"`` where that reads back as λ exactly,
@@ -161,6 +163,14 @@ class RunDir:
     def finetuned(self, weight: float) -> Path:
         """``finetuned/w=<λ>``."""
         return weight_dir(self.finetuned_root, weight)
+
+    def calibration(self, name: str = "surrogate") -> Path:
+        """``calibration/<name>/``: the calibration of ``surrogate.zip`` (``surrogate``) or of a compare method."""
+        return self.path / "calibration" / name.replace("/", "-")
+
+    def calibration_point(self, weight: float, name: str = "surrogate") -> Path:
+        """``calibration/<name>/w=<λ>.json``: the candidates' returns at one grid weight."""
+        return self.calibration(name) / f"w={weight_label(weight)}.json"
 
     def method(self, name: str) -> Path:
         """``compare/<method>.zip`` (``/`` in a variant's name becomes ``-``)."""

@@ -2,7 +2,7 @@
 
 A run takes one seed, the task spec's ``seed``; every other seed is a reproducible function of it and
 of a key that keeps the streams apart (anchors, seed selection, cross-evaluation, retrained agents,
-evaluation, conditioned agents, the shared start). The same spec seed gives the same seeds, and so
+evaluation, conditioned agents, the shared start, the calibration's two episode sets). The same spec seed gives the same seeds, and so
 the same numbers, on every run.
 """
 
@@ -27,6 +27,7 @@ RETRAIN = 2**32 - 3  # agents retrained from scratch at held-out weights
 EVAL = 2**32 - 4  # evaluation episodes of ``hti-rl compare``
 CONDITIONED = 2**32 - 5  # weight-conditioned agents
 BASE = 2**32 - 6  # the shared start and its fine-tunes
+CALIBRATE = 2**32 - 7  # the calibration's choosing and estimating episodes
 WEIGHT_DRAWS = 0x57  # WeightInObservation's weight draws, apart from the env's own use of a reset seed
 
 
@@ -84,6 +85,24 @@ def base_seed(spec: TaskSpec) -> int:
 def finetune_seed(spec: TaskSpec, weight_bits: int) -> int:
     """Seed of the shared start's fine-tune at the weight whose float64 bits are ``weight_bits``."""
     return derive(spec.seed, BASE, weight_bits)
+
+
+def calibration_seeds(seed: int, episodes: int) -> tuple[int, int]:
+    """Base reset seeds ``(choose, estimate)`` of the calibration's two episode sets (``hti-rl calibrate``).
+
+    Episode i of a set is reset with ``base + i``; the ranges ``[base, base + episodes)`` of the two sets
+    never overlap (the estimating base is re-derived, deterministically, until they do not).
+
+    :param seed: the calibration's seed (the spec's seed by default).
+    :param episodes: episodes per set.
+    """
+    choose = derive(seed, CALIBRATE, 0)
+    attempt = 1
+    while True:
+        estimate = derive(seed, CALIBRATE, attempt)
+        if estimate + episodes <= choose or choose + episodes <= estimate:
+            return choose, estimate
+        attempt += 1
 
 
 def dataset_streams(seed: int, n: int) -> list[np.random.SeedSequence]:

@@ -86,10 +86,11 @@ def lqr_run(trained_lqr: tuple[Path, Path], tmp_path: Path) -> tuple[Any, Path]:
     return load_task(path), tmp_path / "runs"
 
 
-def save_lqr_anchor(spec: Any, weight: float, run_root: Path, exact: bool = True, log_std: float = -2.0) -> None:
+def save_lqr_anchor(spec: Any, weight: float, run_root: Path, exact: bool = True, log_std: float = -2.0, gain_scale: float = 1.0) -> None:
     """Write an anchor through the training layout without training: a linear PPO policy u = −K(λ) x
-    with the exact (undiscounted) Riccati gain when ``exact``, else a freshly initialised, untrained
-    PPO policy (u ≈ 0). ``log_std`` sets the Gaussian's spread."""
+    with the exact (undiscounted) Riccati gain when ``exact`` (times ``gain_scale``: ≠ 1 gives a
+    deliberately wrong gain), else a freshly initialised, untrained PPO policy (u ≈ 0). ``log_std``
+    sets the Gaussian's spread."""
     import torch
     from stable_baselines3 import PPO
 
@@ -101,7 +102,7 @@ def save_lqr_anchor(spec: Any, weight: float, run_root: Path, exact: bool = True
                 policy_kwargs=dict(net_arch=[] if exact else [8], log_std_init=log_std))
     if exact:
         with torch.no_grad():
-            model.policy.action_net.weight.copy_(-torch.as_tensor(env.unwrapped.optimal_gain(weight), dtype=torch.float32))
+            model.policy.action_net.weight.copy_(-gain_scale * torch.as_tensor(env.unwrapped.optimal_gain(weight), dtype=torch.float32))
             model.policy.action_net.bias.zero_()
     directory = RunDir.of(spec, run_root).anchor(weight)
     directory.mkdir(parents=True, exist_ok=True)

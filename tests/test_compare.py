@@ -87,7 +87,7 @@ def _save_exact(spec, weight, directory, log_std=-2.0):
 
 def test_whole_comparison_on_exact_agents(tmp_path):
     path = _experiment(
-        tmp_path, eval_episodes=10, eval_seeds=[0], methods=["surrogate", "nearest", "linear", "optimum"],
+        tmp_path, eval_episodes=10, eval_seeds=[0], methods=["surrogate", "deployed", "nearest", "linear", "optimum"],
         variants={"full": {"steps": 3}}, w2_states=20, w2_samples=4, grid=5,
     )
     exp = load_experiment(path)
@@ -110,6 +110,22 @@ def test_whole_comparison_on_exact_agents(tmp_path):
         assert rows["optimum γ=0.95"][w]["w2"] < 0.2 and results["floor"][w] < 0.2  # 4 samples per state; σ = e^-2 ≈ 0.14 vs a Dirac
         assert rows["nearest"][w]["w2_optimum"] > 0.01  # the nearer anchor's gain is not the optimum
         assert np.isfinite(rows["clot/full"][w]["mean"])
+    # deployed: the calibrated surrogate, at least the best anchor at every held-out weight (paired, 95% CI).
+    assert "## Deployed: the calibrated surrogate" in report and "≥ best anchor (95% CI)" in report
+    for w in spec.held_out:
+        check = results["deployed"][w]
+        assert check["holds"] and check["candidate"] in ("surrogate", "anchor:0.1", "anchor:1", "anchor:10")
+    # results.json: every method, anchor re-weighed and retrained seed at every held-out weight.
+    document = json.loads((tmp_path / "experiments" / "x" / "results.json").read_text())
+    assert document["format"] == "hti-rl-results" and document["held_out"] == [0.3, 3.0]
+    entries = document["methods"]
+    for name in ("clot/full", "deployed", "nearest", "anchor:0.1", "anchor:1", "anchor:10", "retrained:0", "retrained:1", "retrained"):
+        for label in ("0.3", "3"):
+            entry = entries[name][label]
+            assert set(entry) == {"mean", "ci95", "episodes"} and np.isfinite(entry["mean"]) and entry["ci95"] >= 0
+    assert entries["retrained"]["3"]["episodes"] == 20 and entries["deployed"]["3"]["episodes"] == 10
+    assert entries["deployed"]["0.3"]["mean"] == pytest.approx(results["rows"]["deployed"][0.3]["mean"])
+    assert document["deployed"]["3"]["holds"] is True
     timings = json.loads((runs / "lqr1d" / "compare" / "timings.json").read_text())
     assert "evaluate" in timings and "fit clot/full" in timings
     # A second run reuses every fit; a damaged (or older-format) fit is refitted, not fatal.

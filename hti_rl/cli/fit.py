@@ -1,4 +1,4 @@
-"""Commands that record and fit: ``record``, ``fit``."""
+"""Commands that make the surrogate file: ``record``, ``fit``, ``calibrate``."""
 
 from __future__ import annotations
 
@@ -80,3 +80,25 @@ def _key_values(pairs: Sequence[str]) -> dict[str, str]:
             raise HTIError(f"--set takes KEY=VALUE, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def _calibrate_arguments(parser: argparse.ArgumentParser) -> None:
+    spec_arguments(parser)
+    shared_start_argument(parser)
+    parser.add_argument("--per-interval", type=int, default=3, help="grid points inside each anchor interval (default: 3)")
+    parser.add_argument("--episodes", type=int, default=30, help="episodes per set, choosing and estimating (default: 30)")
+    parser.add_argument("--seed", type=int, default=None, help="calibration seed (default: the spec's seed)")
+
+
+@command("calibrate", "measure every candidate (anchors, surrogate, parameter interpolation) on a grid of weights and store "
+         "the best at each in surrogate.zip", _calibrate_arguments)
+def calibrate_command(args: argparse.Namespace) -> int:
+    from hti_rl.deploy.calibrate import calibrate, check_settings, summary
+
+    check_settings(args.per_interval, args.episodes)
+    spec = load_spec(args)
+    calibration, cost = calibrate(spec, args.run_root, args.per_interval, args.episodes, args.seed, args.force)
+    print("\n".join(summary(calibration, cost)))
+    run = RunDir.of(spec, args.run_root)
+    print(f"wrote {run.surrogate} (calibrated) and {run.calibration() / 'calibration.png'}; TensorBoard: {run.tb('calibrate')}")
+    return 0

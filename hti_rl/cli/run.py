@@ -23,6 +23,7 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-extrapolation", action="store_true", help="accept a weight outside the anchor range")
     parser.add_argument("--render", action="store_true", help="show one episode on screen (render_mode='human')")
     parser.add_argument("--video", default=None, metavar="PATH.gif", help="record one episode to a GIF")
+    parser.add_argument("--plain", action="store_true", help="the plain surrogate, ignoring a stored calibration")
 
 
 @command("deploy", "evaluate a surrogate at a reward weight: mean return with its 95% CI", _deploy_arguments)
@@ -57,8 +58,10 @@ def deploy_command(args: argparse.Namespace) -> int:
                           "train an anchor beyond it, or pass --allow-extrapolation to accept an untested extrapolation.")
     if args.render or args.video:  # before the rollouts: a task that cannot render fails at once
         check_render(spec, human=args.render, renderable=renderable_specs(shipped_envs(), human=args.render))
-    policy = SurrogatePolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation)
+    policy = SurrogatePolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation,
+                                  calibrated=not args.plain)
     policy.set_weight(args.weight)
+    print("\n".join(policy.deployment().lines()))
     mean, half = evaluate_at(policy, spec, args.weight, args.episodes, args.seed, deterministic=not args.stochastic,
                              batched=not args.one_at_a_time)
     print(f"{spec.name} at weight {args.weight:g}: return {mean:.4g} ± {half:.3g} (95% CI, {args.episodes} episodes)")

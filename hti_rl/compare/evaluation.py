@@ -22,6 +22,7 @@ from hti_rl.compare.experiment import Experiment
 from hti_rl.compare.fitting import Fitted, Trained
 from hti_rl.compare.report import SHARED_REFERENCE
 from hti_rl.envs.lqr import OptimalPolicy
+from hti_rl.errors import HTIError
 from hti_rl.evaluate import (
     ComponentReturns,
     Predictor,
@@ -85,6 +86,7 @@ class _Bench:
     states: np.ndarray
     random_rolls: ComponentReturns
     env: Any
+    anchor_rolls: list[ComponentReturns]
 
     def returns(self, rolls: ComponentReturns, weight: float) -> np.ndarray:
         return returns_at(rolls, self.spec.reward.weighted, self.spec.reward.fixed, weight)
@@ -115,7 +117,7 @@ def evaluate(spec: TaskSpec, exp: Experiment, trained: Trained, fitted: Fitted,
     rng = np.random.default_rng(exp.seed)
     dataset = fitted.dataset
     states = dataset.obs[rng.choice(len(dataset.obs), size=min(exp.w2_states, len(dataset.obs)), replace=False)]
-    bench = _Bench(spec, exp, states, random_rolls, env)
+    bench = _Bench(spec, exp, states, random_rolls, env, anchor_rolls)
     results: dict[str, Any] = {"weights": list(spec.held_out), "rows": {}, "floor": {}, "retrained": {}, "random": {}}
     histograms: dict[float, dict[str, np.ndarray]] = {}
     for w in spec.held_out:
@@ -147,6 +149,7 @@ def _retrained_at(bench: _Bench, w: float, actors: list[Any], results: dict[str,
     samples = [action_samples(a, bench.states, exp.w2_samples, exp.seed + i) for i, a in enumerate(actors)]
     floor = [float(per_state_w2(samples[i], samples[j]).mean()) for i in range(len(samples)) for j in range(i + 1, len(samples))]
     results["retrained"][w] = {"mean": retrained_mean, "ci": retrained_ci, "seed_means": seed_means,
+                               "seed_cis": [mean_ci(r)[1] for r in seed_returns], "seed_episodes": [len(r) for r in seed_returns],
                                "seed_spread": float(max(seed_means) - min(seed_means))}
     results["random"][w] = random_mean
     results["floor"][w] = float(np.mean(floor))
@@ -178,7 +181,10 @@ def _methods_at(bench: _Bench, w: float, fitted: Fitted, retrained_samples: list
     for name, policy in methods_here.items():
         if hasattr(policy, "set_weight"):
             policy.set_weight(w)
-        mean, ci = mean_ci(bench.returns(rollouts(policy, spec, exp), w))
+        returns = bench.returns(rollouts(policy, spec, exp), w)
+        mean, ci = mean_ci(returns)
+        if name == "deployed":
+            results.setdefault("deployed", {})[w] = deployed_check(bench, w, policy, returns)
         samples = action_samples(policy, bench.states, 1 if name.startswith("optimum") else exp.w2_samples, exp.seed)  # the optimum is a Dirac
         w2 = [float(per_state_w2(samples, r).mean()) for r in retrained_samples]
         row = {"mean": mean, "ci": ci, "regret": (retrained_mean - mean) / gap if gap else float("nan"),
@@ -191,3 +197,23 @@ def _methods_at(bench: _Bench, w: float, fitted: Fitted, retrained_samples: list
         histograms[name] = samples
     if optimum_samples is not None:
         results.setdefault("floor_optimum", {})[w] = float(np.mean([per_state_w2(r, optimum_samples).mean() for r in retrained_samples]))
+
+
+def deployed_check(bench: _Bench, w: float, policy: Any, returns: np.ndarray) -> dict[str, Any]:
+    """``deployed`` against the best anchor at ``w``, episode by episode on the comparison's own episodes (the
+    anchor with the best mean on these same episodes: a choice that favours the anchor, so the check is strict).
+
+    :raises HTIError: the calibration's episodes overlap the comparison's (they must be disjoint).
+    """
+    spec, exp = bench.spec, bench.exp
+    calibration = policy.calibration
+    ours = {eval_seed(spec, s) + i for s in exp.eval_seeds for i in range(exp.eval_episodes)}
+    if ours & {seed for seeds in calibration.reset_seeds() for seed in seeds}:
+        raise HTIError("the calibration's reset seeds overlap the comparison's evaluation episodes; calibrate with another --seed.")
+    anchors = {f"anchor:{a:g}": bench.returns(r, w) for a, r in zip(spec.anchors, bench.anchor_rolls)}
+    best = max(anchors, key=lambda n: float(anchors[n].mean()))
+    diff, diff_ci = mean_ci(returns - anchors[best])
+    deployment = policy.deployment(w)
+    return {"candidate": deployment.candidate, "why": deployment.why, "estimate": deployment.estimate,
+            "calibration_episodes": calibration.episodes, "best_anchor": best, "best_anchor_mean": float(anchors[best].mean()),
+            "difference": diff, "difference_ci": diff_ci, "holds": bool(diff + diff_ci >= 0)}

@@ -32,7 +32,8 @@ class Experiment:
     :param retrained_seeds: agents retrained from scratch at each held-out weight (≥ 2).
     :param eval_episodes: episodes per evaluation seed (≥ 10).
     :param eval_seeds: evaluation seeds; each gives ``eval_episodes`` episodes with its own reset seeds.
-    :param methods: of ``surrogate`` (every CLOT variant), ``nearest``, ``linear``, ``regression``,
+    :param methods: of ``surrogate`` (every CLOT variant), ``deployed`` (the first variant calibrated,
+        :mod:`hti_rl.deploy.calibrate`: the best measured candidate at each weight), ``nearest``, ``linear``, ``regression``,
         ``cfm``, ``conditioned``/``conditioned_x2`` (one weight-conditioned agent trained with 1×/2× the
         anchors' total steps, :mod:`hti_rl.training.conditioned`), ``optimum`` (LQR tasks only: the exact Riccati policy).
     :param shared_start: methods fitted on shared-start anchors as well (:mod:`hti_rl.training.shared_start`: the

@@ -51,6 +51,7 @@ class Fitted:
     actors: list[AnchorActor]
     policies: dict[str, Any]
     fit_seconds: dict[str, float]
+    calibration_cost: Any = None
     shared_actors: list[AnchorActor] = field(default_factory=list)
     finetuned_actors: dict[float, AnchorActor] = field(default_factory=dict)
 
@@ -85,13 +86,16 @@ def fit_methods(spec: TaskSpec, shared_spec: TaskSpec | None, exp: Experiment, r
     actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
     fitted = Fitted(cross, dataset, actors, policies={}, fit_seconds={})
     for name in exp.method_names():
-        if name == "optimum":
+        if name in ("optimum", "deployed"):  # deployed: calibrated below, from the first CLOT variant
             continue
         if name in CONDITIONED:  # trained in phase 1, nothing to fit
             fitted.policies[name] = load_conditioned_policy(spec, METHODS[name].budget_factor, run_root)
             continue
         log(f"== fit {name}")
         fitted.policies[name], fitted.fit_seconds[name] = ensure_method(spec, exp, name, dataset, actors, run_root, force, progress)
+    if "deployed" in exp.method_names():
+        fitted.policies["deployed"], fitted.calibration_cost = timed("calibrate deployed", lambda: ensure_deployed(
+            spec, exp, dataset, actors, run_root, force, progress))
     if shared_spec is not None:
         shared_data = _dataset(shared_spec, run_root, progress, timed, "record shared-start anchors")
         fitted.shared_actors = [load_anchor_actor(shared_spec, w, run_root) for w in spec.anchors]
@@ -144,3 +148,26 @@ def ensure_method(spec: TaskSpec, exp: Experiment, name: str, dataset: PolicyDat
     policy.header["fit_seconds"] = round(seconds, 2)
     policy.save(path)
     return policy, seconds
+
+
+def ensure_deployed(spec: TaskSpec, exp: Experiment, dataset: PolicyDataset, actors: list[AnchorActor], run_root: str | Path,
+                    force: bool, progress: bool) -> tuple[AnchoredPolicy, Any]:
+    """The method ``deployed``: the first CLOT variant, calibrated (:func:`hti_rl.deploy.calibrate.calibrate_policy`, on
+    the calibration's own episodes, never the comparison's), saved to ``runs/<task>/compare/deployed.zip``; the
+    calibration's finished grid weights are reused (``runs/<task>/calibration/compare-deployed/``).
+
+    :return: (the calibrated policy, the calibration run's :class:`~hti_rl.deploy.calibrate.Cost`).
+    """
+    from hti_rl.deploy.calibrate import calibrate_policy
+    from hti_rl.deploy.figure import write_figure
+
+    variant = f"clot/{next(iter(exp.variants))}"
+    ensure_method(spec, exp, variant, dataset, actors, run_root, force, progress)
+    run = RunDir.of(spec, run_root)
+    policy = AnchoredPolicy.load(run.method(variant), expect_fingerprint=spec.fingerprint(), calibrated=False)  # its own copy
+    calibration, cost = calibrate_policy(policy, spec, run, "compare/deployed", progress=progress)
+    policy.attach_calibration(calibration)
+    policy.header["method"] = "deployed"
+    policy.save(run.method("deployed"))
+    write_figure(calibration, run.calibration("compare/deployed") / "calibration.png")
+    return policy, cost

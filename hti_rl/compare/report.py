@@ -1,7 +1,8 @@
 """Comparison reports: markdown tables and the return-vs-weight figure.
 
 Reads the results of :func:`hti_rl.compare.run.run_compare` (plain dicts and lists) and writes
-``report.md`` and ``returns.png``; computes nothing that needs an env or a policy.
+``report.md``, ``returns.png`` and ``results.json`` (:mod:`hti_rl.compare.results`); computes nothing
+that needs an env or a policy.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from hti_rl.compare.results import write_results
 from hti_rl.io import atomic_write
 
 TARGET_REGRET = 0.02  # the surrogate's target: within 2% of the retrained-vs-random gap
@@ -107,7 +109,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
     """Lines saying, per CLOT variant and held-out weight, whether the target holds, with the numbers."""
     lines = []
     rows = results["rows"]
-    baselines = [n for n in rows if not n.startswith("clot/") and not is_reference(n)]
+    baselines = [n for n in rows if not n.startswith("clot/") and not is_reference(n) and n != "deployed"]
     for name in [n for n in rows if n.startswith("clot/")]:
         for w in results["weights"]:
             r = rows[name][w]
@@ -211,6 +213,27 @@ def shared_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def deployed_section(results: dict[str, Any]) -> list[str]:
+    """Per held-out weight: what ``deployed`` (the calibrated surrogate) deployed and why, and whether it is at least
+    the best anchor there (paired difference on the comparison's episodes, 95% CI)."""
+    lines = ["`deployed` is the first CLOT variant calibrated by `hti-rl calibrate` (docs/method.md §10): at each weight of a grid "
+             "it keeps the surrogate unless another candidate is ahead on the calibration's choosing episodes with the paired 95% CI "
+             "above zero. The calibration's episodes are disjoint from this comparison's; the check below uses this comparison's "
+             "episodes, against the anchor with the best mean on them (which favours the anchor).", ""]
+    rows = []
+    for w, check in results["deployed"].items():
+        est = check["estimate"]
+        rows.append([f"{w:g}", check["candidate"], check["why"], f"{fmt(est[0])} ± {fmt(est[1], 2)}" if est else "–",
+                     f"{check['best_anchor']} ({fmt(check['best_anchor_mean'])})",
+                     f"{fmt(check['difference'], 3)} ± {fmt(check['difference_ci'], 2)}", "yes" if check["holds"] else "**NO**"])
+    cost = results.get("calibration_cost")
+    if cost:
+        lines[0] += (f" The calibration cost {int(cost['episodes'])} episodes ({int(cost['steps'])} environment steps), "
+                     f"{fmt(cost['seconds'], 3)} s of rollouts.")
+    return lines + [markdown_table(["λ", "deployed", "why", "calibration estimate", "best anchor here", "deployed − best anchor",
+                                    "≥ best anchor (95% CI)"], rows)]
+
+
 def training_section(results: dict[str, Any]) -> list[str]:
     """How the anchors and the retrained agents were trained."""
     spec, hp = results["spec"], results["hyperparams"]
@@ -263,6 +286,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     for w in results["weights"]:
         lines += ["", f"## λ = {w:g}", "", method_table(results, w)]
     lines += ["", "## Best method per held-out weight", "", *winners(results)]
+    if results.get("deployed"):
+        lines += ["", "## Deployed: the calibrated surrogate", "", *deployed_section(results)]
     if results.get("shared"):
         lines += ["", "## Shared-start anchors and parameter interpolation (rewarded soups)", "", *shared_section(results)]
     lines += ["", "## Verdict (target: regret ≤ 2% and above every baseline)", "", *verdict(results)]
@@ -281,4 +306,5 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     report = out / "report.md"
     with atomic_write(report, "w") as f:
         f.write("\n".join(lines))
+    write_results(results, out)
     return report

@@ -102,6 +102,7 @@ def run_compare(exp: Experiment, run_root: str | Path = DEFAULT_ROOT, workers: i
         shared=shared_results(trained.shared_spec, trained.finetuned_metas, run_root) if trained.shared_spec is not None else None,
         episodes=exp.eval_episodes * len(exp.eval_seeds), dataset_states=len(fitted.dataset.obs),
         hyperparams=spec.hyperparams(),
+        calibration_cost=fitted.policies["deployed"].calibration.cost if "deployed" in fitted.policies else None,
     )
     out = Path(out_dir) if out_dir else exp.path.parent / exp.name
     report = write_report(results, out)

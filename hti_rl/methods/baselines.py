@@ -75,15 +75,19 @@ class ParameterInterpolation(AnchoredPolicy):
     def blended_actor(self, k: int, s: float) -> AnchorActor:
         """The actor with parameters (1 − s)·θ_k + s·θ_{k+1} (cached for the current weight)."""
         if self._blend is None or self._blend[0] != (k, s):
-            start, end = self.actors[k].state_dict(), self.actors[k + 1].state_dict()
-            actor = AnchorActor(copy.deepcopy(self.actors[k].arch))
-            actor.load_state_dict({name: (1.0 - s) * start[name] + s * end[name] if start[name].is_floating_point() else start[name]
-                                   for name in start})
-            self._blend = ((k, s), actor.eval())
+            self._blend = ((k, s), blend_actors(self.actors[k], self.actors[k + 1], s))
         return self._blend[1]
 
     def _between(self, obs: Tensor, x: Tensor, k: int, s: float, deterministic: bool) -> Tensor:
         return self.anchor_draw(self.blended_actor(k, s), obs, deterministic)[0]
+
+
+def blend_actors(start: AnchorActor, end: AnchorActor, s: float) -> AnchorActor:
+    """The actor whose every floating-point parameter is (1 − s)·θ_start + s·θ_end (shared-start anchors only)."""
+    a, b = start.state_dict(), end.state_dict()
+    actor = AnchorActor(copy.deepcopy(start.arch))
+    actor.load_state_dict({name: (1.0 - s) * a[name] + s * b[name] if a[name].is_floating_point() else a[name] for name in a})
+    return actor.eval()
 
 
 def check_shared_start(actors: Sequence[AnchorActor]) -> None:

@@ -1,7 +1,8 @@
 """The one list of methods: every name ``hti-rl compare`` and the CLI accept, and what each is.
 
 A method is fitted from the recorded dataset and the anchor actors (the surrogate and the baselines),
-trained as its own agent (the weight-conditioned peers), or known in closed form (the LQR optimum).
+calibrated from a fitted surrogate (``deployed``, :mod:`hti_rl.deploy.calibrate`), trained as its own
+agent (the weight-conditioned peers), or known in closed form (the LQR optimum).
 Adding a baseline is one entry here plus its class and fit function in :mod:`hti_rl.methods.baselines`.
 """
 
@@ -32,8 +33,9 @@ class Method:
     """One method.
 
     :param name: its name in experiment specs and reports.
-    :param kind: ``surrogate`` (CLOT, fitted per variant), ``baseline`` (fitted from the dataset and
-        anchors), ``peer`` (an agent trained for it) or ``reference`` (known exactly; LQR only).
+    :param kind: ``surrogate`` (CLOT, fitted per variant), ``deployed`` (the first variant calibrated: the
+        best measured candidate at each weight), ``baseline`` (fitted from the dataset and anchors), ``peer``
+        (an agent trained for it) or ``reference`` (known exactly; LQR only).
     :param policy: the policy class, or ``None`` for a reference.
     :param fit: ``fit(spec, dataset, actors, seed) -> policy`` for a baseline.
     :param on_scratch: may run on anchors trained from scratch (``methods:`` of an experiment).
@@ -42,7 +44,7 @@ class Method:
     """
 
     name: str
-    kind: Literal["surrogate", "baseline", "peer", "reference"]
+    kind: Literal["surrogate", "deployed", "baseline", "peer", "reference"]
     policy: type[AnchoredPolicy] | None = None
     fit: Callable[..., AnchoredPolicy] | None = None
     on_scratch: bool = True
@@ -52,6 +54,7 @@ class Method:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("surrogate", "surrogate", SurrogatePolicy, on_shared=True),
+    Method("deployed", "deployed", SurrogatePolicy),
     Method("nearest", "baseline", NearestPolicy, fit_nearest, on_shared=True),
     Method("linear", "baseline", LinearPolicy, fit_linear, on_shared=True),
     Method("regression", "baseline", RegressionPolicy, fit_regression, on_shared=True),

@@ -8,6 +8,7 @@ samples become the marginals the core transports between.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,16 @@ from hti_rl.dataset import PolicyDataset, recorded_checksum, stale_anchors
 from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.io import RunLock, check_writable
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
+from hti_rl.methods.baselines import blend_actors
+from hti_rl.methods.calibration import FIX as CALIBRATION_FIX
+from hti_rl.methods.calibration import (
+    PARAM_INTERP,
+    SURROGATE,
+    Calibration,
+    Deployment,
+    anchor_name,
+    state_digest,
+)
 from hti_rl.methods.origin import HEADER_KEY, spec_reference
 from hti_rl.methods.policy_file import read_policy_file
 from hti_rl.runs import DEFAULT_ROOT, RunDir
@@ -28,22 +39,112 @@ from hti_rl.training.store import load_anchor_actor
 
 
 class SurrogatePolicy(AnchoredPolicy):
-    """hti-rl's policy at any weight: anchor actions moved along the fitted CLOT paths.
+    """hti-rl's policy at any weight: anchor actions moved along the fitted CLOT paths, or, once calibrated
+    (``hti-rl calibrate``), the candidate the calibration chose at the weight (docs/method.md §10).
 
     :param clot: the CLOT model fitted on the anchors' action samples.
+    :param calibration: the stored calibration, or ``None`` (the plain surrogate everywhere).
     :param base: the :class:`AnchoredPolicy` arguments.
 
     Example::
 
         policy = SurrogatePolicy.load("runs/lqr2d/surrogate.zip")
-        policy.set_weight(3.0)
+        policy.set_weight(3.0)              # deploys the calibration's choice at 3.0, if calibrated
+        policy.deployment(3.0).lines()      # what that is, its estimated return, each anchor's
         action, _ = policy.predict(obs, deterministic=True)
+        policy.use_calibration = False      # the plain surrogate (SurrogatePolicy.load(..., calibrated=False) too)
     """
 
-    def __init__(self, *args: Any, clot: CLOTModel, **base: Any):
+    def __init__(self, *args: Any, clot: CLOTModel, calibration: Calibration | None = None, **base: Any):
+        self._calibration: Calibration | None = None
+        self._use_calibration = True
+        self._deployed: tuple[str, AnchorActor | None] = (SURROGATE, None)
         super().__init__(*args, **base)
         self.clot = clot
+        self._stored_calibration: str | None = None  # kept unread with calibrated=False, and written back on save
+        if calibration is not None:
+            self.attach_calibration(calibration)
 
+    # ------------------------------------------------------------ calibration
+    @property
+    def calibration(self) -> Calibration | None:
+        """The stored calibration (``None``: uncalibrated, or loaded with ``calibrated=False``)."""
+        return self._calibration
+
+    @property
+    def use_calibration(self) -> bool:
+        """Deploy the calibration's choices (default); ``False`` forces the plain surrogate at every weight."""
+        return self._use_calibration
+
+    @use_calibration.setter
+    def use_calibration(self, value: bool) -> None:
+        self._use_calibration = bool(value)
+        self.set_weight(self.weight)
+
+    def digest(self) -> str:
+        """The identity of this surrogate's parameters (CLOT model and anchor actors) that a calibration names."""
+        return state_digest({"clot": self.clot.state(), "actors": [a.state() for a in self.actors]})
+
+    def attach_calibration(self, calibration: Calibration) -> None:
+        """Deploy ``calibration``'s choices from now on (it is saved with the policy).
+
+        :raises FileFormatError: the calibration was made for another spec, other anchors or another surrogate.
+        """
+        mismatch = calibration.matches(self.header.get("task_fingerprint"), self.weights, self.digest())
+        if mismatch:
+            raise FileFormatError(f"this calibration does not belong to this surrogate: {mismatch}. {CALIBRATION_FIX}")
+        self._calibration = calibration
+        self.set_weight(self.weight)
+
+    def set_weight(self, weight: float) -> None:
+        """Deploy at ``weight``: the calibration's choice there when calibrated (see :class:`Calibration`), else
+        the plain surrogate; the choice, and a blended actor for parameter interpolation, are made here, not in predict.
+
+        :raises WeightError: as :meth:`AnchoredPolicy.set_weight`.
+        """
+        super().set_weight(weight)
+        calibration = getattr(self, "_calibration", None)
+        candidate = calibration.deployed_at(self.weight)[0] if calibration is not None and self._use_calibration else SURROGATE
+        actor = None
+        if candidate == PARAM_INTERP:
+            k, s = self._interval
+            actor = blend_actors(self.actors[k], self.actors[k + 1], s)
+        elif candidate != SURROGATE:
+            actor = self.actors[[anchor_name(w) for w in self.weights].index(candidate)]
+        self._deployed = (candidate, actor)
+
+    @property
+    def deployed(self) -> str:
+        """The candidate deployed at the current weight: ``surrogate``, ``anchor:<w>`` or ``param_interp``."""
+        return self._deployed[0]
+
+    def deployment(self, weight: float | None = None) -> Deployment:
+        """What is deployed at ``weight`` (default: the current weight), its estimated return with its 95% CI
+        (from episodes that made no choice), and each anchor's estimate there.
+
+        :raises WeightError: as :meth:`set_weight`.
+        """
+        weight = self.weight if weight is None else self.axis.check(weight, self.allow_extrapolation)
+        if self._calibration is None and self._stored_calibration is not None:
+            return Deployment(float(weight), SURROGATE, "the plain surrogate, forced: the stored calibration was not read "
+                              "(calibrated=False, --plain)", calibrated=False)
+        if self._calibration is None:
+            return Deployment(float(weight), SURROGATE, "uncalibrated: the plain surrogate; `hti-rl calibrate <spec>` measures "
+                              "every candidate and deploys the best", calibrated=False)
+        found = self._calibration.deployment(weight)
+        if not self._use_calibration:
+            found = dataclasses.replace(found, candidate=SURROGATE, why="the plain surrogate, forced (calibration switched off)",
+                                        estimate=None)
+        return found
+
+    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        actor = self._deployed[1]
+        if actor is None:
+            return super()._predict(observation, deterministic)
+        obs = observation.float().reshape(observation.shape[0], -1)
+        return actor.to_env_action(self.anchor_draw(actor, obs, deterministic)[0])
+
+    # --------------------------------------------------------------- surrogate
     def _between(self, obs: torch.Tensor, x: torch.Tensor, k: int, s: float, deterministic: bool) -> torch.Tensor:
         y_k, noise = self.anchor_draw(self.actors[k], obs, deterministic)
         y_end = None
@@ -53,11 +154,33 @@ class SurrogatePolicy(AnchoredPolicy):
         return self.clot.push(y_k, x, t, y_end=y_end)
 
     def method_state(self) -> dict[str, Any]:
-        return {"clot": self.clot.state()}
+        state: dict[str, Any] = {"clot": self.clot.state()}
+        stored = json.dumps(self._calibration.to_json()) if self._calibration is not None else self._stored_calibration
+        if stored is not None:  # optional: files without it load uncalibrated
+            state["calibration"] = stored
+        return state
 
     @classmethod
     def from_method_state(cls, state: dict[str, Any], **base: Any) -> "SurrogatePolicy":
-        return cls(clot=CLOTModel.from_state(state["clot"]), **base)
+        """Rebuild; ``base["calibrated"]`` (default true) reads the stored calibration, false ignores it.
+
+        :raises FileFormatError: the stored calibration is damaged, of another version, or not this surrogate's.
+        """
+        calibrated = bool(base.pop("calibrated", True))
+        policy = cls(clot=CLOTModel.from_state(state["clot"]), **base)
+        stored = state.get("calibration")
+        if stored is None:
+            return policy
+        if not calibrated:
+            policy._stored_calibration = str(stored)
+            return policy
+        where = f"the calibration of task {base.get('header', {}).get('task')!r}'s surrogate"
+        try:
+            raw = json.loads(stored)
+        except (TypeError, ValueError) as exc:
+            raise FileFormatError(f"{where} is not valid JSON ({exc}). {CALIBRATION_FIX}") from None
+        policy.attach_calibration(Calibration.from_json(raw, where))
+        return policy
 
 
 # The deployed policy holds every anchor actor, so the end of each path is anchor k+1's own action at

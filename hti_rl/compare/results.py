@@ -1,0 +1,55 @@
+"""``results.json``: a comparison's numbers, machine-readable, beside its ``report.md`` (schema: README, "results.json").
+
+For each method and held-out weight ``mean``, ``ci95`` (half-width of the 95% Student-t interval) and
+``episodes``; every anchor re-weighed at each held-out weight as ``anchor:<weight>``; each retrained seed
+as ``retrained:<seed>`` and the seeds pooled as ``retrained``. Weights key their entries as ``f"{λ:g}"``.
+Computes nothing: it reads the results :func:`hti_rl.compare.run.run_compare` hands the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hti_rl.io import write_json
+from hti_rl.runs import weight_label
+
+FORMAT = "hti-rl-results"
+VERSION = 1
+
+
+def results_document(results: dict[str, Any]) -> dict[str, Any]:
+    """The ``results.json`` document of a comparison's results."""
+    exp, spec = results["experiment"], results["spec"]
+    methods: dict[str, dict[str, dict[str, float | int]]] = {}
+
+    def put(name: str, weight: float, mean: float, ci: float, episodes: int) -> None:
+        methods.setdefault(name, {})[weight_label(weight)] = {"mean": float(mean), "ci95": float(ci), "episodes": int(episodes)}
+
+    for name, by_weight in results["rows"].items():
+        for w, row in by_weight.items():
+            put(name, w, row["mean"], row["ci"], results["episodes"])
+    grid = list(results["grid"])
+    for anchor, curve in results["anchor_curves"].items():
+        for w in results["weights"]:
+            mean, ci = curve[grid.index(w)]
+            put(f"anchor:{anchor:g}", w, mean, ci, results["episodes"])
+    for w, retrained in results["retrained"].items():
+        for i, (mean, ci, n) in enumerate(zip(retrained["seed_means"], retrained["seed_cis"], retrained["seed_episodes"])):
+            put(f"retrained:{i}", w, mean, ci, n)
+        put("retrained", w, retrained["mean"], retrained["ci"], sum(retrained["seed_episodes"]))
+    deployed = {weight_label(w): {k: check[k] for k in ("candidate", "why", "best_anchor", "difference", "difference_ci", "holds")}
+                for w, check in (results.get("deployed") or {}).items()}
+    return {
+        "format": FORMAT, "version": VERSION, "experiment": exp.name, "task": spec.name, "env_id": spec.env_id,
+        "task_fingerprint": spec.fingerprint(), "weight_scale": spec.weight_scale, "anchors": list(spec.anchors),
+        "held_out": list(spec.held_out), "confidence": 0.95, "deterministic": True, "methods": methods,
+        **({"deployed": deployed} if deployed else {}),
+    }
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write ``out_dir/results.json`` atomically; return its path."""
+    path = Path(out_dir) / "results.json"
+    write_json(path, results_document(results))
+    return path
