@@ -18,6 +18,7 @@ from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
 from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
+from hti_rl.methods.deployed import AtWeight
 from hti_rl.runs import RunDir
 from hti_rl.training.store import load_anchor_actor
 
@@ -35,11 +36,52 @@ class SurrogatePolicy(AnchoredPolicy):
         action, _ = policy.predict(obs, deterministic=True)
     """
 
+    trace = True  # run the fused module through TorchScript traces (False: eagerly; the same numbers)
+
     def __init__(self, *args: Any, clot: CLOTModel, **base: Any):
+        self.clot = None  # set before the base constructor's set_weight builds the module at that weight
         super().__init__(*args, **base)
         self.clot = clot
+        self._at_weight()
+
+    def _at_weight(self) -> None:
+        """Build the policy at the new weight as one module (:class:`AtWeight`): the interval, the local
+        time and the spline basis there are computed now, not at every ``predict``."""
+        if self.clot is None:
+            return
+        k, s = self._interval
+        if s == 0.0 or s == 1.0:  # an anchor weight: that anchor's own action, exactly
+            key, t = ("anchor", k if s == 0.0 else k + 1), 0.0
+        else:
+            key, t = ("path", k), self.times[k] + s * (self.times[k + 1] - self.times[k])
+        at = self.__dict__.setdefault("_at", {}).get(key)
+        if at is None:
+            start, end, clot = (self.actors[key[1]], None, None) if key[0] == "anchor" else (self.actors[k], self.actors[k + 1], self.clot)
+            # Held outside the registered submodules: it only reuses the policy's own actors and CLOT nets, so
+            # the policy's parameters and state_dict stay those of the file.
+            at = self._at[key] = AtWeight(start, end, clot, k, t, self.x_mean, self.x_std).eval()
+        elif at.path:
+            at.move_to(t)
+        self.__dict__["at_weight"] = at
+
+    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """obs [B, C] (raw env observations) -> env actions [B, D]."""
+        obs = observation.float().reshape(observation.shape[0], -1)
+        at = self.at_weight
+        noise = end_noise = None
+        if not deterministic:
+            # The draws of the unfused computation, in its order: anchor k's noise, reused for anchor k+1
+            # (their monotone, W2-optimal coupling), a fresh draw only where anchor k is deterministic.
+            shape = (obs.shape[0], at.start.action_dim)
+            if at.start.kind != "deterministic":
+                noise = torch.randn(shape, generator=self.generator)
+            if at.path and at.endpoint and at.end.kind != "deterministic":
+                end_noise = noise if noise is not None else torch.randn(shape, generator=self.generator)
+        return at.run(obs, noise, end_noise) if self.trace else at(obs, noise, end_noise)
 
     def _between(self, obs: torch.Tensor, x: torch.Tensor, k: int, s: float, deterministic: bool) -> torch.Tensor:
+        """The unfused computation (the reference :class:`AtWeight` reproduces): anchor k's draw pushed
+        along the CLOT path to local time s."""
         y_k, noise = self.anchor_draw(self.actors[k], obs, deterministic)
         y_end = None
         if self.clot.endpoint:
