@@ -16,6 +16,7 @@ import ot
 from scipy import stats
 
 from hti_rl.errors import HTIError
+from hti_rl.threads import stage
 
 
 class Predictor(Protocol):
@@ -38,6 +39,7 @@ class ComponentReturns:
     lengths: np.ndarray
 
 
+@stage
 def rollout_components(
     policy: Predictor,
     make_env: Callable[[], Any],

@@ -39,6 +39,7 @@ from hti_rl.evaluate import ComponentReturns, mean_ci, returns_at, rollout_compo
 from hti_rl.io import RunLock, atomic_write, sha256_bytes, write_json
 from hti_rl.runs import RunDir
 from hti_rl.seeds import cross_eval_seed
+from hti_rl.threads import stage
 from hti_rl.training.store import load_anchor_actor
 
 FORMAT = "hti-rl-cross-eval"
@@ -269,6 +270,7 @@ def stale_reason(spec: Any, run_root: str | Path = "runs") -> str | None:
     return None
 
 
+@stage
 def check_anchors(spec: Any, run_root: str | Path = "runs", force: bool = False, log_warnings: bool = True) -> CrossEval:
     """Cross-evaluate the anchors (unless ``cross_eval.json`` is up to date) and write the results.
 

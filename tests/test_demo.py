@@ -1,8 +1,11 @@
-"""`hti-rl demo` end to end, with the anchors' budget cut so that the test takes seconds."""
+"""`hti-rl demo` end to end, with the anchors' budget, the fit and the evaluation cut so that the test
+takes seconds: every stage still runs (train, check, record, fit, retrain, deploy, report)."""
 
 from __future__ import annotations
 
+import json
 import re
+import zipfile
 
 from hti_rl.cli import main
 from hti_rl.compare import demo
@@ -11,6 +14,8 @@ from hti_rl.compare import demo
 def test_demo_writes_report_plot_and_tensorboard(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "DEMO_PPO", demo.DEMO_PPO.replace("n_timesteps: 150000", "n_timesteps: 2000"))
     assert "n_timesteps: 2000" in demo.DEMO_PPO
+    monkeypatch.setattr(demo, "DEMO_SPEC", demo.DEMO_SPEC.replace("eval_episodes: 20", "eval_episodes: 3"))
+    monkeypatch.setattr(demo, "DEMO_CLOT", {"steps": 30})
     assert main(["demo", "--run-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     report = tmp_path / "demo" / "demo" / "report.md"
@@ -23,6 +28,7 @@ def test_demo_writes_report_plot_and_tensorboard(tmp_path, monkeypatch, capsys):
     assert (report.with_name("demo.png")).stat().st_size > 10_000
     assert any((tmp_path / "demo" / "tb").rglob("events.out.tfevents.*"))
     assert (tmp_path / "demo" / "surrogate.zip").exists()
+    assert json.loads(zipfile.ZipFile(tmp_path / "demo" / "surrogate.zip").read("header.json"))["clot_config"]["steps"] == 30
 
     # A damaged (or older-format) surrogate is refitted by the next demo instead of stopping it.
     surrogate = tmp_path / "demo" / "surrogate.zip"

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from hti_rl.io import atomic_write, write_json
 from hti_rl.runs import RunDir
+from hti_rl.threads import stage
 
 DEMO_SPEC = """\
 # hti-rl demo task: 2-D LQR, reward −(xᵀQx + λ·uᵀRu).
@@ -62,6 +62,9 @@ demo:
 RETRAINED_WEIGHT = 3.0
 
 
+DEMO_CLOT: dict[str, Any] = {}  # CLOT settings over the pipeline's defaults (the demo's test shortens the fit)
+
+
 GRID = np.geomspace(0.1, 10, 9)
 
 
@@ -91,6 +94,7 @@ def _reuse(path: Path, load: Any, force: bool) -> Any:
         return None
 
 
+@stage
 def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = False) -> Path:
     """Run every stage of the pipeline on the demo task; return the report's path.
 
@@ -99,12 +103,11 @@ def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = Fals
     :param force: redo finished stages.
     """
     from hti_rl.dataset import PolicyDataset, record
-    from hti_rl.methods.surrogate import SurrogatePolicy, fit
+    from hti_rl.methods.surrogate import SurrogatePolicy, clot_config, fit
     from hti_rl.quality import check_anchors, print_report
     from hti_rl.spec.load import load_task
     from hti_rl.training.anchors import train_anchors
 
-    torch.set_num_threads(max(1, workers))
     spec = load_task(write_demo_spec(run_root))
     run_dir = RunDir.of(spec, run_root).path
     seconds: dict[str, float] = {}
@@ -132,7 +135,7 @@ def run_demo(run_root: str | Path = "runs", workers: int = 2, force: bool = Fals
 
     stage("fit")
     policy = _reuse(RunDir.of(spec, run_root).surrogate, lambda p: SurrogatePolicy.load(p, spec.fingerprint()), force)
-    policy = policy if policy is not None else fit(spec, run_root, dataset=dataset)
+    policy = policy if policy is not None else fit(spec, run_root, clot_config(DEMO_CLOT, seed=spec.seed), dataset=dataset)
     done("fit")
 
     stage(f"retrain one agent at λ = {RETRAINED_WEIGHT:g}")

@@ -37,6 +37,7 @@ from hti_rl.actors import AnchorActor
 from hti_rl.clot.fit import ot_pairing
 from hti_rl.errors import AnchorError
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
+from hti_rl.threads import stage
 
 
 class NearestPolicy(AnchoredPolicy):
@@ -233,6 +234,7 @@ def _train(net: nn.Module, batch: Any, steps: int, lr: float, seed: int) -> list
     return losses
 
 
+@stage
 def fit_regression(
     spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0,
     hidden: int = 128, depth: int = 2, steps: int = 2000, batch_size: int = 512, lr: float = 3e-3,
@@ -271,6 +273,7 @@ def fit_regression(
     return RegressionPolicy(net=net.eval(), net_config=config, y_mean=y_mean, y_scale=y_scale, **base)
 
 
+@stage
 def fit_cfm(
     spec: Any, dataset: Any, actors: Sequence[Any], seed: int = 0,
     hidden: int = 128, depth: int = 3, steps: int = 3000, batch_size: int = 512, lr: float = 2e-3, euler_steps: int = 8,

@@ -20,6 +20,7 @@ from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
 from hti_rl.methods.deployed import AtWeight
 from hti_rl.runs import RunDir
+from hti_rl.threads import stage
 from hti_rl.training.store import load_anchor_actor
 
 
@@ -112,7 +113,14 @@ class SurrogatePolicy(AnchoredPolicy):
 # Path bends are bounded to half the chord (max_bend 0.5; unbounded in the core): measured on 2-D LQR
 # (experiments/lqr2d, λ = 3), the unbounded path net bent actions at states outside the recorded set
 # enough to destabilise the closed loop: return −1418 ± 860 against −9.2 ± 3.0 bounded.
-PIPELINE_DEFAULTS: dict[str, Any] = {"mode": "endpoint", "alpha": 0.001, "metric_floor": 0.3, "max_bend": 0.5}
+# The path net is 32 wide (core default 256): its FiLM head is most of predict's arithmetic, and at 256
+# a batch of 256 observations took ~100x SB3's own PPO predict. Measured on 2-D LQR with exact-gain
+# anchors 0.1, 1, 10 (the demo's), 600 steps, seeds 0 and 1, mean relative error of the deterministic
+# action against the Riccati optimum at held-out 0.3 / 3: width 256 1.63-1.78% / 17.98-18.38%,
+# width 32 1.51-1.57% / 17.96-18.02%; largest action difference between the two widths over 1,000
+# recorded states 0.02 (seed 0) and 0.44 (seed 1, where widths 64 and 256 differ as much: the fits'
+# own spread at outlying states). (/tmp script in the issue-20 report; `bench/predict_latency.py` times it.)
+PIPELINE_DEFAULTS: dict[str, Any] = {"mode": "endpoint", "alpha": 0.001, "metric_floor": 0.3, "max_bend": 0.5, "path_hidden": 32}
 
 
 def clot_config(overrides: dict[str, Any] | None = None, seed: int = 0) -> CLOTConfig:
@@ -142,6 +150,7 @@ def clot_config(overrides: dict[str, Any] | None = None, seed: int = 0) -> CLOTC
     return CLOTConfig(**values)
 
 
+@stage
 def fit(
     spec: Any,
     run_root: str | Path = "runs",
@@ -170,6 +179,7 @@ def fit(
     return policy
 
 
+@stage
 def fit_policy(
     spec: Any,
     dataset: PolicyDataset,

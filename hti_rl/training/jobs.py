@@ -30,6 +30,7 @@ from hti_rl.runs import RunDir, package_versions, spec_hint
 from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
 from hti_rl.seeds import anchor_seed, selection_seed
+from hti_rl.threads import stage
 
 CHECKPOINTS_PER_RUN = 10  # default checkpoint interval: a tenth of the anchor's budget
 
@@ -101,6 +102,7 @@ class AnchorJob:
         return self.spec.sb3_algo()(env=venv, seed=self.seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0, **hp["algo_kwargs"])
 
 
+@stage
 def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
     """Train (or resume) one anchor and write ``model.zip``, ``vecnormalize.pkl`` and, last, ``meta.json``.
 
