@@ -119,7 +119,7 @@ class SurrogatePolicy(AnchoredPolicy):
 # action against the Riccati optimum at held-out 0.3 / 3: width 256 1.63-1.78% / 17.98-18.38%,
 # width 32 1.51-1.57% / 17.96-18.02%; largest action difference between the two widths over 1,000
 # recorded states 0.02 (seed 0) and 0.44 (seed 1, where widths 64 and 256 differ as much: the fits'
-# own spread at outlying states). (/tmp script in the issue-20 report; `bench/predict_latency.py` times it.)
+# own spread at outlying states). (bench/path_width.py measured it; bench/predict_latency.py times predict.)
 PIPELINE_DEFAULTS: dict[str, Any] = {"mode": "endpoint", "alpha": 0.001, "metric_floor": 0.3, "max_bend": 0.5, "path_hidden": 32}
 
 
