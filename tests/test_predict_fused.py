@@ -1,5 +1,6 @@
 """The fused, traced predict (AtWeight) gives the unfused computation's actions: exactly when
-deterministic, the same draws when stochastic, at every weight, batch size and anchor kind."""
+deterministic below FAST_TANH_BATCH, within 1e-6 from it on (tanh as 2σ(2z) − 1; measured ≤ 4.8e-8),
+the same draws when stochastic, at every weight, batch size and anchor kind."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from conftest import synthetic_surrogate
 
 from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.methods.deployed import FAST_TANH_BATCH
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,8 +37,12 @@ def test_deterministic_actions_equal_the_unfused_ones(policy, trace):
     obs = np.random.default_rng(0).normal(size=(33, 5)).astype(np.float32)
     for weight in WEIGHTS:
         policy.set_weight(weight)
-        for batch in (obs, obs[:1], obs[:7]):  # traces made at one batch size serve the others
-            np.testing.assert_array_equal(policy.predict(batch, deterministic=True)[0], unfused(policy, batch, True))
+        for batch in (obs, obs[:1], obs[:7], obs[:31]):  # traces made at one batch size serve the others
+            fused, expected = policy.predict(batch, deterministic=True)[0], unfused(policy, batch, True)
+            if len(batch) < FAST_TANH_BATCH:
+                np.testing.assert_array_equal(fused, expected)
+            else:
+                np.testing.assert_allclose(fused, expected, rtol=0, atol=1e-6)
         np.testing.assert_array_equal(policy.predict(obs[0], deterministic=True)[0], unfused(policy, obs[:1], True)[0])
     policy.trace = True
 
