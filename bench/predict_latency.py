@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.methods.surrogate import SurrogatePolicy  # noqa: F401  (registers the class AnchoredPolicy.load reads)
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], repeat: int, rounds: int = 6) -> dict[str, float]:
