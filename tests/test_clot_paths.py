@@ -57,7 +57,7 @@ def test_constant_metric_straight_line_action():
     s, b, db = basis.grid(10)
     y0, y1 = torch.tensor([[0.0, 0.0]]), torch.tensor([[2.0, 1.0]])
     q, v = curve_grid(y0, y1, torch.zeros(1, 3, 2), s, b, db)
-    a = action(q, v, metric.at(torch.zeros(1, 1)), None)
+    a = action(q, v, torch.zeros(1, 1), metric.quad, None)
     # e = 0.1 + 1.8·(1/4, 3/4) = (0.55, 1.45): ½(0.55·4 + 1.45·1) = 1.825
     torch.testing.assert_close(a, torch.tensor([1.825]))
 
@@ -74,13 +74,13 @@ def test_optimised_knots_give_the_straight_line_and_half_squared_distance():
 
     def closure():
         opt.zero_grad()
-        loss = action(*curve_grid(y0, y1, knots, s, b, db), metric.at(x), None).sum()
+        loss = action(*curve_grid(y0, y1, knots, s, b, db), x, metric.quad, None).sum()
         loss.backward()
         return loss
 
     start = closure().item()
     opt.step(closure)
-    final = action(*curve_grid(y0, y1, knots, s, b, db), metric.at(x), None)
+    final = action(*curve_grid(y0, y1, knots, s, b, db), x, metric.quad, None)
     torch.testing.assert_close(final, 0.5 * (y1 - y0).square().sum(-1), atol=0, rtol=1e-5)
     assert knots.abs().max() < 1e-3
     assert start > final.sum().item() + 1.0  # the random start really was bent

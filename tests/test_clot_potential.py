@@ -69,22 +69,3 @@ def test_from_samples_pools_and_caps_the_reference_set():
     assert pairs == {(float(n), float(y[k, n, m, 0])) for k in range(2) for n in range(3) for m in range(4)}
     capped = KDEPotential.from_samples(x, y, 10, torch.Generator(), h_y=1.0, h_x=1.0, alpha=1.0, eps=1e-3)
     assert capped.ref_y.shape == (10, 1)
-
-
-def test_gradient_in_y_matches_autograd_of_the_formula():
-    # log_kde_at keeps the softmax weights for its own backward; check it against autograd of the formula.
-    g = torch.Generator().manual_seed(2)
-    ref_x, ref_y = torch.randn(40, 2, generator=g), torch.randn(40, 2, generator=g)
-    y, x = torch.randn(3, 4, 2, generator=g).double(), torch.randn(3, 2, generator=g)
-    fast = y.float().requires_grad_(True)
-    (grad,) = torch.autograd.grad(log_kde(fast, x, ref_y, ref_x, 0.5, 1.0, 40, 2**22).sum(), fast)
-    slow = y.clone().requires_grad_(True)
-    (expected,) = torch.autograd.grad(brute_log_kde(slow, x, ref_y, ref_x, 0.5, 1.0).sum(), slow)
-    torch.testing.assert_close(grad, expected.float(), rtol=1e-4, atol=1e-5)
-
-
-def test_potential_at_fixed_conditions_equals_the_direct_call():
-    g = torch.Generator().manual_seed(3)
-    pot = KDEPotential(torch.randn(64, 3, generator=g), torch.randn(64, 2, generator=g), 0.3, 1.0, 1.0, 1e-3, neighbours=16)
-    y, x = torch.randn(5, 6, 2, generator=g), torch.randn(5, 3, generator=g)
-    torch.testing.assert_close(pot.at(x)(y), pot(y, x), rtol=0, atol=0)

@@ -198,137 +198,111 @@ def fit_clot(
         raise HTIError(f"fit_clot needs a CLOTData, got {type(data).__name__}; wrap arrays as CLOTData(x, times, y).")
     if not isinstance(config, CLOTConfig):
         raise HTIError(f"fit_clot needs a CLOTConfig, got {type(config).__name__}.")
-    fit = _Fit(data, config)
+    torch.manual_seed(config.seed)  # network initialisation
+    gen = torch.Generator().manual_seed(config.seed)  # every data draw
+    K, N, M, D = data.y.shape
+    C = data.x.shape[1]
+    x = data.x
+    # One shift and one scalar scale: OT with a quadratic cost commutes with them, and they make the
+    # bandwidths and step sizes in the config independent of the outputs' units.
+    y_shift = data.y.reshape(-1, D).mean(0)
+    y_scale = (data.y - y_shift).std().clamp_min(1e-8)
+    y = (data.y - y_shift) / y_scale
+    pairing = ot_pairing(y)
+
+    ref = torch.randperm(N, generator=gen)[: config.ref_conditions]
+    model = CLOTModel(dataclasses.asdict(config), D, C, K, len(ref), M)
+    model.times.copy_(data.times)
+    model.y_shift.copy_(y_shift)
+    model.y_scale.copy_(y_scale)
+    model.ref_x.copy_(x[ref])
+    model.ref_y.copy_(data.y[:, ref])
+    model.pairing.copy_(pairing[:, ref])
+    model.train()
+
+    potential = None
+    if config.potential:
+        potential = KDEPotential.from_samples(
+            x, y, config.kde_max_ref, gen, h_y=config.h_y, h_x=config.h_x, alpha=config.alpha, eps=config.eps,
+            neighbours=config.kde_neighbours,
+        )
+    s_grid, b_grid, db_grid = model.basis.grid(config.n_points)
+
+    def cost(y0: Tensor, y1: Tensor, xb: Tensor) -> Tensor:
+        """Action of the path net's curve. y0, y1 [B, D], xb [B, C] -> [B]"""
+        q, v = curve_grid(y0, y1, model.path_net(y0, y1, xb), s_grid, b_grid, db_grid)
+        return action(q, v, xb, model.metric.quad, potential)
+
+    def draw(k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Pairs at shared conditions: (y_k [B, D], y_{k+1} [B, D], x [B, C]); in endpoint mode y_{k+1}
+        is y_k's OT partner, otherwise an independent sample of anchor k+1."""
+        n = torch.randint(N, (config.batch_size,), generator=gen)
+        m0 = torch.randint(M, (config.batch_size,), generator=gen)
+        m1 = pairing[k, n, m0] if config.mode == "endpoint" else torch.randint(M, (config.batch_size,), generator=gen)
+        return y[k, n, m0], y[k + 1, n, m1], x[n]
+
+    def path_ends(k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Pairs the metric and path net are trained on: (y_k, end, x), end = T_k(y_k) or the OT partner."""
+        y0, y1, xb = draw(k)
+        if config.mode == "map":
+            with torch.no_grad():
+                y1 = model.maps[k](y0, xb)
+        return y0, y1, xb
+
+    maps_opt = torch.optim.Adam(model.maps.parameters(), lr=config.lr) if config.mode == "map" else None
+    path_opt = torch.optim.Adam(model.path_net.parameters(), lr=config.path_lr)
+    metric_params = list(model.metric.parameters())
+    metric_opt = torch.optim.Adam(metric_params, lr=config.metric_lr) if metric_params and D > 1 else None
+    # Endpoint mode has no transport step, so the path net takes one gradient step every step instead.
+    path_every, path_steps = (1, 1) if config.mode == "endpoint" else (config.path_every, config.path_steps)
     writer = _writer(log_dir)
     log: Callable[[str, float, int], None] = writer.add_scalar if writer else (lambda *a: None)
+
     bar = tqdm(range(config.steps), desc="fit_clot", disable=not progress)
     for step in bar:
         # 1. Semi-dual step on every interval: refine T_k's argmin, regress T_k on it, ascend g_k.
-        if fit.maps_opt is not None:
-            costs = fit.transport_step(step, log)
+        if maps_opt is not None:
+            maps_opt.zero_grad()
+            costs = []
+            for k in range(K - 1):
+                y0, y1, xb = draw(k)
+                loss_g, loss_t, dual, c = semi_dual_losses(
+                    model.maps[k], y0, y1, xb, cost, config.refine_steps, config.refine_lr
+                )
+                (loss_g + loss_t).backward(inputs=list(model.maps[k].parameters()))
+                costs.append(c.item())
+                log(f"loss/g_{k}", loss_g.item(), step)
+                log(f"loss/T_{k}", loss_t.item(), step)
+                log(f"transport/dual_{k}", dual.item(), step)
+                log(f"transport/cost_{k}", c.item(), step)
+            maps_opt.step()
             bar.set_postfix(cost=" ".join(f"{c:.3f}" for c in costs), refresh=False)
+
         # 2. Least action: the metric lowers the total transport cost between adjacent anchors.
-        if fit.metric_opt is not None and (step + 1) % config.metric_every == 0:
-            fit.metric_step(step, log)
+        if metric_opt is not None and (step + 1) % config.metric_every == 0:
+            metric_opt.zero_grad()
+            ends = [path_ends(k) for k in range(K - 1)]
+            total = sum(cost(*e).mean() for e in ends)
+            total.backward(inputs=metric_params)
+            metric_opt.step()
+            log("metric/total_cost", total.item(), step)
+            with torch.no_grad():
+                e = torch.sort(model.metric.factors(ends[0][0], ends[0][2])[1], dim=-1).values.mean(0)
+            for i, value in enumerate(e.tolist()):
+                log(f"metric/eigenvalue_{i}", value, step)
+
         # 3. Refit the path net on the current pairs (y_k, T_k(y_k)).
-        if (step + 1) % fit.path_every == 0:
-            fit.path_step(step, log)
+        if (step + 1) % path_every == 0:
+            for _ in range(path_steps):
+                path_opt.zero_grad()
+                loss = sum(cost(*path_ends(k)).mean() for k in range(K - 1))
+                loss.backward(inputs=list(model.path_net.parameters()))
+                path_opt.step()
+            log("path/action", loss.item(), step)
+
     if writer:
         writer.close()
-    return fit.model.eval()
-
-
-class _Fit:
-    """The state of one fit: the model in training, the standardised data, the potential, the optimisers
-    and the one generator every draw comes from.
-
-    Every step puts all K − 1 intervals through the cost (path net, metric, potential) as one batch, and
-    computes what depends on a batch's conditions only once (:meth:`cost_at`).
-    """
-
-    def __init__(self, data: CLOTData, config: CLOTConfig):
-        torch.manual_seed(config.seed)  # network initialisation
-        self.gen = gen = torch.Generator().manual_seed(config.seed)  # every data draw
-        self.config = config
-        K, N, M, D = data.y.shape
-        self.J, self.N, self.M, self.D, self.C = K - 1, N, M, D, data.x.shape[1]
-        self.x = data.x
-        # One shift and one scalar scale: OT with a quadratic cost commutes with them, and they make the
-        # bandwidths and step sizes in the config independent of the outputs' units.
-        y_shift = data.y.reshape(-1, D).mean(0)
-        y_scale = (data.y - y_shift).std().clamp_min(1e-8)
-        self.y = (data.y - y_shift) / y_scale
-        self.pairing = ot_pairing(self.y)
-
-        ref = torch.randperm(N, generator=gen)[: config.ref_conditions]
-        self.model = model = CLOTModel(dataclasses.asdict(config), D, self.C, K, len(ref), M)
-        model.times.copy_(data.times)
-        model.y_shift.copy_(y_shift)
-        model.y_scale.copy_(y_scale)
-        model.ref_x.copy_(self.x[ref])
-        model.ref_y.copy_(data.y[:, ref])
-        model.pairing.copy_(self.pairing[:, ref])
-        model.train()
-
-        self.potential = None
-        if config.potential:
-            self.potential = KDEPotential.from_samples(
-                self.x, self.y, config.kde_max_ref, gen, h_y=config.h_y, h_x=config.h_x, alpha=config.alpha,
-                eps=config.eps, neighbours=config.kde_neighbours,
-            )
-        self.grid = model.basis.grid(config.n_points)
-        self.maps_opt = torch.optim.Adam(model.maps.parameters(), lr=config.lr) if config.mode == "map" else None
-        self.path_opt = torch.optim.Adam(model.path_net.parameters(), lr=config.path_lr)
-        self.metric_params = list(model.metric.parameters())
-        self.metric_opt = torch.optim.Adam(self.metric_params, lr=config.metric_lr) if self.metric_params and D > 1 else None
-        # Endpoint mode has no transport step, so the path net takes one gradient step every step instead.
-        self.path_every, self.path_steps = (1, 1) if config.mode == "endpoint" else (config.path_every, config.path_steps)
-
-    def cost_at(self, xb: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-        """Action of the path net's curve at conditions xb [B, C]: (y0, y1 [B, D]) -> [B]. The path net's
-        and the metric's FiLM and the potential's neighbourhoods depend on xb only: computed once here."""
-        path, quad = self.model.path_net.at(xb), self.model.metric.at(xb)
-        pot = self.potential.at(xb) if self.potential is not None else None
-        s, b, db = self.grid
-
-        def cost(y0: Tensor, y1: Tensor) -> Tensor:
-            return action(*curve_grid(y0, y1, path(y0, y1), s, b, db), quad, pot)
-
-        return cost
-
-    def draw(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Pairs at shared conditions for every interval: (y_k [J, B, D], y_{k+1} [J, B, D], x [J, B, C]);
-        in endpoint mode y_{k+1} is y_k's OT partner, otherwise an independent sample of anchor k+1."""
-        shape, gen = (self.J, self.config.batch_size), self.gen
-        k = torch.arange(self.J)[:, None]
-        n = torch.randint(self.N, shape, generator=gen)
-        m0 = torch.randint(self.M, shape, generator=gen)
-        m1 = self.pairing[k, n, m0] if self.config.mode == "endpoint" else torch.randint(self.M, shape, generator=gen)
-        return self.y[k, n, m0], self.y[k + 1, n, m1], self.x[n]
-
-    def path_cost(self) -> Tensor:
-        """Transport cost [J] of fresh pairs the metric and path net are trained on: (y_k, end), end =
-        T_k(y_k) or the OT partner."""
-        y0, y1, xb = self.draw()
-        if self.config.mode == "map":
-            with torch.no_grad():
-                y1 = torch.stack([m(y0[k], xb[k]) for k, m in enumerate(self.model.maps)])
-        cost = self.cost_at(xb.reshape(-1, self.C))
-        return cost(y0.reshape(-1, self.D), y1.reshape(-1, self.D)).view(self.J, -1).mean(-1)
-
-    def transport_step(self, step: int, log: Callable[[str, float, int], None]) -> list[float]:
-        """One semi-dual step on every interval; returns each interval's transport cost."""
-        c = self.config
-        self.maps_opt.zero_grad()
-        loss_g, loss_t, dual, cost = semi_dual_losses(self.model.maps, *self.draw(), self.cost_at, c.refine_steps, c.refine_lr)
-        (loss_g + loss_t).sum().backward(inputs=list(self.model.maps.parameters()))
-        self.maps_opt.step()
-        for k, values in enumerate(zip(*(t.tolist() for t in (loss_g, loss_t, dual, cost)))):
-            for name, value in zip(("loss/g", "loss/T", "transport/dual", "transport/cost"), values):
-                log(f"{name}_{k}", value, step)
-        return cost.tolist()
-
-    def metric_step(self, step: int, log: Callable[[str, float, int], None]) -> None:
-        """Lower the total transport cost over the metric."""
-        self.metric_opt.zero_grad()
-        total = self.path_cost().sum()
-        total.backward(inputs=self.metric_params)
-        self.metric_opt.step()
-        log("metric/total_cost", total.item(), step)
-        with torch.no_grad():  # at a fixed set (no draw, so logging leaves the random stream alone)
-            b = self.config.batch_size
-            e = torch.sort(self.model.metric.factors(self.y[0, :b, 0], self.x[:b])[1], dim=-1).values.mean(0)
-        for i, value in enumerate(e.tolist()):
-            log(f"metric/eigenvalue_{i}", value, step)
-
-    def path_step(self, step: int, log: Callable[[str, float, int], None]) -> None:
-        """Refit the path net: ``path_steps`` gradient steps on the action of fresh pairs."""
-        for _ in range(self.path_steps):
-            self.path_opt.zero_grad()
-            loss = self.path_cost().sum()
-            loss.backward(inputs=list(self.model.path_net.parameters()))
-            self.path_opt.step()
-        log("path/action", loss.item(), step)
+    return model.eval()
 
 
 def _writer(log_dir: str | os.PathLike | None):

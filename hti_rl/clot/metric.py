@@ -8,8 +8,6 @@ eigenvalue logits and the angles. With D = 1 the softmax of one logit is 1, so G
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor, nn
 
@@ -73,19 +71,8 @@ class Metric(nn.Module):
 
     def quad(self, y: Tensor, x: Tensor, v: Tensor) -> Tensor:
         """vᵀ G(y|x) v. y [B, ..., D], x [B, C], v [B, ..., D] -> [B, ...]"""
-        return self.at(x)(y, v)
-
-    def at(self, x: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-        """The quadratic form at fixed conditions, their FiLM computed once:
-        x [B, C] -> (y [B, ..., D], v [B, ..., D]) -> vᵀ G(y|x) v [B, ...]"""
         if self.net is None:
-            return lambda y, v: v.square().sum(-1)
-        net, gb = self.net, self.net.modulation(x)
-
-        def quad(y: Tensor, v: Tensor) -> Tensor:
-            out = net.apply(y, gb)
-            R, e = givens(out[..., self.dim :], self.dim), eigenvalues(out[..., : self.dim], self.floor)
-            w = (R * v.unsqueeze(-1)).sum(-2)  # Rᵀ v
-            return (e * w.square()).sum(-1)
-
-        return quad
+            return v.square().sum(-1)
+        R, e = self.factors(y, x)
+        w = (R * v.unsqueeze(-1)).sum(-2)  # Rᵀ v
+        return (e * w.square()).sum(-1)

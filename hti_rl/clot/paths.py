@@ -82,18 +82,19 @@ def curve_grid(y0: Tensor, y1: Tensor, knots: Tensor, s: Tensor, b: Tensor, db: 
 def action(
     q: Tensor,
     v: Tensor,
-    metric: Callable[[Tensor, Tensor], Tensor],
-    potential: Callable[[Tensor], Tensor] | None,
+    x: Tensor,
+    metric: Callable[[Tensor, Tensor, Tensor], Tensor],
+    potential: Callable[[Tensor, Tensor], Tensor] | None,
 ) -> Tensor:
-    """∫ ½ q̇ᵀ G(q|x) q̇ − U(q|x) ds by the midpoint rule, at the curves' own conditions x.
-    q, v [B, P, D] (points, velocities on the midpoint grid) -> action [B]
+    """∫ ½ q̇ᵀ G(q|x) q̇ − U(q|x) ds by the midpoint rule.
+    q, v [B, P, D] (points, velocities on the midpoint grid), x [B, C] -> action [B]
 
-    :param metric: ``metric(q, v) -> vᵀ G(q|x) v`` [B, P] (e.g. ``Metric.at(x)``).
-    :param potential: ``potential(q) -> U(q|x)`` [B, P] (e.g. ``KDEPotential.at(x)``), or None.
+    :param metric: ``metric(q, x, v) -> vᵀ G v`` [B, P].
+    :param potential: ``potential(q, x) -> U`` [B, P], or None for no potential.
     """
-    lagrangian = 0.5 * metric(q, v)
+    lagrangian = 0.5 * metric(q, x, v)
     if potential is not None:
-        lagrangian = lagrangian - potential(q)
+        lagrangian = lagrangian - potential(q, x)
     return lagrangian.mean(-1)
 
 
@@ -120,16 +121,7 @@ class PathNet(nn.Module):
 
     def forward(self, y0: Tensor, y1: Tensor, x: Tensor) -> Tensor:
         """y0, y1 [B, D], x [B, C] -> knots [B, n, D]"""
-        return self.knots(y0, y1, self.net.modulation(x))
-
-    def at(self, x: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-        """The path net at fixed conditions, their FiLM computed once: x [B, C] -> (y0, y1 [B, D]) -> knots [B, n, D]"""
-        gb = self.net.modulation(x)
-        return lambda y0, y1: self.knots(y0, y1, gb)
-
-    def knots(self, y0: Tensor, y1: Tensor, gb: Tensor) -> Tensor:
-        """y0, y1 [B, D], gb [B, 2·depth, hidden] (the FiLM of the conditions) -> knots [B, n, D]"""
-        raw = self.net.apply(torch.cat([y0, y1], -1), gb).view(y0.shape[0], self.n_knots, self.dim)
+        raw = self.net(torch.cat([y0, y1], -1), x).view(y0.shape[0], self.n_knots, self.dim)
         if self.max_bend is None:
             return raw
         return self.max_bend * (y1 - y0).norm(dim=-1)[:, None, None] * torch.tanh(raw)

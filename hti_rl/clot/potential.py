@@ -13,70 +13,9 @@ smallest, which matter least for the conditional density.
 from __future__ import annotations
 
 import math
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
-
-
-def neighbourhood(x: Tensor, ref_x: Tensor, ref_y: Tensor, h_x: float, neighbours: int, max_elements: int) -> tuple[Tensor, Tensor]:
-    """The reference points that count at each condition: the ``neighbours`` with the largest x-kernel.
-    x [B, C], ref_x [R, C], ref_y [R, D] -> (log weights [B, r], normalised over the r; outputs [B, r, D])
-
-    Rows are processed in chunks so that no [rows, R] block exceeds ``max_elements``.
-    """
-    r = min(neighbours, ref_y.shape[0])
-    rows = max(1, max_elements // ref_y.shape[0])
-    ref_x_sq = ref_x.square().sum(-1)
-    log_w, idx = [], []
-    for start in range(0, x.shape[0], rows):
-        xc = x[start : start + rows]
-        # |a − b|² = |a|² − 2a·b + |b|²: one matmul instead of a difference tensor.
-        dx = (xc.square().sum(-1, keepdim=True) - 2 * xc @ ref_x.T + ref_x_sq).clamp_min(0)
-        w, i = (-dx / (2 * h_x**2)).topk(r, dim=-1)  # [rows, r]
-        log_w.append(w - torch.logsumexp(w, dim=-1, keepdim=True))
-        idx.append(i)
-    return torch.cat(log_w), ref_y[torch.cat(idx)]
-
-
-class _KernelLogSumExp(torch.autograd.Function):
-    """log Σ_j exp(bias_j + y·r_j / h²) over each row's neighbours, differentiable in y only (the
-    reference set and its weights are fixed buffers). The forward keeps the softmax weights, so the
-    backward is one batched matmul instead of recomputing the exponentials.
-    y [B, P, D], bias [B, r], ry [B, r, D] -> [B, P]"""
-
-    @staticmethod
-    def forward(ctx, y: Tensor, bias: Tensor, ry: Tensor, inv: float) -> Tensor:
-        e = torch.baddbmm(bias[:, None, :], y, ry.transpose(1, 2), alpha=inv)  # [B, P, r]
-        top = e.amax(-1, keepdim=True)
-        e.sub_(top).exp_()
-        total = e.sum(-1, keepdim=True)
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(e.div_(total), ry)
-            ctx.inv = inv
-        return (total.log_() + top).squeeze(-1)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        weights, ry = ctx.saved_tensors
-        return torch.bmm(weights * (ctx.inv * grad).unsqueeze(-1), ry), None, None, None
-
-
-def log_kde_at(y: Tensor, log_w: Tensor, ry: Tensor, h_y: float, max_elements: int) -> Tensor:
-    """Log conditional KDE over each condition's neighbourhood.
-    y [B, P, D], log_w [B, r], ry [B, r, D] (from :func:`neighbourhood`) -> log p̂(y|x) [B, P]
-
-    −|y − r|²/2h² = (y·r − |r|²/2)/h² − |y|²/2h², and the last term does not depend on r: it leaves the
-    log-sum-exp, which then runs on one fused matmul. Rows are chunked so that no [rows, P, r] block
-    exceeds ``max_elements``. Differentiable in y (not in the reference set).
-    """
-    B, P, D = y.shape
-    rows = max(1, max_elements // max(P * ry.shape[1], 1))
-    inv = 1.0 / h_y**2
-    bias = (log_w - (0.5 * inv) * ry.square().sum(-1)).detach()  # [B, r]
-    ry = ry.detach()
-    out = [_KernelLogSumExp.apply(y[i : i + rows], bias[i : i + rows], ry[i : i + rows], inv) for i in range(0, B, rows)]
-    return torch.cat(out) - (0.5 * inv) * y.square().sum(-1) - 0.5 * D * math.log(2 * math.pi * h_y**2)
 
 
 def log_kde(
@@ -84,10 +23,24 @@ def log_kde(
 ) -> Tensor:
     """Log conditional KDE. y [B, P, D], x [B, C], ref_y [R, D], ref_x [R, C] -> log p̂(y|x) [B, P]
 
-    No intermediate block exceeds ``max_elements`` (see :func:`neighbourhood`, :func:`log_kde_at`).
+    Queries are processed in chunks of rows so that no [rows, P, r] or [rows, R] block exceeds
+    ``max_elements``.
     """
-    log_w, ry = neighbourhood(x, ref_x, ref_y, h_x, neighbours, max_elements)
-    return log_kde_at(y, log_w, ry, h_y, max_elements)
+    B, P, D = y.shape
+    r = min(neighbours, ref_y.shape[0])
+    rows = max(1, max_elements // max(P * r, ref_y.shape[0]))
+    ref_x_sq = ref_x.square().sum(-1)
+    out = []
+    for start in range(0, B, rows):
+        yc, xc = y[start : start + rows], x[start : start + rows]
+        # |a − b|² = |a|² − 2a·b + |b|²: one matmul instead of a difference tensor.
+        dx = (xc.square().sum(-1, keepdim=True) - 2 * xc @ ref_x.T + ref_x_sq).clamp_min(0)
+        log_wx, idx = (-dx / (2 * h_x**2)).topk(r, dim=-1)  # [rows, r]
+        ry = ref_y[idx]  # [rows, r, D]
+        dy = (yc.square().sum(-1, keepdim=True) - 2 * yc @ ry.transpose(1, 2) + ry.square().sum(-1)[:, None, :])
+        log_joint = torch.logsumexp(log_wx[:, None, :] - dy.clamp_min(0) / (2 * h_y**2), dim=-1)  # [rows, P]
+        out.append(log_joint - torch.logsumexp(log_wx, dim=-1, keepdim=True))
+    return torch.cat(out) - 0.5 * D * math.log(2 * math.pi * h_y**2)
 
 
 class KDEPotential(nn.Module):
@@ -142,14 +95,5 @@ class KDEPotential(nn.Module):
 
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """y [B, P, D], x [B, C] -> U [B, P]"""
-        return self.at(x)(y)
-
-    def at(self, x: Tensor) -> Callable[[Tensor], Tensor]:
-        """U at fixed conditions, their neighbourhoods found once: x [B, C] -> (y [B, P, D] -> U [B, P])"""
-        log_w, ry = neighbourhood(x, self.ref_x, self.ref_y, self.h_x, self.neighbours, self.max_elements)
-
-        def potential(y: Tensor) -> Tensor:
-            log_p = log_kde_at(y, log_w, ry, self.h_y, self.max_elements)
-            return self.alpha * torch.logaddexp(log_p, torch.full_like(log_p, self.log_eps))
-
-        return potential
+        log_p = log_kde(y, x, self.ref_y, self.ref_x, self.h_y, self.h_x, self.neighbours, self.max_elements)
+        return self.alpha * torch.logaddexp(log_p, torch.full_like(log_p, self.log_eps))
