@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="only the full method and the straight-line variant")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # small networks: one thread (see hti_rl/threads.py)
     gen = torch.Generator().manual_seed(0)
     phi = 2 * math.pi * torch.rand(args.conditions, generator=gen)
     y = torch.stack([truth(phi, t, args.samples, gen) for t in ANCHORS])

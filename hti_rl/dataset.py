@@ -37,6 +37,7 @@ from hti_rl.io import RunLock, atomic_write, sha256_bytes
 from hti_rl.runs import DEFAULT_ROOT, RunDir, package_versions, spec_hint
 from hti_rl.seeds import check_seed, dataset_streams
 from hti_rl.spec.task import TaskSpec
+from hti_rl.threads import stage
 from hti_rl.training.store import load_anchor_actor
 
 FORMAT = "hti-rl-dataset"
@@ -261,6 +262,7 @@ def _check_arrays(data: dict[str, np.ndarray], path: Path, fix: str) -> None:
         raise FileFormatError(f"{path}: empty dataset (K={k}, N={n}, M={m}, D={d}); {fix}.")
 
 
+@stage
 def record(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, seed: int | None = None, progress: bool = True) -> PolicyDataset:
     """Roll out every anchor, keep the states, evaluate every anchor there, and save the dataset.
 

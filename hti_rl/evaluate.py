@@ -18,6 +18,7 @@ from scipy import stats
 
 from hti_rl.errors import HTIError
 from hti_rl.spec.task import TaskSpec
+from hti_rl.threads import stage
 
 
 class Predictor(Protocol):
@@ -40,6 +41,8 @@ class ComponentReturns:
     lengths: np.ndarray
 
 
+@stage
+@stage
 def rollout_components(
     policy: Predictor,
     make_env: Callable[[], Any],

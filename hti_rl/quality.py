@@ -36,10 +36,12 @@ from hti_rl.quality_report import heatmap, log_tensorboard
 from hti_rl.runs import DEFAULT_ROOT, RunDir, read_meta
 from hti_rl.seeds import cross_eval_seed
 from hti_rl.spec.task import TaskSpec
+from hti_rl.threads import stage
 
 logger = logging.getLogger(__name__)
 
 
+@stage
 def check_anchors(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, force: bool = False, log_warnings: bool = True,
                   episodes: int | None = None, seed: int | None = None) -> CrossEval:
     """Cross-evaluate the anchors (unless ``cross_eval.json`` is up to date) and write the results.

@@ -108,3 +108,55 @@ def save_lqr_anchor(spec: Any, weight: float, run_root: Path, exact: bool = True
     directory.mkdir(parents=True, exist_ok=True)
     model.save(directory / "model.zip")
     write_json(directory / "meta.json", {"task": spec.name, "task_fingerprint": spec.fingerprint(), "weight": weight, "algo": "ppo", "exact": exact})
+
+
+def synthetic_surrogate(obs_dim: int, act_dim: int, algo: str = "ppo", steps: int = 20, mode: str = "endpoint",
+                        normalize: bool = False, states: int = 64, **clot: Any) -> Any:
+    """A SurrogatePolicy on untrained SB3 anchors (weights 0.1, 1, 10, log scale) without any training:
+    each anchor's action samples at random states, then a short CLOT fit on them. ``algo`` "ppo"
+    (Gaussian, clipped) or "sac" (tanh-squashed); ``normalize`` gives the anchors VecNormalize statistics."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from gymnasium import spaces
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from hti_rl.actors import actor_from_sb3
+    from hti_rl.clot import CLOTData, fit_clot
+    from hti_rl.methods.base import standardiser
+    from hti_rl.methods.surrogate import SurrogatePolicy, clot_config
+
+    class Env(gym.Env):
+        observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        action_space = spaces.Box(-np.linspace(1, 2, act_dim, dtype=np.float32), np.linspace(1, 2, act_dim, dtype=np.float32))
+
+        def reset(self, seed=None, options=None):
+            return np.zeros(obs_dim, np.float32), {}
+
+        def step(self, action):
+            return np.zeros(obs_dim, np.float32), 0.0, False, False, {}
+
+    rng = np.random.default_rng(0)
+    actors = []
+    for i in range(3):
+        cls = PPO if algo == "ppo" else SAC
+        kwargs = dict(n_steps=64, batch_size=64) if algo == "ppo" else dict(learning_starts=10**9)
+        model = cls("MlpPolicy", Env(), seed=i, device="cpu", policy_kwargs=dict(net_arch=[16]), **kwargs)
+        norm = None
+        if normalize:
+            norm = VecNormalize(DummyVecEnv([Env]), norm_reward=False)
+            norm.obs_rms.mean = rng.normal(size=obs_dim)
+            norm.obs_rms.var = rng.uniform(0.5, 2.0, size=obs_dim)
+        actors.append(actor_from_sb3(model, norm))
+    obs = rng.normal(size=(states, obs_dim)).astype(np.float32)
+    with torch.no_grad():
+        draws = []
+        for actor in actors:
+            mean, log_std = actor.distribution(torch.from_numpy(obs))
+            draws.append(mean[:, None] + log_std.exp()[:, None] * torch.randn(states, 4, act_dim, generator=torch.Generator().manual_seed(1)))
+    x_mean, x_std = standardiser(obs)
+    data = CLOTData(x=torch.from_numpy((obs - x_mean) / x_std), times=torch.tensor([-1.0, 0.0, 1.0]), y=torch.stack(draws))
+    model = fit_clot(data, clot_config({"steps": steps, "mode": mode, **clot}), progress=False)
+    return SurrogatePolicy(Env.observation_space, Env.action_space, actors, [0.1, 1.0, 10.0], "log", x_mean, x_std,
+                           header={"task": "synthetic", "seed": 0}, clot=model)

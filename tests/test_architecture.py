@@ -11,7 +11,7 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 LONG_FUNCTIONS = {"hti_rl.clot.fit.fit_clot"}  # the training loop reads as the algorithm, step by step
 # The stages in data-flow order; a module may import its own stage, the shared modules, and earlier stages.
-SHARED = ("hti_rl", "hti_rl.errors", "hti_rl.io", "hti_rl.weights", "hti_rl.seeds")
+SHARED = ("hti_rl", "hti_rl.errors", "hti_rl.io", "hti_rl.weights", "hti_rl.seeds", "hti_rl.threads")
 STAGES = ("envs", "components", "spec", "runs", "layers", "actors", "evaluate", "sb3io", "training", "dataset", "cross_eval", "quality_report", "quality", "clot",
           "methods", "deploy", "compare", "cli")
 

@@ -1,8 +1,11 @@
-"""`hti-rl demo` end to end, with the anchors' budget cut so that the test takes seconds."""
+"""`hti-rl demo` end to end, with the anchors' budget, the fit and the evaluation cut so that the test
+takes seconds: every stage still runs (train, check, record, fit, retrain, deploy, report)."""
 
 from __future__ import annotations
 
+import json
 import re
+import zipfile
 
 from hti_rl.cli import main
 from hti_rl.compare import demo
@@ -11,9 +14,8 @@ from hti_rl.compare import demo
 def test_demo_writes_report_plot_and_tensorboard(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "DEMO_PPO", demo.DEMO_PPO.replace("n_timesteps: 150000", "n_timesteps: 2000"))
     assert "n_timesteps: 2000" in demo.DEMO_PPO
-    from hti_rl.methods import surrogate
-
-    monkeypatch.setitem(surrogate.PIPELINE_DEFAULTS, "steps", 40)  # the fit's own tests cover its quality
+    monkeypatch.setattr(demo, "DEMO_SPEC", demo.DEMO_SPEC.replace("eval_episodes: 20", "eval_episodes: 3"))
+    monkeypatch.setattr(demo, "DEMO_CLOT", {"steps": 30})
     assert main(["demo", "--run-root", str(tmp_path)]) == 0
     captured = capsys.readouterr()
     out = captured.out
@@ -25,7 +27,7 @@ def test_demo_writes_report_plot_and_tensorboard(tmp_path, monkeypatch, capsys):
     text = report.read_text()
     first_times = re.search(r"Stage wall times: (.*)\.", text).group(1)
     assert "earlier run" not in first_times
-    assert "episodes reset with seeds 1000…1019" in text
+    assert "episodes reset with seeds 1000…1002" in text  # 3 evaluation episodes
     for weight in ("0.3 (held out)", "3 (held out)"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {weight} |"))
         assert len(re.findall(r"-?\d+\.\d+ ± \d+\.\d+", row)) == 3  # surrogate, best anchor, optimum
@@ -33,6 +35,7 @@ def test_demo_writes_report_plot_and_tensorboard(tmp_path, monkeypatch, capsys):
     assert (report.with_name("demo.png")).stat().st_size > 10_000
     assert any((tmp_path / "demo" / "tb").rglob("events.out.tfevents.*"))
     assert (tmp_path / "demo" / "surrogate.zip").exists()
+    assert json.loads(zipfile.ZipFile(tmp_path / "demo" / "surrogate.zip").read("header.json"))["clot_config"]["steps"] == 30
 
     # Deployed without --spec: the surrogate names the spec it was fitted from (inside the run root).
     assert main(["deploy", str(tmp_path / "demo" / "surrogate.zip"), "--weight", "0.5", "--episodes", "2"]) == 0

@@ -1,4 +1,4 @@
-"""Commands that use a surrogate: ``deploy``, ``demo``, ``compare``."""
+"""Commands that use a surrogate: ``deploy``, ``export``, ``demo``, ``compare``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,28 @@ def deploy_command(args: argparse.Namespace) -> int:
         path = record_episode(policy, spec, args.weight, args.seed, video=args.video, human=args.render)
         if path:
             print(f"wrote {path}")
+    return 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("surrogate", help="a surrogate file, e.g. runs/demo/surrogate.zip")
+    parser.add_argument("--weight", type=float, required=True, help="reward weight the exported graph acts at")
+    parser.add_argument("--format", default="onnx", help="onnx (onnxruntime; pip install 'hti-rl[export]') or torchscript (default: onnx)")
+    parser.add_argument("-o", "--output", default=None, help="file to write (default: beside the surrogate, <name>_w=<weight>.<onnx|pt>)")
+    parser.add_argument("--allow-extrapolation", action="store_true", help="accept a weight outside the anchor range")
+
+
+@command("export", "write a surrogate at one weight as one ONNX or TorchScript graph (obs -> action, normalisation and clipping inside)",
+         _export_arguments)
+def export_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hti_rl.methods.export import export
+
+    source = Path(args.surrogate)
+    out = args.output or source.with_name(f"{source.stem}_w={args.weight:g}.{'pt' if args.format == 'torchscript' else 'onnx'}")
+    path = export(source, args.weight, args.format, out, allow_extrapolation=args.allow_extrapolation)
+    print(f"wrote {path}: {args.format} graph of {source} at weight {args.weight:g} (input obs [batch, C] float32, output action [batch, D])")
     return 0
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 from hti_rl.io import atomic_write, write_json
 from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.spec.task import TaskSpec
+from hti_rl.threads import stage
 from hti_rl.training.jobs import CHECKPOINTS_PER_RUN, AnchorJob
 
 DEMO_SPEC = """\
@@ -64,6 +64,11 @@ demo:
 
 
 RETRAINED_WEIGHT = 3.0
+
+
+DEMO_CLOT: dict[str, Any] = {}  # CLOT settings over the pipeline's defaults (the demo's test shortens the fit)
+
+
 GRID = np.geomspace(0.1, 10, 9)
 PROBE_STATE = np.array([1.0, 1.0], dtype=np.float32) / np.sqrt(2)
 
@@ -91,6 +96,7 @@ def _reuse(path: Path, load: Any, force: bool) -> Any:
         return None
 
 
+@stage
 def run_demo(run_root: str | Path = DEFAULT_ROOT, workers: int = 2, force: bool = False) -> Path:
     """Run every stage of the pipeline on the demo task; return the report's path.
 
@@ -103,13 +109,12 @@ def run_demo(run_root: str | Path = DEFAULT_ROOT, workers: int = 2, force: bool 
     """
     from hti_rl.cross_eval import stale_reason
     from hti_rl.dataset import PolicyDataset, record
-    from hti_rl.methods.surrogate import SurrogatePolicy, fit
+    from hti_rl.methods.surrogate import SurrogatePolicy, clot_config, fit
     from hti_rl.quality import check_anchors
     from hti_rl.quality_report import print_report
     from hti_rl.spec.load import load_task
     from hti_rl.training.anchors import train_anchors
 
-    torch.set_num_threads(max(1, workers))
     spec = load_task(write_demo_spec(run_root))
     run_dir = RunDir.of(spec, run_root).path
     clock = _StageClock(run_dir / "demo" / "timings.json")
@@ -127,7 +132,7 @@ def run_demo(run_root: str | Path = DEFAULT_ROOT, workers: int = 2, force: bool 
 
     policy = _reuse(RunDir.of(spec, run_root).surrogate, lambda p: SurrogatePolicy.load(p, spec.fingerprint()), force)
     with clock("fit", reused=policy is not None):
-        policy = policy if policy is not None else fit(spec, run_root, dataset=dataset)
+        policy = policy if policy is not None else fit(spec, run_root, clot_config(DEMO_CLOT, seed=spec.seed), dataset=dataset)
 
     job = retrained_job(spec, run_root)
     with clock(f"retrain one agent at λ = {RETRAINED_WEIGHT:g}", reused=not force and (job.directory / "meta.json").exists()):

@@ -105,6 +105,10 @@ class AnchoredPolicy(BasePolicy):
         """
         self._interval = self.axis.local_time(weight, self.allow_extrapolation)
         self.weight = float(weight)
+        self._at_weight()
+
+    def _at_weight(self) -> None:
+        """Precompute what depends on the weight only (called by :meth:`set_weight`); nothing by default."""
 
     # ----------------------------------------------------------------- predict
     def predict(
@@ -116,42 +120,61 @@ class AnchoredPolicy(BasePolicy):
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """SB3's ``predict``: one observation ``[C]`` or a batch ``[B, C]`` -> action(s), state.
 
+        The same contract as ``BasePolicy.predict`` (shapes, float32 actions clipped to the action Box,
+        ``state`` passed through) without its per-call overheads: one float32 conversion, no
+        training-mode switch of every submodule, inference mode.
+
         :raises ObservationError: wrong shape, non-numeric dtype, or NaN/inf in the observation.
         """
-        self._check_observation(observation)
-        actions, state = super().predict(observation, state, episode_start, deterministic)
-        if not np.all(np.isfinite(actions)):
-            rows = np.asarray(observation).reshape(-1, *self.observation_space.shape)
-            bad = rows[~np.isfinite(actions).reshape(len(rows), -1).all(-1)]
+        obs, single = self._check_observation(observation)
+        if self.training:
+            self.set_training_mode(False)
+        with torch.inference_mode():
+            actions = self._predict(torch.from_numpy(obs), deterministic).numpy()
+        actions = np.clip(actions.reshape(-1, *self.action_space.shape), self.action_space.low, self.action_space.high)
+        if not np.isfinite(actions).all():
+            bad = obs[~np.isfinite(actions).reshape(len(obs), -1).all(-1)]
             raise ObservationError(
                 f"the policy gave a non-finite action at weight {self.weight:g} for the observation(s) {bad[:3].tolist()}; "
                 f"values this far outside the recorded states ({self.observation_space}) overflow the anchor networks. "
                 "Check the env (or its wrappers) that produced them."
             )
-        return actions, state
+        return (actions[0] if single else actions), state
 
-    def _check_observation(self, observation: Any) -> None:
+    def _check_observation(self, observation: Any) -> tuple[np.ndarray, bool]:
+        """observation -> (float32 array [B, *obs shape], whether it was a single observation).
+
+        :raises ObservationError: the checks of :meth:`predict`.
+        """
         expected = self.observation_space.shape
+        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
+            raise ObservationError(
+                "predict got a tuple (observation, info): pass the observation only, e.g. `obs, info = env.reset()` "
+                "then `policy.predict(obs)` (a VecEnv's reset returns the observations alone)."
+            )
         try:
             obs = np.asarray(observation)
         except Exception as exc:  # ragged lists and the like
             raise ObservationError(f"observation cannot be read as an array: {exc}") from None
         if obs.dtype.kind not in "fiub":
             raise ObservationError(f"observation must be numeric, got dtype {obs.dtype}; expected float arrays of shape {expected}.")
-        if obs.shape != expected and obs.shape[1:] != expected:
+        single = obs.shape == expected
+        if not single and obs.shape[1:] != expected:
             raise ObservationError(
                 f"observation has shape {obs.shape}; this policy expects {expected} or a batch (B, *{expected}). "
                 "Is the env the one the policy was fitted on?"
             )
         if obs.size == 0:
             raise ObservationError(f"observation batch {obs.shape} is empty; give at least one observation of shape {expected}.")
-        if not np.all(np.isfinite(obs)):
-            raise ObservationError("observation contains NaN or inf; check the env (or its wrappers) that produced it.")
-        if obs.dtype.kind == "f" and np.abs(obs).max() > np.finfo(np.float32).max:
+        # One pass: NaN fails the comparison, inf and values beyond float32 exceed the bound.
+        if obs.dtype.kind == "f" and not np.abs(obs).max() <= np.finfo(np.float32).max:
+            if not np.all(np.isfinite(obs)):
+                raise ObservationError("observation contains NaN or inf; check the env (or its wrappers) that produced it.")
             raise ObservationError(
                 f"observation holds {np.abs(obs).max():g}, beyond the float32 range the policy computes in; "
                 "check the env (or its wrappers) that produced it."
             )
+        return np.ascontiguousarray(obs.reshape(-1, *expected), dtype=np.float32), single
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """obs [B, C] (raw env observations) -> env actions [B, D]."""

@@ -38,6 +38,7 @@ from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import AnchorError
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
 from hti_rl.spec.task import TaskSpec
+from hti_rl.threads import stage
 
 
 class NearestPolicy(AnchoredPolicy):
@@ -238,6 +239,8 @@ def _train(net: nn.Module, batch: Any, steps: int, lr: float, seed: int) -> list
     return losses
 
 
+@stage
+@stage
 def fit_regression(
     spec: TaskSpec, dataset: PolicyDataset, actors: Sequence[AnchorActor], seed: int = 0,
     hidden: int = 128, depth: int = 2, steps: int = 2000, batch_size: int = 512, lr: float = 3e-3,
@@ -276,6 +279,8 @@ def fit_regression(
     return RegressionPolicy(net=net.eval(), net_config=config, y_mean=y_mean, y_scale=y_scale, **base)
 
 
+@stage
+@stage
 def fit_cfm(
     spec: TaskSpec, dataset: PolicyDataset, actors: Sequence[AnchorActor], seed: int = 0,
     hidden: int = 128, depth: int = 3, steps: int = 3000, batch_size: int = 512, lr: float = 2e-3, euler_steps: int = 8,

@@ -31,10 +31,12 @@ from hti_rl.methods.calibration import (
     anchor_name,
     state_digest,
 )
+from hti_rl.methods.deployed import AtWeight
 from hti_rl.methods.origin import HEADER_KEY, spec_reference
 from hti_rl.methods.policy_file import read_policy_file
 from hti_rl.runs import DEFAULT_ROOT, RunDir
 from hti_rl.spec.task import TaskSpec
+from hti_rl.threads import stage
 from hti_rl.training.store import load_anchor_actor
 
 
@@ -55,15 +57,40 @@ class SurrogatePolicy(AnchoredPolicy):
         policy.use_calibration = False      # the plain surrogate (SurrogatePolicy.load(..., calibrated=False) too)
     """
 
+    trace = True  # run the fused module through TorchScript traces (False: eagerly; the same numbers)
+
     def __init__(self, *args: Any, clot: CLOTModel, calibration: Calibration | None = None, **base: Any):
         self._calibration: Calibration | None = None
         self._use_calibration = True
         self._deployed: tuple[str, AnchorActor | None] = (SURROGATE, None)
+        self.clot = None  # set before the base constructor's set_weight builds the module at that weight
         super().__init__(*args, **base)
         self.clot = clot
+        self._at_weight()
         self._stored_calibration: str | None = None  # kept unread with calibrated=False, and written back on save
         if calibration is not None:
             self.attach_calibration(calibration)
+
+    def _at_weight(self) -> None:
+        """Build the policy at the new weight as one module (:class:`AtWeight`): the interval, the local
+        time and the spline basis there are computed now, not at every ``predict``."""
+        if self.clot is None:
+            return
+        k, s = self._interval
+        if s == 0.0 or s == 1.0:  # an anchor weight: that anchor's own action, exactly
+            key, t = ("anchor", k if s == 0.0 else k + 1), 0.0
+        else:
+            key, t = ("path", k), self.times[k] + s * (self.times[k + 1] - self.times[k])
+        at = self.__dict__.setdefault("_at", {}).get(key)
+        if at is None:
+            start, end, clot = (self.actors[key[1]], None, None) if key[0] == "anchor" else (self.actors[k], self.actors[k + 1], self.clot)
+            # Held outside the registered submodules: it only reuses the policy's own actors and CLOT nets, so
+            # the policy's parameters and state_dict stay those of the file.
+            at = self._at[key] = AtWeight(start, end, clot, k, t, self.x_mean, self.x_std).eval()
+        elif at.path:
+            at.move_to(t)
+        self.__dict__["at_weight"] = at
+
 
     # ------------------------------------------------------------ calibration
     @property
@@ -138,14 +165,27 @@ class SurrogatePolicy(AnchoredPolicy):
         return found
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        actor = self._deployed[1]
-        if actor is None:
-            return super()._predict(observation, deterministic)
+        """obs [B, C] (raw env observations) -> env actions [B, D]: the deployed candidate's, else the surrogate's."""
         obs = observation.float().reshape(observation.shape[0], -1)
-        return actor.to_env_action(self.anchor_draw(actor, obs, deterministic)[0])
+        actor = self._deployed[1]
+        if actor is not None:  # the calibration deployed an anchor (or parameter interpolation) here
+            return actor.to_env_action(self.anchor_draw(actor, obs, deterministic)[0])
+        at = self.at_weight
+        noise = end_noise = None
+        if not deterministic:
+            # The draws of the unfused computation, in its order: anchor k's noise, reused for anchor k+1
+            # (their monotone, W2-optimal coupling), a fresh draw only where anchor k is deterministic.
+            shape = (obs.shape[0], at.start.action_dim)
+            if at.start.kind != "deterministic":
+                noise = torch.randn(shape, generator=self.generator)
+            if at.path and at.endpoint and at.end.kind != "deterministic":
+                end_noise = noise if noise is not None else torch.randn(shape, generator=self.generator)
+        return at.run(obs, noise, end_noise) if self.trace else at(obs, noise, end_noise)
 
     # --------------------------------------------------------------- surrogate
     def _between(self, obs: torch.Tensor, x: torch.Tensor, k: int, s: float, deterministic: bool) -> torch.Tensor:
+        """The unfused computation (the reference :class:`AtWeight` reproduces): anchor k's draw pushed
+        along the CLOT path to local time s."""
         y_k, noise = self.anchor_draw(self.actors[k], obs, deterministic)
         y_end = None
         if self.clot.endpoint:
@@ -198,7 +238,14 @@ class SurrogatePolicy(AnchoredPolicy):
 # Path bends are bounded to half the chord (max_bend 0.5; unbounded in the core): measured on 2-D LQR
 # (experiments/lqr2d, λ = 3), the unbounded path net bent actions at states outside the recorded set
 # enough to destabilise the closed loop: return −1418 ± 860 against −9.2 ± 3.0 bounded.
-PIPELINE_DEFAULTS: dict[str, Any] = {"mode": "endpoint", "alpha": 0.001, "metric_floor": 0.3, "max_bend": 0.5}
+# The path net is 32 wide (core default 256): its FiLM head is most of predict's arithmetic, and at 256
+# a batch of 256 observations took ~100x SB3's own PPO predict. Measured on 2-D LQR with exact-gain
+# anchors 0.1, 1, 10 (the demo's), 600 steps, seeds 0 and 1, mean relative error of the deterministic
+# action against the Riccati optimum at held-out 0.3 / 3: width 256 1.63-1.78% / 17.98-18.38%,
+# width 32 1.51-1.57% / 17.96-18.02%; largest action difference between the two widths over 1,000
+# recorded states 0.02 (seed 0) and 0.44 (seed 1, where widths 64 and 256 differ as much: the fits'
+# own spread at outlying states). (bench/path_width.py measured it; bench/predict_latency.py times predict.)
+PIPELINE_DEFAULTS: dict[str, Any] = {"mode": "endpoint", "alpha": 0.001, "metric_floor": 0.3, "max_bend": 0.5, "path_hidden": 32}
 
 
 def clot_config(overrides: dict[str, Any] | None = None, seed: int = 0) -> CLOTConfig:
@@ -228,6 +275,8 @@ def clot_config(overrides: dict[str, Any] | None = None, seed: int = 0) -> CLOTC
     return CLOTConfig(**values)
 
 
+@stage
+@stage
 def fit(
     spec: TaskSpec,
     run_root: str | Path = DEFAULT_ROOT,
@@ -283,6 +332,7 @@ def stale_reason(spec: Any, run_root: str | Path = "runs") -> str | None:
     return None
 
 
+@stage
 def fit_policy(
     spec: TaskSpec,
     dataset: PolicyDataset,

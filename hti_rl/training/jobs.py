@@ -33,6 +33,7 @@ from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
 from hti_rl.seeds import anchor_seed, selection_seed
 from hti_rl.spec.task import TaskSpec
+from hti_rl.threads import stage
 
 CHECKPOINTS_PER_RUN = 10  # default checkpoint interval: a tenth of the anchor's budget
 IMPORT_ONLY_FILES = ("actor.pt", "vecnormalize.json")  # written by hti_rl.training.importing, never by training
@@ -107,6 +108,8 @@ class AnchorJob:
         return self.spec.sb3_algo()(env=venv, seed=self.seed, tensorboard_log=tensorboard_log, device="cpu", verbose=0, **hp["algo_kwargs"])
 
 
+@stage
+@stage
 def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
     """Train (or resume) one anchor and write ``model.zip``, ``vecnormalize.pkl`` and, last, ``meta.json``.
 

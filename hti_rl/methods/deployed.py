@@ -1,0 +1,184 @@
+"""The surrogate at one weight as one module: raw env observation -> env action.
+
+:class:`AtWeight` is what :class:`~hti_rl.methods.surrogate.SurrogatePolicy` runs at ``predict`` and
+what ``hti-rl export`` writes as a graph. Everything that depends on the weight only (the interval k,
+the local time s, the spline basis at s) is computed once when it is built (at ``set_weight``); a call
+runs the anchor actors (their own observation normalisation), the path net and the squashing or
+clipping into the action Box, with the same operations in the same order as
+:meth:`hti_rl.clot.CLOTModel.push`, so that actions are identical to the unfused computation.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from hti_rl.actors import AnchorActor
+from hti_rl.clot import CLOTModel
+
+# From this batch size on, the anchors' tanh layers run as 2σ(2z) − 1 (:class:`TanhOfDoubled`). torch's tanh is the
+# slowest operation of the whole predict here (torch 2.13, AMD EPYC, one thread, [256, 64] floats:
+# tanh 222-253 µs, sigmoid 25-31 µs, 2σ(2z) − 1 55-59 µs; numpy's tanh 21 µs); below it the one-op tanh
+# is cheaper. The two differ by at most 1.8e-7 (measured over 100,000 z ~ N(0, 25)); deterministic actions
+# by at most 4.8e-8 (4,096 states, six weights, PPO anchors 2-D and 6-D). The path net's bounding tanh
+# stays torch's: there the same substitution moved some actions by up to 8e-5 (not understood yet).
+FAST_TANH_BATCH = 32
+
+
+class TanhOfDoubled(nn.Module):
+    """tanh(z) from 2z: 2σ(2z) − 1. The doubling is folded into the layer before (exact in binary)."""
+
+    def forward(self, z2: Tensor) -> Tensor:
+        return torch.sigmoid(z2).mul_(2.0).sub_(1.0)
+
+
+def _doubled(layer: nn.Linear) -> nn.Linear:
+    """A copy of ``layer`` with weight and bias times 2 (exact: a power of two)."""
+    twin = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    with torch.no_grad():
+        twin.weight.copy_(2.0 * layer.weight)
+        if layer.bias is not None:
+            twin.bias.copy_(2.0 * layer.bias)
+    return twin
+
+
+def fast_tanh_layers(layers: nn.Sequential) -> nn.Sequential:
+    """``layers`` with each Linear → Tanh pair as doubled Linear → :class:`TanhOfDoubled`; the rest shared."""
+    out: list[nn.Module] = []
+    for layer in layers:
+        if isinstance(layer, nn.Tanh) and out and isinstance(out[-1], nn.Linear):
+            out[-1] = _doubled(out[-1])
+            layer = TanhOfDoubled()
+        out.append(layer)
+    return nn.Sequential(*out)
+
+
+class _Actor(nn.Module):
+    """An anchor actor's action at a batch: its own layers below :data:`FAST_TANH_BATCH`, the
+    fast-tanh copies from it on."""
+
+    def __init__(self, actor: AnchorActor):
+        super().__init__()
+        self.actor = actor
+        self.fast_trunk, self.fast_head = fast_tanh_layers(actor.trunk), fast_tanh_layers(actor.mean_head)
+
+    def forward(self, obs: Tensor, noise: Tensor | None) -> Tensor:
+        """obs [B, C] raw, noise [B, D] standard normal or None -> y [B, D]: the mean, or mean + std · noise"""
+        actor, fast = self.actor, obs.shape[0] >= FAST_TANH_BATCH
+        latent = (self.fast_trunk if fast else actor.trunk)(actor.normalize(obs))
+        mean = (self.fast_head if fast else actor.mean_head)(latent)
+        if noise is None:
+            return mean
+        return mean + actor._log_std(latent, mean).exp() * noise
+
+
+class AtWeight(nn.Module):
+    """A surrogate fixed at one weight: anchors k and k+1, the CLOT path between them, local time s.
+
+    :param start: anchor k's actor (its squashing or clipping maps the result into the action Box).
+    :param end: anchor k+1's actor (the path's end in endpoint mode), or None at an anchor weight.
+    :param clot: the fitted CLOT model, or None at an anchor weight.
+    :param k: the interval.
+    :param t: the weight in the anchors' time coordinate (float32, as ``CLOTModel.push`` receives it).
+    :param x_mean: the recorded observations' mean [C] (the CLOT condition's standardisation).
+    :param x_std: their standard deviation [C].
+    """
+
+    def __init__(
+        self,
+        start: AnchorActor,
+        end: AnchorActor | None,
+        clot: CLOTModel | None,
+        k: int,
+        t: float,
+        x_mean: Tensor,
+        x_std: Tensor,
+    ):
+        super().__init__()
+        self.start, self.end = start, end
+        self.draw_start = _Actor(start)
+        self.draw_end = _Actor(end) if end is not None else None
+        self.path = clot is not None
+        self._traced: dict[tuple[bool, bool, bool], nn.Module | None] = {}
+        if clot is not None:
+            self.clot = clot
+            self.path_net = clot.path_net
+            self.endpoint = clot.endpoint
+            self.map = None if clot.endpoint else clot.maps[k]
+            self.register_buffer("s", torch.zeros(1, 1))
+            self.register_buffer("b", torch.zeros(1, clot.basis.n))
+            self.register_buffer("y_shift", clot.y_shift.clone())
+            self.register_buffer("y_scale", clot.y_scale.clone())
+            self.register_buffer("x_mean", x_mean.clone())
+            self.register_buffer("x_std", x_std.clone())
+            self.move_to(t)
+
+    @torch.no_grad()
+    def move_to(self, t: float) -> None:
+        """Another weight in the same interval: local time and spline basis there, updated in place (so
+        that traces of this module follow). t in the anchors' time coordinate."""
+        _, s = self.clot.interval(torch.tensor([t], dtype=torch.float32))
+        self.s.copy_(s.unsqueeze(-1))
+        self.b.copy_(self.clot.basis(s)[0])
+
+    def run(self, obs: Tensor, noise: Tensor | None = None, end_noise: Tensor | None = None) -> Tensor:
+        """:meth:`forward` through a TorchScript trace of this module, made on the first call with each
+        pattern of noise inputs (eager where tracing fails): the same operations, without Python's
+        per-operation overhead, which is most of the time at small batches."""
+        key = (noise is not None, end_noise is not None, obs.shape[0] >= FAST_TANH_BATCH)
+        if key not in self._traced:
+            self._traced[key] = _trace(self, obs, noise, end_noise)
+        traced = self._traced[key]
+        if traced is None:
+            return self(obs, noise, end_noise)
+        return traced(obs, *[n for n in (noise, end_noise) if n is not None])
+
+    def forward(self, obs: Tensor, noise: Tensor | None = None, end_noise: Tensor | None = None) -> Tensor:
+        """obs [B, C] raw float32, noise/end_noise [B, D] or None (deterministic) -> env action [B, D]"""
+        y = self.draw_start(obs, noise)
+        if self.path:
+            y = self._push(y, obs, end_noise)
+        return self.start.to_env_action(y)
+
+    def _push(self, y: Tensor, obs: Tensor, end_noise: Tensor | None) -> Tensor:
+        """y [B, D] of anchor k -> the point at local time s on its CLOT path [B, D] (``CLOTModel.push``)."""
+        x = (obs - self.x_mean) / self.x_std
+        y0 = (y - self.y_shift) / self.y_scale
+        if self.endpoint:
+            y1 = (self.draw_end(obs, end_noise) - self.y_shift) / self.y_scale
+        else:
+            y1 = self.map(y0, x)
+        knots = self.path_net(y0, y1, x)
+        b = self.b.expand(y.shape[0], -1)
+        # Adding the scaled displacement to y itself (not un-standardising the point) keeps s = 0 exact.
+        displacement = self.s * (y1 - y0) + torch.einsum("bn,bnd->bd", b, knots)
+        return y + self.y_scale * displacement
+
+
+class _Inputs(nn.Module):
+    """Positional tensors only, as tracing needs: obs (, noise)(, end_noise) -> :class:`AtWeight`."""
+
+    def __init__(self, module: AtWeight, noise: bool, end_noise: bool):
+        super().__init__()
+        self.module, self.noise, self.end_noise = module, noise, end_noise
+
+    def forward(self, obs: Tensor, *noises: Tensor) -> Tensor:
+        it = iter(noises)
+        noise = next(it) if self.noise else None
+        end_noise = next(it) if self.end_noise else None
+        return self.module(obs, noise, end_noise)
+
+
+def _trace(module: AtWeight, obs: Tensor, noise: Tensor | None, end_noise: Tensor | None) -> nn.Module | None:
+    """A trace of ``module`` for this pattern of inputs (it shares the module's parameters and buffers), or
+    None where tracing fails."""
+    wrapper = _Inputs(module, noise is not None, end_noise is not None)
+    inputs = (obs, *[n for n in (noise, end_noise) if n is not None])
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, which is far slower to call
+            return torch.jit.trace(wrapper, tuple(i.clone() for i in inputs), check_trace=False)
+    except Exception:  # an operation tracing does not support: run eagerly
+        return None
