@@ -96,10 +96,10 @@ def six_d_task(tmp: Path, steps: int) -> dict[str, Any]:
     from gymnasium import spaces
     from stable_baselines3 import PPO
 
-    from hti_rl.actors import actor_from_sb3
     from hti_rl.clot import CLOTData, fit_clot
     from hti_rl.methods.base import standardiser
     from hti_rl.methods.surrogate import clot_config
+    from hti_rl.sb3io.actor import actor_from_sb3
 
     try:
         env = gym.make("HalfCheetah-v5")

@@ -122,10 +122,10 @@ def synthetic_surrogate(obs_dim: int, act_dim: int, algo: str = "ppo", steps: in
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    from hti_rl.actors import actor_from_sb3
     from hti_rl.clot import CLOTData, fit_clot
     from hti_rl.methods.base import standardiser
     from hti_rl.methods.surrogate import SurrogatePolicy, clot_config
+    from hti_rl.sb3io.actor import actor_from_sb3
 
     class Env(gym.Env):
         observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
@@ -159,4 +159,4 @@ def synthetic_surrogate(obs_dim: int, act_dim: int, algo: str = "ppo", steps: in
     data = CLOTData(x=torch.from_numpy((obs - x_mean) / x_std), times=torch.tensor([-1.0, 0.0, 1.0]), y=torch.stack(draws))
     model = fit_clot(data, clot_config({"steps": steps, "mode": mode, **clot}), progress=False)
     return SurrogatePolicy(Env.observation_space, Env.action_space, actors, [0.1, 1.0, 10.0], "log", x_mean, x_std,
-                           header={"task": "synthetic", "seed": 0}, clot=model)
+                           header={"task": "synthetic", "task_fingerprint": "synthetic", "seed": 0}, clot=model)

@@ -39,7 +39,8 @@ def test_demo_writes_report_plot_and_tensorboard(tmp_path, monkeypatch, capsys):
 
     # Deployed without --spec: the surrogate names the spec it was fitted from (inside the run root).
     assert main(["deploy", str(tmp_path / "demo" / "surrogate.zip"), "--weight", "0.5", "--episodes", "2"]) == 0
-    assert capsys.readouterr().out.startswith("demo at weight 0.5: return ")
+    deployed = capsys.readouterr().out
+    assert "uncalibrated" in deployed and "\ndemo at weight 0.5: return " in deployed
 
     # A rerun reuses every stage: no empty progress bars, and the report keeps the stage times of the run that did the work.
     assert main(["demo", "--run-root", str(tmp_path)]) == 0
