@@ -234,6 +234,10 @@ def read_meta(directory: Path) -> dict[str, Any] | None:
         raise AnchorError(f"{path} is not valid JSON ({exc}); delete the file and re-run `hti-rl train-anchors`.") from None
     if not isinstance(meta, dict):
         raise AnchorError(f"{path} holds a {type(meta).__name__}, not an agent's meta data; delete the file and re-run `hti-rl train-anchors`.")
+    for key in ("imported", "shared_start"):  # read with .get() further on: an object or null, nothing else
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise AnchorError(f"{path}: field `{key}` is {repr(meta[key])[:80]}, not an object or null; "
+                              "delete the file and re-run `hti-rl train-anchors` (or `hti-rl import-anchors`).")
     return meta
 
 

@@ -170,7 +170,7 @@ def import_anchor(spec: TaskSpec, weight: float, source: Source, vecnormalize: P
     directory = RunDir.of(spec, run_root).anchor(weight)
     old = _read_json(directory / "meta.json")
     if old is not None and not force:
-        if old.get("imported", {}).get("sha256") == digest and old.get("task_fingerprint") == spec.fingerprint():
+        if (old.get("imported") or {}).get("sha256") == digest and old.get("task_fingerprint") == spec.fingerprint():
             return Imported(weight, "unchanged", old, tuple(info.get("warnings", ())))
         held = f"imported from {old['imported'].get('source')}" if old.get("imported") else "a trained agent"
         raise AnchorError(f"{where} of task {spec.name!r} already holds {held} ({directory}); pass --force (force=True) to replace it.")
@@ -339,9 +339,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     import json
 
     try:
-        return json.loads(path.read_text()) if path.exists() else None
+        value = json.loads(path.read_text()) if path.exists() else None
     except ValueError:
         return None
+    return value if isinstance(value, dict) else None  # unreadable or not hti-rl's: as if absent
 
 
 def load_imported_actor(spec: TaskSpec, weight: float, directory: Path, meta: dict[str, Any]) -> AnchorActor:

@@ -36,9 +36,15 @@ def load_anchor(spec: TaskSpec, weight: float, run_root: str | Path = DEFAULT_RO
             f"anchor w={weight:g} in {directory} has no SB3 model (it was imported from a callable); "
             "read it with load_anchor_actor, or re-import an SB3 model with `hti-rl import-anchors ... --force`."
         )
+    algo = meta.get("algo", spec.algo)
+    if not (isinstance(algo, str) and algo in ALGOS):  # a data file's value, never a key that it may break
+        raise AnchorError(
+            f"{directory / 'meta.json'} names the algorithm {repr(algo)[:80]}, not one of {', '.join(sorted(ALGOS))}; "
+            f"retrain it with `hti-rl train-anchors {spec_hint(spec)} --force` (or re-import it with --force)."
+        )
     env = spec.make_env(weight)
     try:  # an imported agent was trained elsewhere: its schedules are not the spec's (they only matter for training)
-        model = load_sb3(ALGOS[meta.get("algo", spec.algo)], directory / "model.zip", env, None if meta.get("imported") else spec.hyperparams())
+        model = load_sb3(ALGOS[algo], directory / "model.zip", env, None if meta.get("imported") else spec.hyperparams())
     finally:
         env.close()
     vecnormalize = None
@@ -61,7 +67,11 @@ def load_anchor_actor(spec: TaskSpec, weight: float, run_root: str | Path = DEFA
         model, vecnormalize = load_anchor(spec, weight, run_root)
         actor = actor_from_sb3(model, vecnormalize)
         if (meta.get("shared_start") or {}).get("role") == "finetune":  # which base it descends from (hti_rl.training.shared_start)
-            actor.arch["source"]["shared_start"] = meta["shared_start"]["base_sha256"]
+            base = meta["shared_start"].get("base_sha256")
+            if not isinstance(base, str):
+                raise AnchorError(f"{directory / 'meta.json'}: a fine-tuned anchor whose `shared_start` names no base_sha256; "
+                                  f"retrain it with `hti-rl train-anchors {spec_hint(spec)} --force`.")
+            actor.arch["source"]["shared_start"] = base
     bad = [name for name, t in actor.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
     if bad:  # said here, rather than blamed on the env or a component function once its actions reach the env
         raise AnchorError(
