@@ -36,7 +36,7 @@ def calibration_figure(calibration: Calibration) -> Any:
         ax.axvline(a, color="grey", lw=0.6, ls=":", label="anchor weights" if i == 0 else None)
     for i, w in enumerate(calibration.held_out):
         ax.axvline(w, color="tab:red", lw=0.6, ls="--", alpha=0.6, label="held-out weights" if i == 0 else None)
-    ax.set(xscale="log" if calibration.weight_scale == "log" else "linear", xlabel="weight λ", ylabel="estimated return at λ",
+    ax.set(xscale=calibration.weight_scale, xlabel="weight λ", ylabel="estimated return at λ",
            title=f"{calibration.task}: calibration ({calibration.episodes} estimating episodes per point, 95% CI)")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
