@@ -129,6 +129,7 @@ def test_missing_anchor_names_the_fix(make_lqr_spec, tmp_path):
         load_anchor(spec, 1.0, tmp_path / "runs")
 
 
+@pytest.mark.long  # ~20 s: a real SIGKILL mid-training, then a resumed run (CI runs it: `pytest -m long`)
 def test_resume_after_sigkill(make_lqr_spec, tmp_path):
     path = make_lqr_spec(agent={"n_timesteps": 3000})
     spec, runs = load_task(path), tmp_path / "runs"
@@ -207,6 +208,7 @@ def _ray_workers() -> list[int]:
     return pids
 
 
+@pytest.mark.long  # ~45-70 s: a local Ray cluster starts in ~15 s (CI runs it: `pytest -m long`)
 def test_ray_backend_trains_resumes_and_matches_the_process_backend(make_lqr_spec, tmp_path):
     """Two tiny anchors and a retrained agent through a local Ray cluster give the same files and the same
     parameters as the process backend; Ray workers killed mid-training are retried and resume from their checkpoints."""

@@ -550,7 +550,7 @@ def _start_training(make_lqr_spec, tmp_path):
     return spec, runs, child, latest
 
 
-@pytest.mark.slow  # about 30 s each on 2 shared cores: two forkserver workers import torch and SB3 before the first checkpoint
+@pytest.mark.long  # about 30 s each on 2 shared cores: two forkserver workers import torch and SB3 before the first checkpoint
 @pytest.mark.parametrize("kill", ["ctrl-c", "sigkill"])
 def test_interrupted_parallel_training_stops_promptly(make_lqr_spec, tmp_path, kill):
     import os

@@ -159,6 +159,7 @@ def test_fine_tunes_keep_the_base_normaliser(make_lqr_spec, tmp_path):
     assert np.all(np.isfinite(policy.predict(np.zeros((4, 1), dtype=np.float32), deterministic=True)[0]))
 
 
+@pytest.mark.long  # ~20 s: a real SIGKILL during a fine-tune (CI runs it: `pytest -m long`)
 def test_interrupted_fine_tune_resumes_without_retraining_the_base(make_lqr_spec, tmp_path):
     path = make_lqr_spec()  # no shared_start field: the CLI flag turns it on (base 6000 steps, fine-tunes 3000)
     runs = tmp_path / "runs"
