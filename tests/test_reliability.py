@@ -304,6 +304,7 @@ def test_every_writer_goes_through_atomic_write():
 
 
 # ------------------------------------------------------------ anchor training killed several times
+@pytest.mark.long  # ~17 s: three real SIGKILLs and a resumed run (CI runs it: `pytest -m long`)
 def test_training_killed_at_several_points_resumes_and_finishes(make_lqr_spec, tmp_path):
     total, every = 3000, 200
     path = make_lqr_spec(agent={"n_timesteps": total}, anchors=[0.1, 10.0], held_out=[1.0])
