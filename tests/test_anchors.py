@@ -151,6 +151,7 @@ def test_resume_after_sigkill(make_lqr_spec, tmp_path):
     assert "resumed from step" in done.stdout
 
 
+@pytest.mark.long  # ~6 s: a second training process against a locked run (CI runs it: `pytest -m long`)
 def test_second_process_gets_lock_error(make_lqr_spec, tmp_path):
     path = make_lqr_spec(agent={"n_timesteps": 10**6})
     runs = tmp_path / "runs"

@@ -254,6 +254,7 @@ def _writing(directory: Path) -> bool:
     return False
 
 
+@pytest.mark.long  # ~6 s each: writers SIGKILLed mid-write three times (CI runs it: `pytest -m long`)
 @pytest.mark.parametrize("kind", ["dataset", "report"])
 def test_writer_killed_mid_write_leaves_previous_file(tmp_path, kind):
     path = tmp_path / ("dataset.npz" if kind == "dataset" else "report.md")
