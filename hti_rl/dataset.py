@@ -282,10 +282,10 @@ def record(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT, seed: int | None
         digests = RunDir.of(spec, run_root).anchor_digests(spec.anchors)  # under the lock: the anchors that are read
         actors = [load_anchor_actor(spec, w, run_root) for w in spec.anchors]
         with tqdm(total=len(actors) * spec.record.episodes, unit="episode", desc="record", disable=not progress) as bar:
-            visited = [_rollout(spec, w, actor, spec.record.episodes, stream, bar) for w, actor, stream in zip(spec.anchors, actors, streams)]
-    obs = _subsample(np.concatenate(visited), spec.record.max_states, np.random.default_rng(streams[-2]))
+            visited = [rollout_states(spec, w, actor, spec.record.episodes, stream, bar) for w, actor, stream in zip(spec.anchors, actors, streams)]
+    obs = subsample_states(np.concatenate(visited), spec.record.max_states, np.random.default_rng(streams[-2]))
     generator = torch.Generator().manual_seed(int(streams[-1].generate_state(1)[0]))
-    mean, log_std, samples = zip(*(_distribution_at(actor, obs, spec.record.samples, generator) for actor in actors))
+    mean, log_std, samples = zip(*(distribution_at(actor, obs, spec.record.samples, generator) for actor in actors))
     dataset = PolicyDataset(
         obs=obs,
         weights=np.asarray(spec.anchors, dtype=np.float64),
@@ -311,7 +311,7 @@ def _check_action_space(spec: TaskSpec) -> None:
 
 
 @torch.no_grad()
-def _rollout(spec: TaskSpec, weight: float, actor: AnchorActor, episodes: int, stream: np.random.SeedSequence, bar: tqdm) -> np.ndarray:
+def rollout_states(spec: TaskSpec, weight: float, actor: AnchorActor, episodes: int, stream: np.random.SeedSequence, bar: tqdm) -> np.ndarray:
     """Run ``episodes`` episodes of ``actor`` (sampled actions) at ``weight`` -> visited obs [T, C] float32."""
     env_seed, torch_seed = (int(s) for s in stream.generate_state(2))
     generator = torch.Generator().manual_seed(torch_seed)
@@ -343,7 +343,7 @@ def _check_finite(obs: np.ndarray, spec: TaskSpec, weight: float, episode: int, 
         )
 
 
-def _subsample(obs: np.ndarray, max_states: int, rng: np.random.Generator) -> np.ndarray:
+def subsample_states(obs: np.ndarray, max_states: int, rng: np.random.Generator) -> np.ndarray:
     """obs [T, C] -> at most ``max_states`` rows, drawn without replacement, in visit order."""
     if len(obs) <= max_states:
         return obs
@@ -351,7 +351,7 @@ def _subsample(obs: np.ndarray, max_states: int, rng: np.random.Generator) -> np
 
 
 @torch.no_grad()
-def _distribution_at(
+def distribution_at(
     actor: AnchorActor, obs: np.ndarray, m: int, generator: torch.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """obs [N, C] -> (mean [N, D], log_std [N, D], samples [N, M, D]) float32."""

@@ -172,6 +172,16 @@ class RunDir:
         """``calibration/<name>/w=<λ>.json``: the candidates' returns at one grid weight."""
         return self.calibration(name) / f"w={weight_label(weight)}.json"
 
+    # refining
+    @property
+    def refined_file(self) -> Path:
+        """``refined.json``: the anchor weights ``hti-rl refine`` added (:func:`hti_rl.training.store.with_refined_anchors`)."""
+        return self.path / "refined.json"
+
+    def refine(self, weight: float, name: str) -> Path:
+        """``refine/w=<λ>/<name>``: one refining run at λ (``f=0.25``, or a comparison row's name)."""
+        return weight_dir(self.path / "refine", weight, name.replace("/", "-"))
+
     def method(self, name: str) -> Path:
         """``compare/<method>.zip`` (``/`` in a variant's name becomes ``-``)."""
         return self.path / "compare" / f"{name.replace('/', '-')}.zip"

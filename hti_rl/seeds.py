@@ -28,6 +28,7 @@ EVAL = 2**32 - 4  # evaluation episodes of ``hti-rl compare``
 CONDITIONED = 2**32 - 5  # weight-conditioned agents
 BASE = 2**32 - 6  # the shared start and its fine-tunes
 CALIBRATE = 2**32 - 7  # the calibration's choosing and estimating episodes
+REFINE = 2**32 - 8  # refining runs, their distillation and the dataset's growth
 WEIGHT_DRAWS = 0x57  # WeightInObservation's weight draws, apart from the env's own use of a reset seed
 
 
@@ -85,6 +86,13 @@ def base_seed(spec: TaskSpec) -> int:
 def finetune_seed(spec: TaskSpec, weight_bits: int) -> int:
     """Seed of the shared start's fine-tune at the weight whose float64 bits are ``weight_bits``."""
     return derive(spec.seed, BASE, weight_bits)
+
+
+def refine_seed(spec: TaskSpec, weight: float, role: int) -> int:
+    """Seed of a refining run at ``weight`` (``role``: 0 the refine, 1 the nearest anchor's fine-tune, 2 from
+    scratch, 3 distillation, 4 the dataset's new states; a budget's thousandths added to roles 0-2)."""
+    bits = int(np.float64(weight).view(np.uint64) % 2**32)
+    return derive(spec.seed, REFINE, bits, role)
 
 
 def calibration_seeds(seed: int, episodes: int) -> tuple[int, int]:

@@ -13,7 +13,7 @@ LONG_FUNCTIONS = {"hti_rl.clot.fit.fit_clot"}  # the training loop reads as the 
 # The stages in data-flow order; a module may import its own stage, the shared modules, and earlier stages.
 SHARED = ("hti_rl", "hti_rl.errors", "hti_rl.io", "hti_rl.weights", "hti_rl.seeds", "hti_rl.threads")
 STAGES = ("envs", "components", "spec", "runs", "layers", "actors", "evaluate", "sb3io", "training", "dataset", "cross_eval", "quality_report", "quality", "clot",
-          "methods", "deploy", "compare", "cli")
+          "methods", "deploy", "refine", "compare", "cli")
 
 
 def modules() -> dict[str, Path]:

@@ -54,11 +54,15 @@ def at_least(value: int | None, minimum: int, flag: str) -> None:
 
 
 def load_spec(args: argparse.Namespace):
-    """The task spec named on the command line, with shared-start anchors when ``--shared-start`` is given."""
+    """The task spec named on the command line, with shared-start anchors when ``--shared-start`` is given,
+    else with the anchors ``hti-rl refine`` added under the run root (``runs/<task>/refined.json``)."""
     from hti_rl.spec.load import load_task
+    from hti_rl.training.store import with_refined_anchors
 
     spec = load_task(args.spec)
-    return spec.with_shared_start() if getattr(args, "shared_start", False) else spec
+    if getattr(args, "shared_start", False):
+        return spec.with_shared_start()
+    return with_refined_anchors(spec, getattr(args, "run_root", DEFAULT_ROOT))
 
 
 def positive_int(text: str) -> int:

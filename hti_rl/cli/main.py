@@ -14,7 +14,7 @@ from hti_rl.errors import HTIError
 
 # Each module registers its commands when imported; in this order they appear in `hti-rl --help`,
 # the order of the pipeline.
-for _module in ("train", "fit", "run"):
+for _module in ("train", "fit", "refine", "run"):
     importlib.import_module(f"hti_rl.cli.{_module}")
 
 

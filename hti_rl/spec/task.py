@@ -29,7 +29,7 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -165,6 +165,9 @@ class TaskSpec:
     :param monotone_weighted_component: whether the anchor check (``hti-rl check-anchors``) expects the
         per-episode sum of the weighted component to be non-decreasing in the anchor weight (true of
         optimal policies of the discounted objective; turn it off where undiscounted sums need not follow).
+    :param refined: anchor weights added by ``hti-rl refine`` (``runs/<task>/refined.json``, read by
+        :func:`hti_rl.training.store.with_refined_anchors`); they are in ``anchors`` too, and left out of the
+        fingerprint, so the spec's other anchors, its dataset and surrogate files stay valid.
     """
 
     name: str
@@ -189,6 +192,7 @@ class TaskSpec:
     anchor_files: tuple[AnchorFiles, ...] = ()
     shared_start: SharedStart | None = None
     weight_env_kwarg: str | None = None
+    refined: tuple[float, ...] = ()
 
     def make_env(self, weight: float, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
         """The env at reward weight ``weight``: ``gym.make`` (+ TimeLimit) + :class:`RewardWeightWrapper`.
@@ -248,6 +252,11 @@ class TaskSpec:
                             "descends from one base); set seeds_per_anchor: 1, or train the anchors from scratch.")
         return dataclasses.replace(self, shared_start=shared)
 
+    def with_anchors_added(self, weights: Sequence[float]) -> "TaskSpec":
+        """This spec with refined anchors at ``weights`` (inside the range) among its anchors; same fingerprint."""
+        added = tuple(sorted({float(w) for w in weights} - set(self.anchors)))
+        return dataclasses.replace(self, anchors=tuple(sorted(self.anchors + added)), refined=tuple(sorted(self.refined + added)))
+
     def sb3_algo(self) -> type[BaseAlgorithm]:
         """The SB3 algorithm class (``stable_baselines3.PPO`` for ``algo: ppo``)."""
         return ALGOS[self.algo]
@@ -272,6 +281,8 @@ class TaskSpec:
         imported anchor's ``meta.json`` records the SHA-256 of the files it came from.
         """
         content = dataclasses.asdict(self)
+        content["anchors"] = [w for w in content["anchors"] if w not in self.refined]
+        del content["refined"]
         for key in ("path", "hyperparams_file", "hyperparams_key", "held_out", "eval_episodes", "monotone_weighted_component",
                     "anchor_files", "weight_env_kwarg"):
             del content[key]

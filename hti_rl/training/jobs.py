@@ -129,7 +129,7 @@ def train_anchor(job: AnchorJob, progress: Any = None) -> dict[str, Any]:
         reset_num_timesteps=latest is None,
         progress_bar=False,
     )
-    _save_model(model, directory / "model.zip", directory / "vecnormalize.pkl")
+    save_model(model, directory / "model.zip", directory / "vecnormalize.pkl")
     for name in IMPORT_ONLY_FILES:  # left by an anchor imported here before
         (directory / name).unlink(missing_ok=True)
     meta = {
@@ -203,7 +203,7 @@ def _latest_checkpoint(job: AnchorJob) -> dict[str, Any] | None:
     return latest
 
 
-def _save_model(model: Any, model_path: Path, vecnormalize_path: Path) -> None:
+def save_model(model: Any, model_path: Path, vecnormalize_path: Path) -> None:
     """Write the model (and its VecNormalize, if any) atomically."""
     with atomic_write(model_path) as f:
         model.save(f)
@@ -218,7 +218,7 @@ def _checkpoint(job: AnchorJob, model: Any, wall_time_s: float) -> None:
     checkpoints = job.directory / "checkpoints"
     n = int(model.num_timesteps)
     normalized = model.get_vec_normalize_env() is not None
-    _save_model(model, checkpoints / f"model_{n}.zip", checkpoints / f"vecnormalize_{n}.pkl")
+    save_model(model, checkpoints / f"model_{n}.zip", checkpoints / f"vecnormalize_{n}.pkl")
     latest = {
         "steps": n,
         "model": f"model_{n}.zip",

@@ -3,6 +3,8 @@ as SB3 models or as :class:`~hti_rl.actors.AnchorActor` s, without unpickling co
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -11,12 +13,15 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError
+from hti_rl.io import write_json
 from hti_rl.runs import DEFAULT_ROOT, RunDir, read_meta, spec_hint
 from hti_rl.sb3io.actor import actor_from_sb3
 from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
 from hti_rl.spec.algorithms import ALGOS
 from hti_rl.spec.task import TaskSpec
+
+MAX_REFINED = 1000  # refined anchors a refined.json may list
 
 
 def load_anchor(spec: TaskSpec, weight: float, run_root: str | Path = DEFAULT_ROOT) -> tuple[Any, Any]:
@@ -117,3 +122,35 @@ def _finished_meta(spec: TaskSpec, weight: float, run_root: str | Path) -> tuple
             f"Retrain it with `hti-rl train-anchors {spec_hint(spec)} --force` (or re-import it with --force)."
         )
     return directory, meta
+
+
+def with_refined_anchors(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT) -> TaskSpec:
+    """``spec`` with the anchors ``hti-rl refine`` installed under ``run_root`` (``runs/<task>/refined.json``)
+    among its anchors (:meth:`TaskSpec.with_anchors_added`; the fingerprint is unchanged).
+
+    :raises AnchorError: ``refined.json`` is damaged, or names a weight outside the spec's anchor range.
+    """
+    path = RunDir.of(spec, run_root).refined_file
+    if not path.exists():
+        return spec
+    fix = f"delete {path} and the anchors it lists, or refine again with `hti-rl refine {spec_hint(spec)} --weight λ --force`"
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise AnchorError(f"{path} is not valid JSON ({type(exc).__name__}); {fix}.") from None
+    weights = raw.get("weights") if isinstance(raw, dict) else None
+    if not (isinstance(weights, list) and len(weights) <= MAX_REFINED
+            and all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights)):
+        raise AnchorError(f"{path} is not a list of refined anchor weights hti-rl wrote ({{\"weights\": [...]}}); {fix}.")
+    outside = [w for w in weights if not spec.axis.low < w < spec.axis.high]
+    if outside:
+        raise AnchorError(f"{path} names refined anchors {outside} outside the spec's anchor range {spec.axis.range_text()}; {fix}.")
+    return spec.with_anchors_added(weights)
+
+
+def add_refined_anchor(spec: TaskSpec, weight: float, run_root: str | Path = DEFAULT_ROOT) -> TaskSpec:
+    """Record ``weight`` in ``runs/<task>/refined.json`` (atomically) and return the spec with it among its anchors."""
+    current = with_refined_anchors(spec, run_root)
+    weights = sorted({*current.refined, float(weight)})
+    write_json(RunDir.of(spec, run_root).refined_file, {"weights": weights})
+    return spec.with_anchors_added(weights)
