@@ -167,3 +167,37 @@ def test_comparison_with_shared_start_anchors(tmp_path):
     assert "(1000 steps)" in report
     assert "shared/clot/full" in report and "vs shared/param_interp" in report
     assert (runs / "lqr1d" / "shared" / "finetuned" / "w=0.3" / "meta.json").exists()
+
+
+def test_comparison_with_refining_rows(tmp_path):
+    """refine: [0.1, 0.25] adds refined@0.1, refined@0.25, nearest-finetune@0.25 and scratch@0.25 at every held-out
+    weight, trained at that weight with those budgets, with steps and wall time in the report and results.json."""
+    path = _experiment(tmp_path, eval_episodes=10, eval_seeds=[0], methods=["surrogate", "deployed"], refine=[0.1, 0.25],
+                       variants={"full": {"steps": 3}}, w2_states=10, w2_samples=2, grid=3)
+    exp = load_experiment(path)
+    spec = load_task(exp.task)
+    runs = tmp_path / "runs"
+    for w in spec.anchors:
+        _save_exact(spec, w, RunDir.of(spec, runs).anchor(w))
+    for w in spec.held_out:
+        for i in range(exp.retrained_seeds):
+            _save_exact(spec, w, RunDir.of(spec, runs).retrained(w, i))
+    results = run_compare(exp, runs, progress=False, log=lambda _: None)
+    names = ["refined@0.1", "refined@0.25", "nearest-finetune@0.25", "scratch@0.25"]
+    budget = int(spec.hyperparams()["n_timesteps"])
+    for name, factor in zip(names, (0.1, 0.25, 0.25, 0.25)):
+        for w in spec.held_out:
+            assert np.isfinite(results["rows"][name][w]["mean"])
+            meta = results["refine_metas"][name][w]
+            assert meta["weight"] == w and meta["steps"] >= factor * budget and meta["warm_start"]["budget_factor"] == factor
+    assert results["refine_metas"]["scratch@0.25"][3.0]["warm_start"]["start"] == "scratch"
+    assert results["refine_metas"]["nearest-finetune@0.25"][3.0]["warm_start"]["start"] in ("anchor:1", "anchor:10")
+    out = tmp_path / "experiments" / "x"
+    report = (out / "report.md").read_text()
+    assert "## Refining at the held-out weights" in report and "Goal: `refined@0.25`" in report
+    assert (out / "refine_curves.png").stat().st_size > 5_000
+    document = json.loads((out / "results.json").read_text())
+    for name in names:
+        assert set(document["methods"][name]) == {"0.3", "3"}
+        assert document["compute"][name]["3"]["steps"] == results["refine_metas"][name][3.0]["steps"]
+    assert document["compute"]["anchors"]["0.1"]["wall_time_s"] == 1.0

@@ -40,6 +40,8 @@ class Experiment:
         spec's ``shared_start`` settings, else the defaults), rows ``shared/<method>``: ``surrogate`` (the
         first variant), ``param_interp`` (parameter interpolation, "rewarded soups"), or any baseline.
         The base fine-tuned at each held-out weight is row ``shared/fine-tuned``.
+    :param refine: budget factors of the refining rows (:mod:`hti_rl.compare.refining`): ``refined@f`` for each f,
+        ``nearest-finetune@F`` and ``scratch@F`` for the largest F; needs ``deployed`` among the methods. Empty: none.
     :param variants: CLOT variants, ``{name: {CLOTConfig field: value}}`` on top of the pipeline's defaults.
     :param w2_states: states of the dataset on which W2 is measured.
     :param w2_samples: action samples per state and method for W2.
@@ -56,6 +58,7 @@ class Experiment:
     eval_seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = ("surrogate", *registry.names("baseline"))
     shared_start: tuple[str, ...] = ()
+    refine: tuple[float, ...] = ()
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"full": {}})
     w2_states: int = 300
     w2_samples: int = 32
@@ -110,6 +113,8 @@ def load_experiment(path: str | Path) -> Experiment:
     values["shared_start"] = top.names("shared_start", SHARED_METHODS, default=(), empty=True)
     if "variants" in top.raw:
         values["variants"] = _read_variants(top)
+    if "refine" in top.raw:
+        values["refine"] = _read_refine(top, values["methods"])
     return Experiment(name=path.stem, path=path, **values)
 
 
@@ -128,3 +133,17 @@ def _read_variants(top: Fields) -> dict[str, dict[str, Any]]:
             raise top.error(f"variants.{name}", f"is not a valid CLOT setting: {exc}") from None
         variants[str(name)] = dict(overrides or {})
     return variants
+
+
+def _read_refine(top: Fields, methods: tuple[str, ...]) -> tuple[float, ...]:
+    """``refine``: distinct budget factors in (0, MAX_BUDGET_FACTOR], with ``deployed`` among the methods (where refining starts)."""
+    from hti_rl.training.warm_start import MAX_BUDGET_FACTOR
+
+    raw = top.get("refine", REQUIRED)
+    ok = isinstance(raw, list) and raw and all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= MAX_BUDGET_FACTOR
+                                              for f in raw) and len(set(raw)) == len(raw)
+    if not ok:
+        raise top.error("refine", f"is {raw!r}; give distinct budget factors in (0, {MAX_BUDGET_FACTOR:g}], e.g. [0.1, 0.25].")
+    if "deployed" not in methods:
+        raise top.error("refine", "needs `deployed` among the methods: refining starts from what it deploys.")
+    return tuple(float(f) for f in raw)

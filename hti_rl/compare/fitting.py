@@ -52,6 +52,7 @@ class Fitted:
     policies: dict[str, Any]
     fit_seconds: dict[str, float]
     calibration_cost: Any = None
+    refine_metas: dict[str, Any] = field(default_factory=dict)
     shared_actors: list[AnchorActor] = field(default_factory=list)
     finetuned_actors: dict[float, AnchorActor] = field(default_factory=dict)
 
@@ -77,8 +78,9 @@ def train_agents(spec: TaskSpec, task: TaskSpec, exp: Experiment, run_root: str 
 
 
 def fit_methods(spec: TaskSpec, shared_spec: TaskSpec | None, exp: Experiment, run_root: str | Path, force: bool,
-                progress: bool, timed: Any, log: Callable[[str], None]) -> Fitted:
-    """Phases 2-3: check the anchors, record the dataset(s), fit (or load) every method."""
+                progress: bool, timed: Any, log: Callable[[str], None], workers: int = 1) -> Fitted:
+    """Phases 2-3: check the anchors, record the dataset(s), fit (or load) every method; train the refining rows
+    (``workers`` at once), which start from ``deployed``."""
     from hti_rl.methods.conditioned import load_conditioned_policy
 
     cross = timed("check anchors", lambda: check_anchors(spec, run_root, log_warnings=False))
@@ -96,6 +98,12 @@ def fit_methods(spec: TaskSpec, shared_spec: TaskSpec | None, exp: Experiment, r
     if "deployed" in exp.method_names():
         fitted.policies["deployed"], fitted.calibration_cost = timed("calibrate deployed", lambda: ensure_deployed(
             spec, exp, dataset, actors, run_root, force, progress))
+    if exp.refine:
+        from hti_rl.compare.refining import train_refine_rows
+
+        rows, fitted.refine_metas = timed("train refining rows", lambda: train_refine_rows(
+            spec, exp.refine, fitted.policies["deployed"], run_root, workers, progress))
+        fitted.policies.update(rows)
     if shared_spec is not None:
         shared_data = _dataset(shared_spec, run_root, progress, timed, "record shared-start anchors")
         fitted.shared_actors = [load_anchor_actor(shared_spec, w, run_root) for w in spec.anchors]

@@ -290,6 +290,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
         lines += ["", "## Deployed: the calibrated surrogate", "", *deployed_section(results)]
     if results.get("shared"):
         lines += ["", "## Shared-start anchors and parameter interpolation (rewarded soups)", "", *shared_section(results)]
+    for title, body in results.get("sections", []):  # e.g. the refining rows (hti_rl.compare.refining)
+        lines += ["", f"## {title}", "", *body]
     lines += ["", "## Verdict (target: regret ≤ 2% and above every baseline)", "", *verdict(results)]
     lines += ["", "## Training", "", *training_section(results)]
     if results["cross_warnings"]:

@@ -40,11 +40,18 @@ def results_document(results: dict[str, Any]) -> dict[str, Any]:
         put("retrained", w, retrained["mean"], retrained["ci"], sum(retrained["seed_episodes"]))
     deployed = {weight_label(w): {k: check[k] for k in ("candidate", "why", "best_anchor", "difference", "difference_ci", "holds")}
                 for w, check in (results.get("deployed") or {}).items()}
+    compute = {name: {weight_label(w): {"steps": (m or {}).get("steps"), "wall_time_s": (m or {}).get("wall_time_s")} for w, m in by_weight.items()}
+               for name, by_weight in (results.get("refine_metas") or {}).items()}
+    for m in results["anchor_metas"]:
+        compute.setdefault("anchors", {})[weight_label(m["weight"])] = {"steps": m.get("steps"), "wall_time_s": m.get("wall_time_s")}
+    for w, metas in results["retrained_metas"].items():
+        for i, m in enumerate(metas):
+            compute.setdefault(f"retrained:{i}", {})[weight_label(w)] = {"steps": m.get("steps"), "wall_time_s": m.get("wall_time_s")}
     return {
         "format": FORMAT, "version": VERSION, "experiment": exp.name, "task": spec.name, "env_id": spec.env_id,
         "task_fingerprint": spec.fingerprint(), "weight_scale": spec.weight_scale, "anchors": list(spec.anchors),
         "held_out": list(spec.held_out), "confidence": 0.95, "deterministic": True, "methods": methods,
-        **({"deployed": deployed} if deployed else {}),
+        **({"deployed": deployed} if deployed else {}), "compute": compute,
     }
 
 

@@ -92,7 +92,7 @@ def run_compare(exp: Experiment, run_root: str | Path = DEFAULT_ROOT, workers: i
     # One thread whatever --workers is: fits and rollouts reproduce to the bit only at a fixed thread count
     # (measured: the same LQR no-potential fit scored −15.9 ± 11 with 2 threads, −9.38 ± 3.1 with 1).
     torch.set_num_threads(1)
-    fitted = fit_methods(spec, trained.shared_spec, exp, run_root, force, progress, timed, log)
+    fitted = fit_methods(spec, trained.shared_spec, exp, run_root, force, progress, timed, log, workers)
     started = time.perf_counter()
     log("== evaluate")
     results, histograms = evaluate(spec, exp, trained, fitted, run_root)
@@ -105,10 +105,27 @@ def run_compare(exp: Experiment, run_root: str | Path = DEFAULT_ROOT, workers: i
         calibration_cost=fitted.policies["deployed"].calibration.cost if "deployed" in fitted.policies else None,
     )
     out = Path(out_dir) if out_dir else exp.path.parent / exp.name
+    if fitted.refine_metas:
+        _refining_report(results, fitted.refine_metas, run, out)
     report = write_report(results, out)
     log_tensorboard(results, histograms, run.tb("compare"), report)
     log(f"wrote {report} and {report.with_name('returns.png')}; TensorBoard: {run.tb('compare')}")
     return results
+
+
+def _refining_report(results: dict[str, Any], metas: dict[str, Any], run: RunDir, out: Path) -> None:
+    """The refining rows' section of the report and their training curves (``out/refine_curves.png``)."""
+    import matplotlib.pyplot as plt
+
+    from hti_rl.compare.refining import curves_figure, refine_section
+    from hti_rl.io import atomic_write
+
+    results["refine_metas"] = metas
+    results["sections"] = [("Refining at the held-out weights", refine_section(results))]
+    fig = curves_figure(results, run.tb())
+    with atomic_write(out / "refine_curves.png") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
 
 
 def shared_results(shared_spec: TaskSpec, finetuned_metas: dict[float, Any], run_root: str | Path) -> dict[str, Any]:
