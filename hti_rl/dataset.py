@@ -92,10 +92,11 @@ class PolicyDataset:
         return {name: getattr(self, name) for name in ARRAYS}
 
     def save(self, path: str | Path) -> None:
-        """Write the dataset to ``path`` (.npz) atomically, with the arrays' checksum in the header."""
+        """Write the dataset to ``path`` (.npz) atomically, with the arrays' checksum in the header (also set on ``self.header``)."""
         header = {**self.header, "checksum": checksum(self.arrays)}
         with atomic_write(path) as f:
             np.savez(f, header=np.array(json.dumps(header, sort_keys=True)), **self.arrays)
+        self.header["checksum"] = header["checksum"]  # as a load would read it: fits made from this object name it
 
     @classmethod
     def load(cls, path: str | Path, spec: TaskSpec = None) -> "PolicyDataset":

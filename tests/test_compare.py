@@ -129,9 +129,11 @@ def test_whole_comparison_on_exact_agents(tmp_path):
     timings = json.loads((runs / "lqr1d" / "compare" / "timings.json").read_text())
     assert "evaluate" in timings and "fit clot/full" in timings
     # A second run reuses every fit; a damaged (or older-format) fit is refitted, not fatal.
+    fitted = RunDir.of(spec, runs).method("clot/full")
+    written = fitted.stat().st_mtime_ns
     again = run_compare(exp, runs, progress=False, log=lambda _: None)
     assert again["rows"]["clot/full"][spec.held_out[0]]["mean"] == rows["clot/full"][spec.held_out[0]]["mean"]
-    fitted = RunDir.of(spec, runs).method("clot/full")
+    assert fitted.stat().st_mtime_ns == written  # not refitted (the fit names the dataset it was fitted on)
     fitted.write_bytes(fitted.read_bytes()[:100])
     run_compare(exp, runs, progress=False, log=lambda _: None)
     assert AnchoredPolicy.load(fitted, expect_fingerprint=spec.fingerprint()).header["compare_key"]
