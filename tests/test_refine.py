@@ -157,3 +157,17 @@ def test_refine_resumes_after_sigkill(tmp_path):
     assert meta["resumed_from"] == steps and meta["steps"] >= 24000
     assert "refined at weight 3" in done.stdout
     assert with_refined_anchors(spec, runs).anchors == (0.1, 1.0, AT, 10.0)
+
+
+@pytest.mark.parametrize("content, match", [("{", "not valid JSON"), ('{"weights": "3"}', "not a list"), ('{"weights": [true]}', "not a list"),
+                                            ('{"weights": [20]}', "outside the spec's anchor range"), ('[3]', "not a list")])
+def test_a_damaged_refined_file_is_a_clear_error(tmp_path, content, match):
+    from hti_rl.errors import AnchorError
+
+    spec = load_task(write_lqr_spec(tmp_path))
+    path = RunDir.of(spec, tmp_path / "runs").refined_file
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(AnchorError, match=match):
+        with_refined_anchors(spec, tmp_path / "runs")
+    assert main(["record", str(spec.path), "--run-root", str(tmp_path / "runs")]) == 2
