@@ -34,6 +34,8 @@ def suggest_command(args: argparse.Namespace) -> int:
     ranking = suggest(_calibrated(load_spec(args), args.run_root).calibration)
     print("gap = the bracketing anchors' own-weight returns, interpolated in the weight scale, minus the deployed estimate")
     print("\n".join(table(ranking)))
+    if ranking[0].gap <= 0:
+        print("no grid weight is below the anchors' line: the deployed policy already matches what the anchors reach; a refine may gain little")
     print(f"refine the top one with `hti-rl refine {args.spec} --weight {ranking[0].weight:.6g}` (or --weight auto)")
     return 0
 

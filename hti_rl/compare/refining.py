@@ -94,7 +94,8 @@ def refine_section(results: dict[str, Any]) -> list[str]:
     lines = ["Each row is trained at the held-out weight itself (docs/method.md §11): `refined@f` starts from what `deployed` "
              "deploys there (an anchor continued with its critic and normaliser, or the surrogate distilled into the nearest "
              "anchor's model), `nearest-finetune` continues the nearest anchor, `scratch` starts afresh; f is the budget as a "
-             "fraction of an anchor's. Returns on this comparison's episodes.", ""]
+             "fraction of an anchor's. Returns on this comparison's episodes. Steps are the comparable cost: wall times "
+             "depend on the machine's load when each run trained, and the rows and the retrained agents may have trained at different times.", ""]
     table = []
     for w in results["weights"]:
         retrained = results["retrained"][w]

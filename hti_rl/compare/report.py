@@ -296,7 +296,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     lines += ["", "## Training", "", *training_section(results)]
     if results["cross_warnings"]:
         lines += ["", "Anchor check warnings (`hti-rl check-anchors`):", "", *[f"- {x}" for x in results["cross_warnings"]]]
-    lines += ["", "## Stage wall times", "", markdown_table(["stage", "seconds"], [[k, fmt(v, 4)] for k, v in results["timings"].items()])]
+    lines += ["", "## Stage wall times", "", "Of the run that wrote this report (`runs/<task>/compare/timings.json`): a stage that an earlier run "
+              "finished is skipped and shows about 0 here; what every agent cost is in the training line below (meta.json).", "", markdown_table(["stage", "seconds"], [[k, fmt(v, 4)] for k, v in results["timings"].items()])]
     anchor_s = sum(m.get("wall_time_s", float("nan")) for m in results["anchor_metas"])
     retrain_s = [m.get("wall_time_s", float("nan")) for ms in results["retrained_metas"].values() for m in ms]
     conditioned_s = "".join(f", {name} {fmt(m.get('wall_time_s', float('nan')), 4)} s" for name, m in results.get("conditioned_metas", {}).items())
