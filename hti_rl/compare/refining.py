@@ -44,6 +44,13 @@ class PerWeight:
     def set_weight(self, weight: float) -> None:
         self.current = self.policies[float(weight)]
 
+    @property
+    def generator(self) -> Any:
+        """The current policy's sampling generator (created when missing), so that a comparison can re-seed it."""
+        if getattr(self.current, "generator", None) is None and callable(getattr(self.current, "seed", None)):
+            self.current.seed(0)
+        return getattr(self.current, "generator", None)
+
     def predict(self, observation: np.ndarray, state=None, episode_start=None, deterministic: bool = False):
         return self.current.predict(observation, state, episode_start, deterministic)
 
@@ -129,11 +136,15 @@ def curves_figure(results: dict[str, Any], tb_root: Path) -> Any:
     for ax, w in zip(axes[0], weights):
         runs = {f"retrained seed {i}": f"retrained_w={w:g}_seed{i}" for i in range(len(results["retrained_metas"][w]))}
         runs.update({name: f"compare_{name}_w={exact(w)}" for name in results["refine_metas"]})
+        finals = []
         for label, run in runs.items():
             steps, values = _scalars(tb_root, run)
             if len(steps):
                 ax.plot(steps, values, label=label, lw=1.2, ls="--" if label.startswith("retrained") else "-")
-        ax.set(title=f"λ = {w:g}", xlabel="environment steps of the run", ylabel="training episode return")
+                finals.append(abs(values[-1]))
+        if finals:  # symmetric log: the first, far worse returns and the final differences both stay visible
+            ax.set_yscale("symlog", linthresh=max(float(np.median(finals)), 1e-6))
+        ax.set(title=f"λ = {w:g}", xlabel="environment steps of the run", ylabel="training episode return (symlog)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
