@@ -171,6 +171,7 @@ def test_comparison_with_shared_start_anchors(tmp_path):
     assert (runs / "lqr1d" / "shared" / "finetuned" / "w=0.3" / "meta.json").exists()
 
 
+@pytest.mark.long  # ~15-35 s: trains 8 short runs (CI runs it: `pytest -m long`)
 def test_comparison_with_refining_rows(tmp_path):
     """refine: [0.1, 0.25] adds refined@0.1, refined@0.25, nearest-finetune@0.25 and scratch@0.25 at every held-out
     weight, trained at that weight with those budgets, with steps and wall time in the report and results.json."""
