@@ -4,6 +4,7 @@ and every few more steps refit the path net on the pairs (y_k, T_k(y_k))."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -232,10 +233,22 @@ def fit_clot(
 
     def cost(y0: Tensor, y1: Tensor, n: Tensor) -> Tensor:
         """Action of the path net's curve at the conditions x[n]. y0, y1 [B, D], n [B] -> [B]"""
+        return cost_at(n, frozen=False)(y0, y1)
+
+    def cost_at(n: Tensor, frozen: bool = True) -> Callable[[Tensor, Tensor], Tensor]:
+        """The cost at the conditions x[n], n [B]: (y0, y1 [B, D]) -> [B]. Frozen (the semi-dual's search,
+        which needs no gradient to the cost's parameters), the conditions' FiLM is computed once, here."""
         xb = x[n]
-        q, v = curve_grid(y0, y1, model.path_net(y0, y1, xb), s_grid, b_grid, db_grid)
-        at = None if near is None else (lambda q, _: potential.near(q, near[0][n], near[1][n]))
-        return action(q, v, xb, model.metric.quad, at)
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            path_gb = model.path_net.net.modulation(xb)
+            metric_gb = model.metric.net.modulation(xb) if model.metric.net is not None else None
+        pot = None if near is None else (lambda q, _, w=near[0][n], r=near[1][n]: potential.near(q, w, r))
+
+        def bound(y0: Tensor, y1: Tensor) -> Tensor:
+            q, v = curve_grid(y0, y1, model.path_net.knots(y0, y1, path_gb), s_grid, b_grid, db_grid)
+            return action(q, v, xb, lambda q, _, v: model.metric.quad_at(q, metric_gb, v), pot)
+
+        return bound
 
     def draw(k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Pairs at shared conditions: (y_k [B, D], y_{k+1} [B, D], x [B, C], condition indices n [B]); in
@@ -271,7 +284,7 @@ def fit_clot(
             for k in range(K - 1):
                 y0, y1, xb, n = draw(k)
                 loss_g, loss_t, dual, c = semi_dual_losses(
-                    model.maps[k], y0, y1, xb, cost, config.refine_steps, config.refine_lr, conditions=n
+                    model.maps[k], y0, y1, xb, cost_at, config.refine_steps, config.refine_lr, conditions=n
                 )
                 (loss_g + loss_t).backward(inputs=list(model.maps[k].parameters()))
                 costs.append(c.item())

@@ -39,18 +39,18 @@ def neighbourhood(x: Tensor, ref_x: Tensor, h_x: float, neighbours: int, max_ele
     return torch.cat(log_w), torch.cat(idx)
 
 
-def log_kde_near(y: Tensor, log_w: Tensor, idx: Tensor, ref_y: Tensor, h_y: float, max_elements: int) -> Tensor:
+def log_kde_near(y: Tensor, log_w: Tensor, near_y: Tensor, h_y: float, max_elements: int) -> Tensor:
     """Log conditional KDE over given neighbourhoods.
-    y [B, P, D], log_w, idx [B, r] (from :func:`neighbourhood`), ref_y [R, D] -> log p̂(y|x) [B, P]
+    y [B, P, D], log_w [B, r] (from :func:`neighbourhood`), near_y [B, r, D] (the reference outputs at its
+    indices) -> log p̂(y|x) [B, P]
 
     Rows are chunked so that no [rows, P, r] block exceeds ``max_elements``.
     """
     B, P, D = y.shape
-    rows = max(1, max_elements // max(P * idx.shape[1], 1))
+    rows = max(1, max_elements // max(P * log_w.shape[1], 1))
     out = []
     for start in range(0, B, rows):
-        yc, log_wx = y[start : start + rows], log_w[start : start + rows]
-        ry = ref_y[idx[start : start + rows]]  # [rows, r, D]
+        yc, log_wx, ry = y[start : start + rows], log_w[start : start + rows], near_y[start : start + rows]
         dy = (yc.square().sum(-1, keepdim=True) - 2 * yc @ ry.transpose(1, 2) + ry.square().sum(-1)[:, None, :])
         log_joint = torch.logsumexp(log_wx[:, None, :] - dy.clamp_min(0) / (2 * h_y**2), dim=-1)  # [rows, P]
         out.append(log_joint - torch.logsumexp(log_wx, dim=-1, keepdim=True))
@@ -65,7 +65,7 @@ def log_kde(
     No [rows, R] or [rows, P, r] block exceeds ``max_elements`` (:func:`neighbourhood`, :func:`log_kde_near`).
     """
     log_w, idx = neighbourhood(x, ref_x, h_x, neighbours, max_elements)
-    return log_kde_near(y, log_w, idx, ref_y, h_y, max_elements)
+    return log_kde_near(y, log_w, ref_y[idx], h_y, max_elements)
 
 
 class KDEPotential(nn.Module):
@@ -123,10 +123,11 @@ class KDEPotential(nn.Module):
         return self.near(y, *self.neighbourhoods(x))
 
     def neighbourhoods(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x [B, C] -> (log x-weights [B, r], reference indices [B, r]): the condition-only part of U."""
-        return neighbourhood(x, self.ref_x, self.h_x, self.neighbours, self.max_elements)
+        """x [B, C] -> (log x-weights [B, r], reference outputs there [B, r, D]): the condition-only part of U."""
+        log_w, idx = neighbourhood(x, self.ref_x, self.h_x, self.neighbours, self.max_elements)
+        return log_w, self.ref_y[idx]
 
-    def near(self, y: Tensor, log_w: Tensor, idx: Tensor) -> Tensor:
-        """U over neighbourhoods from :meth:`neighbourhoods`. y [B, P, D], log_w, idx [B, r] -> U [B, P]"""
-        log_p = log_kde_near(y, log_w, idx, self.ref_y, self.h_y, self.max_elements)
+    def near(self, y: Tensor, log_w: Tensor, near_y: Tensor) -> Tensor:
+        """U over neighbourhoods from :meth:`neighbourhoods`. y [B, P, D], log_w [B, r], near_y [B, r, D] -> U [B, P]"""
+        log_p = log_kde_near(y, log_w, near_y, self.h_y, self.max_elements)
         return self.alpha * torch.logaddexp(log_p, torch.full_like(log_p, self.log_eps))

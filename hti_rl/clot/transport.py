@@ -16,9 +16,16 @@ from torch import Tensor, nn
 
 from hti_rl.clot.film import FiLMMLP
 
-# (y0 [B, D], y1 [B, D], conditions) -> c [B]. The conditions are x [B, C], or whatever rows the cost reads
-# them from (the fit passes condition indices [B], so that the potential's neighbourhoods are looked up).
-Cost = Callable[[Tensor, Tensor, Tensor], Tensor]
+Cost = Callable[[Tensor, Tensor, Tensor], Tensor]  # (y0 [B, D], y1 [B, D], x [B, C]) -> c [B]
+BoundCost = Callable[[Tensor, Tensor], Tensor]  # (y0 [B, D], y1 [B, D]) -> c [B] at one batch's conditions
+# A batch's conditions -> the cost there. The fit passes condition indices [B] and does the work that
+# depends on the conditions only (FiLM, the potential's neighbourhoods) once per batch.
+CostAt = Callable[[Tensor], BoundCost]
+
+
+def at_conditions(cost: Cost) -> CostAt:
+    """A :data:`Cost` as a :data:`CostAt` whose conditions are x [B, C], with no work per batch."""
+    return lambda x: (lambda y0, y1: cost(y0, y1, x))
 
 
 def euclidean_cost(y0: Tensor, y1: Tensor, x: Tensor) -> Tensor:
@@ -44,26 +51,32 @@ class IntervalTransport(nn.Module):
         """Kantorovich potential. y [B, D], x [B, C] -> [B]"""
         return self.g_net(y, x).squeeze(-1)
 
+    def g_at(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """g at fixed conditions x [B, C], their FiLM computed once (no gradient to it): y [B, D] -> [B]"""
+        with torch.no_grad():
+            gb = self.g_net.modulation(x)
+        return lambda y: self.g_net.apply(y, gb).squeeze(-1)
+
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """The map T(y|x) = y + MLP(y|x). y [B, D], x [B, C] -> [B, D]"""
         return y + self.t_net(y, x)
 
 
-def refine(y0: Tensor, guess: Tensor, x: Tensor, g: Callable[[Tensor, Tensor], Tensor], cost: Cost,
-           steps: int, lr: float, conditions: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """A few gradient steps on f(y') = c(y0, y'|x) − g(y'|x) from ``guess``.
-    y0, guess [B, D], x [B, C] -> (refined argmin [B, D], f there [B]), both detached
+def refine(y0: Tensor, guess: Tensor, g: Callable[[Tensor], Tensor], cost: BoundCost, steps: int,
+           lr: float) -> tuple[Tensor, Tensor]:
+    """A few gradient steps on f(y') = c(y0, y'|x) − g(y'|x) from ``guess``, at one batch's conditions x.
+    y0, guess [B, D] -> (refined argmin [B, D], f there [B]), both detached
 
     Each row keeps its own step size and only accepts a step that lowers its f (halving the step
     otherwise), so the refined point is never worse than T's guess even where g is steep; a plain
     gradient step there overshoots and feeds g ever wilder targets.
 
-    :param conditions: what ``cost`` reads the conditions from (default: x).
+    :param g: the potential at the batch's conditions, y [B, D] -> [B] (e.g. ``IntervalTransport.g_at(x)``).
+    :param cost: the cost at the batch's conditions (a :data:`CostAt`'s result).
     """
-    conditions = x if conditions is None else conditions
 
     def value(y: Tensor) -> Tensor:
-        return cost(y0, y, conditions) - g(y, x)
+        return cost(y0, y) - g(y)
 
     def value_and_grad(y: Tensor) -> tuple[Tensor, Tensor]:
         y = y.detach().requires_grad_(True)
@@ -73,7 +86,10 @@ def refine(y0: Tensor, guess: Tensor, x: Tensor, g: Callable[[Tensor, Tensor], T
         return f.detach(), grad
 
     y = guess.detach()
-    f, grad = value_and_grad(y) if steps else (None, None)
+    if steps == 0:
+        with torch.no_grad():
+            return y, value(y)
+    f, grad = value_and_grad(y)
     step = torch.full((y.shape[0], 1), lr, dtype=y.dtype)
     for i in range(steps):
         candidate = y - step * grad
@@ -87,15 +103,12 @@ def refine(y0: Tensor, guess: Tensor, x: Tensor, g: Callable[[Tensor, Tensor], T
         f = torch.where(better.squeeze(-1), f_new, f)
         grad = torch.where(better, grad_new, grad)
         step = torch.where(better, step, 0.5 * step)
-    if f is None:
-        with torch.no_grad():
-            f = value(y)
     return y, f
 
 
 def semi_dual_losses(
-    transport: IntervalTransport, y0: Tensor, y1: Tensor, x: Tensor, cost: Cost, refine_steps: int, refine_lr: float,
-    conditions: Tensor | None = None,
+    transport: IntervalTransport, y0: Tensor, y1: Tensor, x: Tensor, cost_at: CostAt, refine_steps: int,
+    refine_lr: float, conditions: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Losses of one semi-dual step on a batch of pairs drawn at the same conditions.
     y0 [B, D] from anchor k, y1 [B, D] from anchor k+1, x [B, C] ->
@@ -104,12 +117,14 @@ def semi_dual_losses(
     The argmin search starts from the better of T's guess and the batch's own target sample y1[j] that
     minimises ½‖y0 − y1[j]‖² − g(y1[j]). Local refinement alone lets g grow a spike on a target sample
     that no search from T's guess reaches, and the semi-dual then diverges; offering the targets
-    themselves as candidates makes such a spike cost g at once.
+    themselves as candidates makes such a spike cost g at once. The search needs no gradient to the
+    cost's parameters, so ``cost_at`` may do the conditions' own work once.
 
     loss_g is minus the semi-dual (its c term is constant in g); loss_T regresses T onto the refined
     argmin. The two losses touch disjoint parameters, so their sum can be stepped by one optimiser.
 
-    :param conditions: what ``cost`` reads the conditions from, one row per pair (default: x).
+    :param cost_at: the cost at a batch's conditions (:func:`at_conditions` of a :data:`Cost`).
+    :param conditions: what ``cost_at`` reads the conditions from, one row per pair (default: x).
     """
     conditions = x if conditions is None else conditions
     mapped = transport(y0, x)
@@ -118,9 +133,9 @@ def semi_dual_losses(
         nearest = (0.5 * torch.cdist(y0, y1).square() - g1).argmin(-1)
         starts = torch.cat([mapped, y1[nearest]])
         twice = conditions.repeat(2, *[1] * (conditions.dim() - 1))
-        both = (cost(y0.repeat(2, 1), starts, twice) - transport.g(starts, x.repeat(2, 1))).view(2, -1)
+        both = (cost_at(twice)(y0.repeat(2, 1), starts) - transport.g(starts, x.repeat(2, 1))).view(2, -1)
         guess = torch.where((both[1] < both[0]).unsqueeze(-1), y1[nearest], mapped)
-    target, f = refine(y0, guess, x, transport.g, cost, refine_steps, refine_lr, conditions)
+    target, f = refine(y0, guess, transport.g_at(x), cost_at(conditions), refine_steps, refine_lr)
     g_target = transport.g(target, x)
     loss_g = g_target.mean() - transport.g(y1, x).mean()
     loss_t = (mapped - target).square().sum(-1).mean()
