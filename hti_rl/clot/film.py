@@ -41,9 +41,9 @@ class FiLMMLP(nn.Module):
 
     def apply(self, y: Tensor, gb: Tensor) -> Tensor:
         """y [B, ..., in_dim], gb [B, 2·depth, hidden] (:meth:`modulation`) -> [B, ..., out_dim]"""
-        # γ, β are broadcast over any middle dims of y (path points).
-        gb = gb.view(gb.shape[0], *([1] * (y.dim() - 2)), 2 * self.depth, self.hidden)
+        # γ, β are broadcast over any middle dims of y (path points); one unbind gives every layer's views.
+        gb = gb.view(gb.shape[0], *([1] * (y.dim() - 2)), 2 * self.depth, self.hidden).unbind(-2)
         h = y
         for i, layer in enumerate(self.layers):
-            h = F.silu((1.0 + gb[..., 2 * i, :]) * layer(h) + gb[..., 2 * i + 1, :])
+            h = F.silu((1.0 + gb[2 * i]) * layer(h) + gb[2 * i + 1])
         return self.out(h)

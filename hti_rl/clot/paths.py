@@ -128,4 +128,4 @@ class PathNet(nn.Module):
         raw = self.net.apply(torch.cat([y0, y1], -1), gb).view(y0.shape[0], self.n_knots, self.dim)
         if self.max_bend is None:
             return raw
-        return self.max_bend * (y1 - y0).norm(dim=-1)[:, None, None] * torch.tanh(raw)
+        return self.max_bend * (y1 - y0).norm(dim=-1).view(-1, 1, 1) * torch.tanh(raw)
