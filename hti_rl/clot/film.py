@@ -42,7 +42,9 @@ class FiLMMLP(nn.Module):
     def apply(self, y: Tensor, gb: Tensor) -> Tensor:
         """y [B, ..., in_dim], gb [B, 2·depth, hidden] (:meth:`modulation`) -> [B, ..., out_dim]"""
         # γ, β are broadcast over any middle dims of y (path points); one unbind gives every layer's views.
-        gb = gb.view(gb.shape[0], *([1] * (y.dim() - 2)), 2 * self.depth, self.hidden).unbind(-2)
+        if y.dim() > 2:
+            gb = gb.view(gb.shape[0], *([1] * (y.dim() - 2)), 2 * self.depth, self.hidden)
+        gb = gb.unbind(-2)
         h = y
         for i, layer in enumerate(self.layers):
             h = F.silu((1.0 + gb[2 * i]) * layer(h) + gb[2 * i + 1])
