@@ -127,7 +127,7 @@ def six_d_task(tmp: Path, steps: int) -> dict[str, Any]:
     data = CLOTData(x=torch.from_numpy((obs - x_mean) / x_std), times=torch.log10(torch.tensor(weights)), y=torch.stack(samples))
     clot = fit_clot(data, clot_config({"steps": steps}), progress=False)
     surrogate = SurrogatePolicy(obs_space, act_space, actors, weights, "log", x_mean, x_std,
-                                header={"task": "halfcheetah-spaces", "seed": 0}, clot=clot)
+                                header={"task": "halfcheetah-spaces", "task_fingerprint": "halfcheetah-spaces", "seed": 0}, clot=clot)
     path = tmp / "halfcheetah_spaces.zip"
     surrogate.save(path)
     return dict(name="halfcheetah-spaces (17-D obs, 6-D actions, untrained anchors)", path=path, surrogate=surrogate, sb3=models[0],

@@ -8,6 +8,7 @@ from scipy.linalg import sqrtm
 
 from hti_rl.clot.transport import (
     IntervalTransport,
+    at_conditions,
     euclidean_cost,
     refine,
     semi_dual_losses,
@@ -29,7 +30,7 @@ def train(transport, draw, steps, lr=1e-3):
     for _ in range(steps):
         y0, y1 = draw()
         x = torch.zeros(len(y0), 1)
-        loss_g, loss_t, _, _ = semi_dual_losses(transport, y0, y1, x, euclidean_cost, 3, 0.5)
+        loss_g, loss_t, _, _ = semi_dual_losses(transport, y0, y1, x, at_conditions(euclidean_cost), 3, 0.5)
         opt.zero_grad()
         (loss_g + loss_t).backward()
         opt.step()
@@ -46,7 +47,7 @@ def test_transport_cost_matches_emd2_on_samples():
     train(transport, lambda: (a, b), 400)
     x = torch.zeros(200, 1)
     # The learned cost: the semi-dual E[c(y, y*) − g(y*)] + E[g(y')] at the refined c-transform argmin.
-    y_star = refine(a, transport(a, x), x, transport.g, euclidean_cost, 50, 0.5)
+    y_star, _ = refine(a, transport(a, x), transport.g_at(x), at_conditions(euclidean_cost)(x), 50, 0.5)
     with torch.no_grad():
         learned = (euclidean_cost(a, y_star, x) - transport.g(y_star, x)).mean() + transport.g(b, x).mean()
     assert abs(learned.item() - exact) / exact < 0.05, (learned.item(), exact)

@@ -33,9 +33,19 @@ class FiLMMLP(nn.Module):
 
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """y [B, ..., in_dim], x [B, C] -> [B, ..., out_dim]"""
-        # γ, β are computed once per condition and broadcast over any middle dims of y (path points).
-        gb = self.film(x).view(x.shape[0], *([1] * (y.dim() - 2)), 2 * self.depth, self.hidden)
+        return self.apply(y, self.modulation(x))
+
+    def modulation(self, x: Tensor) -> Tensor:
+        """γ, β of every layer, computed once per condition. x [B, C] -> gb [B, 2·depth, hidden]"""
+        return self.film(x).view(x.shape[0], 2 * self.depth, self.hidden)
+
+    def apply(self, y: Tensor, gb: Tensor) -> Tensor:
+        """y [B, ..., in_dim], gb [B, 2·depth, hidden] (:meth:`modulation`) -> [B, ..., out_dim]"""
+        # γ, β are broadcast over any middle dims of y (path points); one unbind gives every layer's views.
+        if y.dim() > 2:
+            gb = gb.view(gb.shape[0], *([1] * (y.dim() - 2)), 2 * self.depth, self.hidden)
+        gb = gb.unbind(-2)
         h = y
         for i, layer in enumerate(self.layers):
-            h = F.silu((1.0 + gb[..., 2 * i, :]) * layer(h) + gb[..., 2 * i + 1, :])
+            h = F.silu((1.0 + gb[2 * i]) * layer(h) + gb[2 * i + 1])
         return self.out(h)

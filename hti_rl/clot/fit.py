@@ -4,6 +4,7 @@ and every few more steps refit the path net on the pairs (y_k, T_k(y_k))."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -227,27 +228,43 @@ def fit_clot(
             neighbours=config.kde_neighbours,
         )
     s_grid, b_grid, db_grid = model.basis.grid(config.n_points)
+    # The potential's neighbourhood of a condition depends on the condition only: found once for all N.
+    near = potential.neighbourhoods(x) if potential is not None else None
 
-    def cost(y0: Tensor, y1: Tensor, xb: Tensor) -> Tensor:
-        """Action of the path net's curve. y0, y1 [B, D], xb [B, C] -> [B]"""
-        q, v = curve_grid(y0, y1, model.path_net(y0, y1, xb), s_grid, b_grid, db_grid)
-        return action(q, v, xb, model.metric.quad, potential)
+    def cost(y0: Tensor, y1: Tensor, n: Tensor) -> Tensor:
+        """Action of the path net's curve at the conditions x[n]. y0, y1 [B, D], n [B] -> [B]"""
+        return cost_at(n, frozen=False)(y0, y1)
 
-    def draw(k: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Pairs at shared conditions: (y_k [B, D], y_{k+1} [B, D], x [B, C]); in endpoint mode y_{k+1}
-        is y_k's OT partner, otherwise an independent sample of anchor k+1."""
+    def cost_at(n: Tensor, frozen: bool = True) -> Callable[[Tensor, Tensor], Tensor]:
+        """The cost at the conditions x[n], n [B]: (y0, y1 [B, D]) -> [B]. Frozen (the semi-dual's search,
+        which needs no gradient to the cost's parameters), the conditions' FiLM is computed once, here."""
+        xb = x[n]
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            path_gb = model.path_net.net.modulation(xb)
+            metric_gb = model.metric.net.modulation(xb) if model.metric.net is not None else None
+        pot = None if near is None else (lambda q, _, w=near[0][n], r=near[1][n]: potential.near(q, w, r))
+
+        def bound(y0: Tensor, y1: Tensor) -> Tensor:
+            q, v = curve_grid(y0, y1, model.path_net.knots(y0, y1, path_gb), s_grid, b_grid, db_grid)
+            return action(q, v, xb, lambda q, _, v: model.metric.quad_at(q, metric_gb, v), pot)
+
+        return bound
+
+    def draw(k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Pairs at shared conditions: (y_k [B, D], y_{k+1} [B, D], x [B, C], condition indices n [B]); in
+        endpoint mode y_{k+1} is y_k's OT partner, otherwise an independent sample of anchor k+1."""
         n = torch.randint(N, (config.batch_size,), generator=gen)
         m0 = torch.randint(M, (config.batch_size,), generator=gen)
         m1 = pairing[k, n, m0] if config.mode == "endpoint" else torch.randint(M, (config.batch_size,), generator=gen)
-        return y[k, n, m0], y[k + 1, n, m1], x[n]
+        return y[k, n, m0], y[k + 1, n, m1], x[n], n
 
     def path_ends(k: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Pairs the metric and path net are trained on: (y_k, end, x), end = T_k(y_k) or the OT partner."""
-        y0, y1, xb = draw(k)
+        """Pairs the metric and path net are trained on: (y_k, end, n), end = T_k(y_k) or the OT partner."""
+        y0, y1, xb, n = draw(k)
         if config.mode == "map":
             with torch.no_grad():
                 y1 = model.maps[k](y0, xb)
-        return y0, y1, xb
+        return y0, y1, n
 
     maps_opt = torch.optim.Adam(model.maps.parameters(), lr=config.lr) if config.mode == "map" else None
     path_opt = torch.optim.Adam(model.path_net.parameters(), lr=config.path_lr)
@@ -265,9 +282,9 @@ def fit_clot(
             maps_opt.zero_grad()
             costs = []
             for k in range(K - 1):
-                y0, y1, xb = draw(k)
+                y0, y1, xb, n = draw(k)
                 loss_g, loss_t, dual, c = semi_dual_losses(
-                    model.maps[k], y0, y1, xb, cost, config.refine_steps, config.refine_lr
+                    model.maps[k], y0, y1, xb, cost_at, config.refine_steps, config.refine_lr, conditions=n
                 )
                 (loss_g + loss_t).backward(inputs=list(model.maps[k].parameters()))
                 costs.append(c.item())
@@ -287,7 +304,7 @@ def fit_clot(
             metric_opt.step()
             log("metric/total_cost", total.item(), step)
             with torch.no_grad():
-                e = torch.sort(model.metric.factors(ends[0][0], ends[0][2])[1], dim=-1).values.mean(0)
+                e = torch.sort(model.metric.factors(ends[0][0], x[ends[0][2]])[1], dim=-1).values.mean(0)
             for i, value in enumerate(e.tolist()):
                 log(f"metric/eigenvalue_{i}", value, step)
 

@@ -73,6 +73,13 @@ class Metric(nn.Module):
         """vᵀ G(y|x) v. y [B, ..., D], x [B, C], v [B, ..., D] -> [B, ...]"""
         if self.net is None:
             return v.square().sum(-1)
-        R, e = self.factors(y, x)
+        return self.quad_at(y, self.net.modulation(x), v)
+
+    def quad_at(self, y: Tensor, gb: Tensor, v: Tensor) -> Tensor:
+        """:meth:`quad` at conditions whose FiLM is given. y, v [B, ..., D], gb [B, 2·depth, hidden] -> [B, ...]"""
+        if self.net is None:
+            return v.square().sum(-1)
+        out = self.net.apply(y, gb)
+        R, e = givens(out[..., self.dim :], self.dim), eigenvalues(out[..., : self.dim], self.floor)
         w = (R * v.unsqueeze(-1)).sum(-2)  # Rᵀ v
         return (e * w.square()).sum(-1)

@@ -121,7 +121,11 @@ class PathNet(nn.Module):
 
     def forward(self, y0: Tensor, y1: Tensor, x: Tensor) -> Tensor:
         """y0, y1 [B, D], x [B, C] -> knots [B, n, D]"""
-        raw = self.net(torch.cat([y0, y1], -1), x).view(y0.shape[0], self.n_knots, self.dim)
+        return self.knots(y0, y1, self.net.modulation(x))
+
+    def knots(self, y0: Tensor, y1: Tensor, gb: Tensor) -> Tensor:
+        """y0, y1 [B, D], gb [B, 2·depth, hidden] (the conditions' ``net.modulation``) -> knots [B, n, D]"""
+        raw = self.net.apply(torch.cat([y0, y1], -1), gb).view(y0.shape[0], self.n_knots, self.dim)
         if self.max_bend is None:
             return raw
-        return self.max_bend * (y1 - y0).norm(dim=-1)[:, None, None] * torch.tanh(raw)
+        return self.max_bend * (y1 - y0).norm(dim=-1).view(-1, 1, 1) * torch.tanh(raw)

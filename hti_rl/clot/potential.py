@@ -18,29 +18,54 @@ import torch
 from torch import Tensor, nn
 
 
+def neighbourhood(x: Tensor, ref_x: Tensor, h_x: float, neighbours: int, max_elements: int) -> tuple[Tensor, Tensor]:
+    """The reference points that count at each condition: the ``neighbours`` with the largest x-kernel.
+    x [B, C], ref_x [R, C] -> (log x-weights [B, r], their indices into the reference set [B, r])
+
+    It depends on the conditions only, so a fit computes it once for its N conditions
+    (:meth:`KDEPotential.neighbourhoods`). Rows are chunked so that no [rows, R] block exceeds ``max_elements``.
+    """
+    r = min(neighbours, ref_x.shape[0])
+    rows = max(1, max_elements // ref_x.shape[0])
+    ref_x_sq = ref_x.square().sum(-1)
+    log_w, idx = [], []
+    for start in range(0, x.shape[0], rows):
+        xc = x[start : start + rows]
+        # |a − b|² = |a|² − 2a·b + |b|²: one matmul instead of a difference tensor.
+        dx = (xc.square().sum(-1, keepdim=True) - 2 * xc @ ref_x.T + ref_x_sq).clamp_min(0)
+        lw, i = (-dx / (2 * h_x**2)).topk(r, dim=-1)
+        log_w.append(lw)
+        idx.append(i)
+    return torch.cat(log_w), torch.cat(idx)
+
+
+def log_kde_near(y: Tensor, log_w: Tensor, near_y: Tensor, h_y: float, max_elements: int) -> Tensor:
+    """Log conditional KDE over given neighbourhoods.
+    y [B, P, D], log_w [B, r] (from :func:`neighbourhood`), near_y [B, r, D] (the reference outputs at its
+    indices) -> log p̂(y|x) [B, P]
+
+    Rows are chunked so that no [rows, P, r] block exceeds ``max_elements``.
+    """
+    B, P, D = y.shape
+    rows = max(1, max_elements // max(P * log_w.shape[1], 1))
+    out = []
+    for start in range(0, B, rows):
+        yc, log_wx, ry = y[start : start + rows], log_w[start : start + rows], near_y[start : start + rows]
+        dy = (yc.square().sum(-1, keepdim=True) - 2 * yc @ ry.transpose(1, 2) + ry.square().sum(-1)[:, None, :])
+        log_joint = torch.logsumexp(log_wx[:, None, :] - dy.clamp_min(0) / (2 * h_y**2), dim=-1)  # [rows, P]
+        out.append(log_joint - torch.logsumexp(log_wx, dim=-1, keepdim=True))
+    return torch.cat(out) - 0.5 * D * math.log(2 * math.pi * h_y**2)
+
+
 def log_kde(
     y: Tensor, x: Tensor, ref_y: Tensor, ref_x: Tensor, h_y: float, h_x: float, neighbours: int, max_elements: int
 ) -> Tensor:
     """Log conditional KDE. y [B, P, D], x [B, C], ref_y [R, D], ref_x [R, C] -> log p̂(y|x) [B, P]
 
-    Queries are processed in chunks of rows so that no [rows, P, r] or [rows, R] block exceeds
-    ``max_elements``.
+    No [rows, R] or [rows, P, r] block exceeds ``max_elements`` (:func:`neighbourhood`, :func:`log_kde_near`).
     """
-    B, P, D = y.shape
-    r = min(neighbours, ref_y.shape[0])
-    rows = max(1, max_elements // max(P * r, ref_y.shape[0]))
-    ref_x_sq = ref_x.square().sum(-1)
-    out = []
-    for start in range(0, B, rows):
-        yc, xc = y[start : start + rows], x[start : start + rows]
-        # |a − b|² = |a|² − 2a·b + |b|²: one matmul instead of a difference tensor.
-        dx = (xc.square().sum(-1, keepdim=True) - 2 * xc @ ref_x.T + ref_x_sq).clamp_min(0)
-        log_wx, idx = (-dx / (2 * h_x**2)).topk(r, dim=-1)  # [rows, r]
-        ry = ref_y[idx]  # [rows, r, D]
-        dy = (yc.square().sum(-1, keepdim=True) - 2 * yc @ ry.transpose(1, 2) + ry.square().sum(-1)[:, None, :])
-        log_joint = torch.logsumexp(log_wx[:, None, :] - dy.clamp_min(0) / (2 * h_y**2), dim=-1)  # [rows, P]
-        out.append(log_joint - torch.logsumexp(log_wx, dim=-1, keepdim=True))
-    return torch.cat(out) - 0.5 * D * math.log(2 * math.pi * h_y**2)
+    log_w, idx = neighbourhood(x, ref_x, h_x, neighbours, max_elements)
+    return log_kde_near(y, log_w, ref_y[idx], h_y, max_elements)
 
 
 class KDEPotential(nn.Module):
@@ -95,5 +120,14 @@ class KDEPotential(nn.Module):
 
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """y [B, P, D], x [B, C] -> U [B, P]"""
-        log_p = log_kde(y, x, self.ref_y, self.ref_x, self.h_y, self.h_x, self.neighbours, self.max_elements)
+        return self.near(y, *self.neighbourhoods(x))
+
+    def neighbourhoods(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x [B, C] -> (log x-weights [B, r], reference outputs there [B, r, D]): the condition-only part of U."""
+        log_w, idx = neighbourhood(x, self.ref_x, self.h_x, self.neighbours, self.max_elements)
+        return log_w, self.ref_y[idx]
+
+    def near(self, y: Tensor, log_w: Tensor, near_y: Tensor) -> Tensor:
+        """U over neighbourhoods from :meth:`neighbourhoods`. y [B, P, D], log_w [B, r], near_y [B, r, D] -> U [B, P]"""
+        log_p = log_kde_near(y, log_w, near_y, self.h_y, self.max_elements)
         return self.alpha * torch.logaddexp(log_p, torch.full_like(log_p, self.log_eps))

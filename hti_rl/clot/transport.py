@@ -17,6 +17,15 @@ from torch import Tensor, nn
 from hti_rl.clot.film import FiLMMLP
 
 Cost = Callable[[Tensor, Tensor, Tensor], Tensor]  # (y0 [B, D], y1 [B, D], x [B, C]) -> c [B]
+BoundCost = Callable[[Tensor, Tensor], Tensor]  # (y0 [B, D], y1 [B, D]) -> c [B] at one batch's conditions
+# A batch's conditions -> the cost there. The fit passes condition indices [B] and does the work that
+# depends on the conditions only (FiLM, the potential's neighbourhoods) once per batch.
+CostAt = Callable[[Tensor], BoundCost]
+
+
+def at_conditions(cost: Cost) -> CostAt:
+    """A :data:`Cost` as a :data:`CostAt` whose conditions are x [B, C], with no work per batch."""
+    return lambda x: (lambda y0, y1: cost(y0, y1, x))
 
 
 def euclidean_cost(y0: Tensor, y1: Tensor, x: Tensor) -> Tensor:
@@ -42,44 +51,64 @@ class IntervalTransport(nn.Module):
         """Kantorovich potential. y [B, D], x [B, C] -> [B]"""
         return self.g_net(y, x).squeeze(-1)
 
+    def g_at(self, x: Tensor) -> Callable[[Tensor], Tensor]:
+        """g at fixed conditions x [B, C], their FiLM computed once (no gradient to it): y [B, D] -> [B]"""
+        with torch.no_grad():
+            gb = self.g_net.modulation(x)
+        return lambda y: self.g_net.apply(y, gb).squeeze(-1)
+
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
         """The map T(y|x) = y + MLP(y|x). y [B, D], x [B, C] -> [B, D]"""
         return y + self.t_net(y, x)
 
 
-def refine(y0: Tensor, guess: Tensor, x: Tensor, g: Callable[[Tensor, Tensor], Tensor], cost: Cost,
-           steps: int, lr: float) -> Tensor:
-    """A few gradient steps on f(y') = c(y0, y'|x) − g(y'|x) from ``guess``.
-    y0, guess [B, D], x [B, C] -> refined argmin [B, D] (detached)
+def refine(y0: Tensor, guess: Tensor, g: Callable[[Tensor], Tensor], cost: BoundCost, steps: int,
+           lr: float) -> tuple[Tensor, Tensor]:
+    """A few gradient steps on f(y') = c(y0, y'|x) − g(y'|x) from ``guess``, at one batch's conditions x.
+    y0, guess [B, D] -> (refined argmin [B, D], f there [B]), both detached
 
     Each row keeps its own step size and only accepts a step that lowers its f (halving the step
     otherwise), so the refined point is never worse than T's guess even where g is steep; a plain
     gradient step there overshoots and feeds g ever wilder targets.
+
+    :param g: the potential at the batch's conditions, y [B, D] -> [B] (e.g. ``IntervalTransport.g_at(x)``).
+    :param cost: the cost at the batch's conditions (a :data:`CostAt`'s result).
     """
+
+    def value(y: Tensor) -> Tensor:
+        return cost(y0, y) - g(y)
 
     def value_and_grad(y: Tensor) -> tuple[Tensor, Tensor]:
         y = y.detach().requires_grad_(True)
-        f = cost(y0, y, x) - g(y, x)
+        f = value(y)
         # f is separable over the batch, so the gradient of its sum is each row's gradient.
         (grad,) = torch.autograd.grad(f.sum(), y)
         return f.detach(), grad
 
     y = guess.detach()
+    if steps == 0:
+        with torch.no_grad():
+            return y, value(y)
     f, grad = value_and_grad(y)
-    step = torch.full_like(f, lr).unsqueeze(-1)
-    for _ in range(steps):
+    step = torch.full((y.shape[0], 1), lr, dtype=y.dtype)
+    for i in range(steps):
         candidate = y - step * grad
-        f_new, grad_new = value_and_grad(candidate)
+        if i + 1 < steps:
+            f_new, grad_new = value_and_grad(candidate)
+        else:  # the last step's gradient would never be used
+            with torch.no_grad():
+                f_new, grad_new = value(candidate), grad
         better = (f_new < f).unsqueeze(-1)
         y = torch.where(better, candidate, y)
         f = torch.where(better.squeeze(-1), f_new, f)
         grad = torch.where(better, grad_new, grad)
         step = torch.where(better, step, 0.5 * step)
-    return y
+    return y, f
 
 
 def semi_dual_losses(
-    transport: IntervalTransport, y0: Tensor, y1: Tensor, x: Tensor, cost: Cost, refine_steps: int, refine_lr: float
+    transport: IntervalTransport, y0: Tensor, y1: Tensor, x: Tensor, cost_at: CostAt, refine_steps: int,
+    refine_lr: float, conditions: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Losses of one semi-dual step on a batch of pairs drawn at the same conditions.
     y0 [B, D] from anchor k, y1 [B, D] from anchor k+1, x [B, C] ->
@@ -88,21 +117,28 @@ def semi_dual_losses(
     The argmin search starts from the better of T's guess and the batch's own target sample y1[j] that
     minimises ½‖y0 − y1[j]‖² − g(y1[j]). Local refinement alone lets g grow a spike on a target sample
     that no search from T's guess reaches, and the semi-dual then diverges; offering the targets
-    themselves as candidates makes such a spike cost g at once.
+    themselves as candidates makes such a spike cost g at once. The search needs no gradient to the
+    cost's parameters, so ``cost_at`` may do the conditions' own work once.
 
     loss_g is minus the semi-dual (its c term is constant in g); loss_T regresses T onto the refined
     argmin. The two losses touch disjoint parameters, so their sum can be stepped by one optimiser.
+
+    :param cost_at: the cost at a batch's conditions (:func:`at_conditions` of a :data:`Cost`).
+    :param conditions: what ``cost_at`` reads the conditions from, one row per pair (default: x).
     """
+    conditions = x if conditions is None else conditions
     mapped = transport(y0, x)
     with torch.no_grad():
         g1 = transport.g(y1, x)
         nearest = (0.5 * torch.cdist(y0, y1).square() - g1).argmin(-1)
         starts = torch.cat([mapped, y1[nearest]])
-        both = (cost(y0.repeat(2, 1), starts, x.repeat(2, 1)) - transport.g(starts, x.repeat(2, 1))).view(2, -1)
+        twice = conditions.repeat(2, *[1] * (conditions.dim() - 1))
+        both = (cost_at(twice)(y0.repeat(2, 1), starts) - transport.g(starts, x.repeat(2, 1))).view(2, -1)
         guess = torch.where((both[1] < both[0]).unsqueeze(-1), y1[nearest], mapped)
-    target = refine(y0, guess, x, transport.g, cost, refine_steps, refine_lr)
-    loss_g = transport.g(target, x).mean() - transport.g(y1, x).mean()
+    target, f = refine(y0, guess, transport.g_at(x), cost_at(conditions), refine_steps, refine_lr)
+    g_target = transport.g(target, x)
+    loss_g = g_target.mean() - transport.g(y1, x).mean()
     loss_t = (mapped - target).square().sum(-1).mean()
-    with torch.no_grad():
-        c = cost(y0, target, x).mean()
+    # c(y0, y*) = f(y*) + g(y*): no second pass through the cost (reported only, nothing trains on it).
+    c = (f + g_target.detach()).mean()
     return loss_g, loss_t, c - loss_g.detach(), c

@@ -131,7 +131,10 @@ class AnchoredPolicy(BasePolicy):
             self.set_training_mode(False)
         with torch.inference_mode():
             actions = self._predict(torch.from_numpy(obs), deterministic).numpy()
-        actions = np.clip(actions.reshape(-1, *self.action_space.shape), self.action_space.low, self.action_space.high)
+        actions = actions.reshape(-1, *self.action_space.shape)
+        # np.clip's values, without its dispatch overhead (a tenth of a batch-256 predict)
+        actions = np.maximum(actions, self.action_space.low)
+        np.minimum(actions, self.action_space.high, out=actions)
         if not np.isfinite(actions).all():
             bad = obs[~np.isfinite(actions).reshape(len(obs), -1).all(-1)]
             raise ObservationError(

@@ -67,10 +67,14 @@ class _Actor(nn.Module):
     def forward(self, obs: Tensor, noise: Tensor | None) -> Tensor:
         """obs [B, C] raw, noise [B, D] standard normal or None -> y [B, D]: the mean, or mean + std · noise"""
         actor, fast = self.actor, obs.shape[0] >= FAST_TANH_BATCH
-        latent = (self.fast_trunk if fast else actor.trunk)(actor.normalize(obs))
+        # Without VecNormalize statistics the actor's normalisation is a float32 cast: none needed for float32 obs.
+        plain = actor.arch["obs_norm"] is None and obs.dtype == torch.float32
+        latent = (self.fast_trunk if fast else actor.trunk)(obs if plain else actor.normalize(obs))
         mean = (self.fast_head if fast else actor.mean_head)(latent)
         if noise is None:
             return mean
+        if actor.arch["std"]["type"] == "param":  # one log-std for every state: exp of [D], not of [B, D]
+            return mean + actor.log_std.exp() * noise
         return mean + actor._log_std(latent, mean).exp() * noise
 
 
@@ -101,6 +105,9 @@ class AtWeight(nn.Module):
         self.draw_start = _Actor(start)
         self.draw_end = _Actor(end) if end is not None else None
         self.path = clot is not None
+        # Which anchors draw noise when stochastic, and its size: (anchor k, anchor k+1 at the path's end, D).
+        self.draws = (start.kind != "deterministic",
+                      clot is not None and clot.endpoint and end is not None and end.kind != "deterministic", start.action_dim)
         self._traced: dict[tuple[bool, bool, bool], nn.Module | None] = {}
         if clot is not None:
             self.clot = clot
@@ -108,7 +115,7 @@ class AtWeight(nn.Module):
             self.endpoint = clot.endpoint
             self.map = None if clot.endpoint else clot.maps[k]
             self.register_buffer("s", torch.zeros(1, 1))
-            self.register_buffer("b", torch.zeros(1, clot.basis.n))
+            self.register_buffer("b", torch.zeros(clot.basis.n))
             self.register_buffer("y_shift", clot.y_shift.clone())
             self.register_buffer("y_scale", clot.y_scale.clone())
             self.register_buffer("x_mean", x_mean.clone())
@@ -121,19 +128,21 @@ class AtWeight(nn.Module):
         that traces of this module follow). t in the anchors' time coordinate."""
         _, s = self.clot.interval(torch.tensor([t], dtype=torch.float32))
         self.s.copy_(s.unsqueeze(-1))
-        self.b.copy_(self.clot.basis(s)[0])
+        self.b.copy_(self.clot.basis(s)[0][0])
 
     def run(self, obs: Tensor, noise: Tensor | None = None, end_noise: Tensor | None = None) -> Tensor:
         """:meth:`forward` through a TorchScript trace of this module, made on the first call with each
         pattern of noise inputs (eager where tracing fails): the same operations, without Python's
         per-operation overhead, which is most of the time at small batches."""
         key = (noise is not None, end_noise is not None, obs.shape[0] >= FAST_TANH_BATCH)
-        if key not in self._traced:
-            self._traced[key] = _trace(self, obs, noise, end_noise)
-        traced = self._traced[key]
+        traced = self._traced.get(key, False)
+        if traced is False:
+            traced = self._traced[key] = _trace(self, obs, noise, end_noise)
         if traced is None:
             return self(obs, noise, end_noise)
-        return traced(obs, *[n for n in (noise, end_noise) if n is not None])
+        if end_noise is not None:
+            return traced(obs, noise, end_noise) if noise is not None else traced(obs, end_noise)
+        return traced(obs, noise) if noise is not None else traced(obs)
 
     def forward(self, obs: Tensor, noise: Tensor | None = None, end_noise: Tensor | None = None) -> Tensor:
         """obs [B, C] raw float32, noise/end_noise [B, D] or None (deterministic) -> env action [B, D]"""
@@ -151,9 +160,10 @@ class AtWeight(nn.Module):
         else:
             y1 = self.map(y0, x)
         knots = self.path_net(y0, y1, x)
-        b = self.b.expand(y.shape[0], -1)
+        # The same bits as einsum("bn,bnd->bd", b, knots) (both run bmm), in one operation instead of its reshapes.
+        bend = torch.matmul(self.b, knots)
         # Adding the scaled displacement to y itself (not un-standardising the point) keeps s = 0 exact.
-        displacement = self.s * (y1 - y0) + torch.einsum("bn,bnd->bd", b, knots)
+        displacement = self.s * (y1 - y0) + bend
         return y + self.y_scale * displacement
 
 
@@ -174,7 +184,7 @@ class _Inputs(nn.Module):
 def _trace(module: AtWeight, obs: Tensor, noise: Tensor | None, end_noise: Tensor | None) -> nn.Module | None:
     """A trace of ``module`` for this pattern of inputs (it shares the module's parameters and buffers), or
     None where tracing fails."""
-    wrapper = _Inputs(module, noise is not None, end_noise is not None)
+    wrapper = _Inputs(module, noise is not None, end_noise is not None).eval()
     inputs = (obs, *[n for n in (noise, end_noise) if n is not None])
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():

@@ -175,10 +175,11 @@ class SurrogatePolicy(AnchoredPolicy):
         if not deterministic:
             # The draws of the unfused computation, in its order: anchor k's noise, reused for anchor k+1
             # (their monotone, W2-optimal coupling), a fresh draw only where anchor k is deterministic.
-            shape = (obs.shape[0], at.start.action_dim)
-            if at.start.kind != "deterministic":
+            start_draws, end_draws, dim = at.draws
+            shape = (obs.shape[0], dim)
+            if start_draws:
                 noise = torch.randn(shape, generator=self.generator)
-            if at.path and at.endpoint and at.end.kind != "deterministic":
+            if end_draws:
                 end_noise = noise if noise is not None else torch.randn(shape, generator=self.generator)
         return at.run(obs, noise, end_noise) if self.trace else at(obs, noise, end_noise)
 
