@@ -68,8 +68,14 @@ def test_hyperparams_build_the_sb3_model(task):
     model = spec.sb3_algo()(env=gym.wrappers.FlattenObservation(spec.make_env(spec.anchors[0])), device="cpu", **hp["algo_kwargs"])
     assert model.policy is not None
     if task == "mo_halfcheetah":
-        assert isinstance(model.policy.mlp_extractor.policy_net[1], torch.nn.ReLU)
-        assert hp["normalize"] is True
+        assert hp["normalize"] is True and hp["n_timesteps"] == 300_000  # a budget that learns to run on 2 cores
+
+
+def test_policy_kwargs_with_an_activation_build_the_sb3_model(make_lqr_spec):
+    spec = load_task(make_lqr_spec(agent={"policy_kwargs": "dict(activation_fn=nn.ReLU, net_arch=dict(pi=[16, 16], vf=[16]))"}))
+    hp = spec.hyperparams()
+    model = spec.sb3_algo()(env=spec.make_env(spec.anchors[0]), device="cpu", **hp["algo_kwargs"])
+    assert isinstance(model.policy.mlp_extractor.policy_net[1], torch.nn.ReLU)
 
 
 INVALID = [
