@@ -59,43 +59,54 @@ class RewardWeightWrapper(gym.Wrapper):
         self,
         env: gym.Env,
         components: Mapping[str, Source],
-        weighted: str,
-        weight: float,
+        weighted: str | Sequence[str],
+        weight: float | Sequence[float],
         fixed: Mapping[str, float] | None = None,
     ):
         super().__init__(env)
         fixed = dict(fixed or {})
-        if weighted not in components:
-            raise SpecError(f"weighted component {weighted!r} is not one of the components {sorted(components)}; name one of them.")
-        extra = set(fixed) - (set(components) - {weighted})
+        names = (weighted,) if isinstance(weighted, str) else tuple(weighted)
+        for name in names:
+            if name not in components:
+                raise SpecError(f"weighted component {name!r} is not one of the components {sorted(components)}; name one of them.")
+        extra = set(fixed) - (set(components) - set(names))
         if extra:
             raise SpecError(
                 f"fixed weights given for {sorted(extra)}, which are not unweighted components; "
-                f"fixed weights apply to {sorted(set(components) - {weighted})}."
+                f"fixed weights apply to {sorted(set(components) - set(names))}."
             )
         for name, source in components.items():
             if isinstance(source, bool) or not (isinstance(source, (str, int)) or callable(source)):
                 raise SpecError(f"component {name!r} has source {source!r}; use an info key (str), a vector index (int) or a function.")
         self.components = dict(components)
-        self.weighted = weighted
-        self.coefficients = {name: fixed.get(name, 1.0) for name in components if name != weighted}
-        self._weight = _check_weight(weight)
+        self.weighted = weighted if isinstance(weighted, str) else names
+        self.coefficients = {name: fixed.get(name, 1.0) for name in components if name not in names}
+        self._weight = self._checked_weight(weight)
         self._next_weight = self._weight
         self._obs: np.ndarray | None = None
         self._step = 0
 
     @property
-    def weight(self) -> float:
-        """λ of the current episode."""
+    def weight(self) -> float | tuple[float, ...]:
+        """λ of the current episode (a tuple, one per weighted component, when several are weighted)."""
         return self._weight
 
-    def set_weight(self, weight: float) -> None:
+    def set_weight(self, weight: float | Sequence[float]) -> None:
         """Use ``weight`` from the next ``reset`` on.
 
-        :param weight: the new λ; any finite number.
-        :raises WeightError: ``weight`` is NaN or infinite.
+        :param weight: the new λ; any finite number (a vector of them when several components are weighted).
+        :raises WeightError: ``weight`` is NaN or infinite, or a vector of the wrong length.
         """
-        self._next_weight = _check_weight(weight)
+        self._next_weight = self._checked_weight(weight)
+
+    def _checked_weight(self, weight: Any) -> Any:
+        if isinstance(self.weighted, str):
+            return _check_weight(weight)
+        names = self.weighted
+        if np.ndim(weight) != 1 or len(weight) != len(names):
+            raise WeightError(f"reward weight {reprlib.repr(weight)} must be a vector of {len(names)} numbers, one per weighted "
+                              f"component ({', '.join(names)}).")
+        return tuple(_check_weight(w) for w in weight)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._weight = self._next_weight
@@ -106,7 +117,10 @@ class RewardWeightWrapper(gym.Wrapper):
     def step(self, action):
         next_obs, env_reward, terminated, truncated, info = self.env.step(action)
         values = {name: self._read(name, source, env_reward, info, action, next_obs) for name, source in self.components.items()}
-        reward = self._weight * values[self.weighted] + sum(c * values[n] for n, c in self.coefficients.items())
+        if isinstance(self.weighted, str):
+            reward = self._weight * values[self.weighted] + sum(c * values[n] for n, c in self.coefficients.items())
+        else:
+            reward = sum(w * values[n] for w, n in zip(self._weight, self.weighted)) + sum(c * values[n] for n, c in self.coefficients.items())
         self._obs = next_obs
         self._step += 1
         return next_obs, reward, terminated, truncated, {**info, COMPONENTS_KEY: values, WEIGHT_KEY: self._weight}
@@ -138,7 +152,7 @@ class RewardWeightWrapper(gym.Wrapper):
             ) from None
         if not math.isfinite(value):
             raise HTIError(
-                f"reward component {name!r} is {value} at step {self._step} of the episode (weight {self._weight:g}); "
+                f"reward component {name!r} is {value} at step {self._step} of the episode (weight {self._weight if isinstance(self._weight, tuple) else format(self._weight, 'g')}); "
                 "the env or the component function produced a non-finite value. Fix the env or the function."
             )
         return value
