@@ -263,7 +263,8 @@ class WeightGrid:
             or an entry outside its axis (unless ``allow_extrapolation``); the message names the axis and the fix.
         """
         if isinstance(weight, str):
-            weight = parse_vector(weight)
+            parsed = parse_vector(weight)
+            weight = parsed[0] if len(parsed) == 1 else parsed  # "0.3" is a scalar, the error says so
         values = np.asarray(weight, dtype=object) if not isinstance(weight, np.ndarray) else weight
         if values.ndim == 0:
             raise WeightError(f"this task weighs {self.dim} components ({', '.join(self.names)}), so a weight is a vector of "

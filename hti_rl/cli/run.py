@@ -10,7 +10,7 @@ from hti_rl.runs import DEFAULT_ROOT
 
 def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("surrogate", help="a surrogate file, e.g. runs/lqr2d/surrogate.zip")
-    parser.add_argument("--weight", type=float, required=True, help="reward weight to deploy at")
+    parser.add_argument("--weight", required=True, help="reward weight to deploy at; a vector a,b on a task that weighs several components")
     parser.add_argument("--spec", default=None,
                         help="task spec (default: the spec the surrogate was fitted from, when it lies in the run root or envs/)")
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
@@ -51,6 +51,9 @@ def deploy_command(args: argparse.Namespace) -> int:
             spec = spec.with_shared_start(**header["shared_start"])
     else:
         spec = spec_of_policy(args.surrogate, header)
+    if isinstance(header["weights"][0], list):  # a grid surrogate: the weight is a vector
+        return _deploy_vector(args, spec)
+    args.weight = scalar_weight(args.weight, header)
     axis = WeightAxis(tuple(header.get("weights") or spec.anchors), header.get("weight_scale") or spec.weight_scale)
     axis.coord(args.weight)  # finite, and > 0 on a log scale
     if not args.allow_extrapolation and not axis.low <= args.weight <= axis.high:
@@ -69,6 +72,43 @@ def deploy_command(args: argparse.Namespace) -> int:
         path = record_episode(policy, spec, args.weight, args.seed, video=args.video, human=args.render)
         if path:
             print(f"wrote {path}")
+    return 0
+
+
+def scalar_weight(text: str, header: dict) -> float:
+    """``--weight`` of a surrogate fitted for one weight.
+
+    :raises WeightError: not one number (a vector, or not a number); the message says what to give.
+    """
+    from hti_rl.errors import WeightError
+    from hti_rl.weights import parse_vector
+
+    vector = parse_vector(text)
+    if len(vector) != 1:
+        raise WeightError(f"--weight {text} is a vector of {len(vector)} numbers, but {header.get('task')!r}'s surrogate weighs one "
+                          f"component ({header['weights'][0]:g} … {header['weights'][-1]:g}); give one number.")
+    return vector[0]
+
+
+def _deploy_vector(args: argparse.Namespace, spec) -> int:
+    """``deploy`` of a grid surrogate at a weight vector (uncalibrated: calibration takes scalar weights only)."""
+    from hti_rl.evaluate import evaluate_at
+    from hti_rl.methods.base import AnchoredPolicy
+    from hti_rl.methods.grid_surrogate import GridSurrogatePolicy  # noqa: F401  (registers the class that load finds)
+    from hti_rl.runs import weight_label
+
+    if args.render or args.video or args.plain:
+        from hti_rl.errors import HTIError
+
+        raise HTIError("--render, --video and --plain are not supported yet for a surrogate of several weights; drop them.")
+    policy = AnchoredPolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation)
+    policy.set_weight(args.weight)
+    label = weight_label(policy.weight)
+    print(f"deployed at weight {label} ({', '.join(policy.grid.names)}): {policy.header.get('method', 'clot')} "
+          f"({type(policy).__name__}, uncalibrated)")
+    mean, half = evaluate_at(policy, spec, policy.weight, args.episodes, args.seed, deterministic=not args.stochastic,
+                             batched=not args.one_at_a_time)
+    print(f"{spec.name} at weight {label}: return {mean:.4g} ± {half:.3g} (95% CI, {args.episodes} episodes)")
     return 0
 
 

@@ -1,0 +1,61 @@
+"""A task weighing two components through the command line (issue 22 item e): train the grid's anchors,
+check them, record, fit the grid surrogate, deploy it at a weight vector; and the errors of bad weights."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write_lqr_spec
+
+from hti_rl.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+VECTOR_LQR = dict(
+    name="lqr2w", env_id="hti_rl/LQR2D-v0",
+    reward={"components": {"state": {"info": "reward_state"}, "ctrl0": {"info": "reward_ctrl_0"}, "ctrl1": {"info": "reward_ctrl_1"}},
+            "weighted": ["ctrl0", "ctrl1"]},
+    anchors={"ctrl0": [0.1, 10.0], "ctrl1": [0.1, 10.0]}, held_out=[[1.0, 1.0]],
+    monotone_weighted_component=False,  # 1,000-step agents: the check would (rightly) complain
+)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid_cli")
+    path, runs = write_lqr_spec(root, agent={"n_timesteps": 400}, **VECTOR_LQR), root / "runs"
+    assert main(["train-anchors", str(path), "--run-root", str(runs), "--no-check"]) == 0
+    assert main(["check-anchors", str(path), "--run-root", str(runs)]) == 0
+    assert main(["record", str(path), "--run-root", str(runs)]) == 0
+    assert main(["fit", str(path), "--run-root", str(runs), "--accept-anchors", "--set", "steps=10"]) == 0
+    return path, runs
+
+
+def test_train_record_fit_deploy_at_a_vector(fitted, capsys):
+    path, runs = fitted
+    assert sorted(p.name for p in (runs / "lqr2w" / "anchors").glob("w=*")) == ["w=0.1,0.1", "w=0.1,10", "w=10,0.1", "w=10,10"]
+    capsys.readouterr()
+    surrogate = str(runs / "lqr2w" / "surrogate.zip")
+    assert main(["deploy", surrogate, "--spec", str(path), "--weight", "1,3", "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "deployed at weight 1,3 (ctrl0, ctrl1)" in out and "lqr2w at weight 1,3: return" in out
+
+
+@pytest.mark.parametrize("weight, words", [
+    ("1", "not the scalar 1"),
+    ("1,2,3", "has 3 entries"),
+    ("1,30", "weight of ctrl1: weight 30 is outside the anchor range [0.1, 10]"),
+    ("1;3", "not a number or comma-separated numbers"),
+])
+def test_bad_weight_vectors_are_one_error_line(fitted, capsys, weight, words):
+    path, runs = fitted
+    code = main(["deploy", str(runs / "lqr2w" / "surrogate.zip"), "--spec", str(path), "--weight", weight, "--episodes", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and words in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_vector_for_a_scalar_surrogate_is_refused(capsys, tmp_path):
+    from hti_rl.cli.run import scalar_weight
+    from hti_rl.errors import WeightError
+
+    with pytest.raises(WeightError, match="a vector of 2 numbers.*give one number"):
+        scalar_weight("0.1,0.5", {"task": "lqr1d", "weights": [0.1, 10]})
+    assert scalar_weight("3", {"weights": [0.1, 10]}) == 3.0
