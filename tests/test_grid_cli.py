@@ -59,3 +59,31 @@ def test_a_vector_for_a_scalar_surrogate_is_refused(capsys, tmp_path):
     with pytest.raises(WeightError, match="a vector of 2 numbers.*give one number"):
         scalar_weight("0.1,0.5", {"task": "lqr1d", "weights": [0.1, 10]})
     assert scalar_weight("3", {"weights": [0.1, 10]}) == 3.0
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_at_a_vector(fitted, tmp_path, fmt):
+    import numpy as np
+
+    from hti_rl.methods.base import AnchoredPolicy
+    from hti_rl.methods.grid_surrogate import GridSurrogatePolicy  # noqa: F401  (registers the class)
+
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    _, runs = fitted
+    surrogate = runs / "lqr2w" / "surrogate.zip"
+    out = tmp_path / f"policy.{fmt}"
+    assert main(["export", str(surrogate), "--weight", "0.3,3", "--format", fmt, "-o", str(out)]) == 0
+    obs = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
+    policy = AnchoredPolicy.load(surrogate, weight=(0.3, 3.0))
+    expected = policy.predict(obs, deterministic=True)[0]
+    if fmt == "onnx":
+        import onnxruntime
+
+        action = onnxruntime.InferenceSession(str(out)).run(None, {"obs": obs})[0]
+    else:
+        import torch
+
+        action = torch.jit.load(str(out))(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(action, expected, atol=1e-5)
+    assert main(["export", str(surrogate), "--weight", "0.3", "-o", str(out)]) == 2

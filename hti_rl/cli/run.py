@@ -114,7 +114,7 @@ def _deploy_vector(args: argparse.Namespace, spec) -> int:
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("surrogate", help="a surrogate file, e.g. runs/demo/surrogate.zip")
-    parser.add_argument("--weight", type=float, required=True, help="reward weight the exported graph acts at")
+    parser.add_argument("--weight", required=True, help="reward weight the exported graph acts at (a vector a,b for several weights)")
     parser.add_argument("--format", default="onnx", help="onnx (onnxruntime; pip install 'hti-rl[export]') or torchscript (default: onnx)")
     parser.add_argument("-o", "--output", default=None, help="file to write (default: beside the surrogate, <name>_w=<weight>.<onnx|pt>)")
     parser.add_argument("--allow-extrapolation", action="store_true", help="accept a weight outside the anchor range")
@@ -127,10 +127,16 @@ def export_command(args: argparse.Namespace) -> int:
 
     from hti_rl.methods.export import export
 
+    from hti_rl.methods.base import read_policy_file
+    from hti_rl.weights import parse_vector
+
     source = Path(args.surrogate)
-    out = args.output or source.with_name(f"{source.stem}_w={args.weight:g}.{'pt' if args.format == 'torchscript' else 'onnx'}")
-    path = export(source, args.weight, args.format, out, allow_extrapolation=args.allow_extrapolation)
-    print(f"wrote {path}: {args.format} graph of {source} at weight {args.weight:g} (input obs [batch, C] float32, output action [batch, D])")
+    header, _ = read_policy_file(source)
+    weight = parse_vector(args.weight) if isinstance(header["weights"][0], list) else scalar_weight(args.weight, header)
+    label = ",".join(f"{w:g}" for w in weight) if isinstance(weight, tuple) else f"{weight:g}"
+    out = args.output or source.with_name(f"{source.stem}_w={label}.{'pt' if args.format == 'torchscript' else 'onnx'}")
+    path = export(source, weight, args.format, out, allow_extrapolation=args.allow_extrapolation)
+    print(f"wrote {path}: {args.format} graph of {source} at weight {label} (input obs [batch, C] float32, output action [batch, D])")
     return 0
 
 

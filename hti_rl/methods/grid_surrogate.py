@@ -62,23 +62,20 @@ class GridSurrogatePolicy(GridPolicy):
 
     def _inside(self, obs: Tensor, x: Tensor, index: tuple[int, ...], s: tuple[float, ...], deterministic: bool) -> Tensor:
         y = self.corners(obs, index, deterministic)
-        b = obs.shape[0]
-        t1 = torch.full((b,), self.local(0, index, s))
         if self.grid.dim == 1:
-            return self.rows[0].push(y[(0,)], x, t1, y_end=y[(1,)])
+            return along(self.rows[0], y[(0,)], y[(1,)], x, s[0])
         i, j = index
         s1, s2 = s
-        r0 = self.rows[j].push(y[(0, 0)], x, t1, y_end=y[(1, 0)])
-        r1 = self.rows[j + 1].push(y[(0, 1)], x, t1, y_end=y[(1, 1)])
+        r0 = along(self.rows[j], y[(0, 0)], y[(1, 0)], x, s1)
+        r1 = along(self.rows[j + 1], y[(0, 1)], y[(1, 1)], x, s1)
         if s2 == 0.0:
             return r0
         if s2 == 1.0:
             return r1
-        t2 = torch.full((b,), self.local(1, index, s))
         out = None
         for column, share in ((i, 1.0 - s1), (i + 1, s1)):
             if share != 0.0:
-                part = share * self.columns[column].push(r0, x, t2, y_end=r1)
+                part = share * along(self.columns[column], r0, r1, x, s2)
                 out = part if out is None else out + part
         return out
 
@@ -89,6 +86,16 @@ class GridSurrogatePolicy(GridPolicy):
     def from_method_state(cls, state: dict[str, Any], **base: Any) -> "GridSurrogatePolicy":
         return cls(rows=[CLOTModel.from_state(m) for m in state["rows"]],
                    columns=[CLOTModel.from_state(m) for m in state["columns"]], **base)
+
+
+def along(model: CLOTModel, y0: Tensor, y1: Tensor, x: Tensor, s: float) -> Tensor:
+    """The point at local time ``s`` of ``model``'s path from y0 to y1 at x: ``CLOTModel.push`` in endpoint mode
+    with the local time given rather than found from a time (no search: the weight's cell is known, and the
+    graph exports to ONNX). y0, y1 [B, D], x [B, C] -> [B, D]; exactly y0 at s = 0 and y1 at s = 1."""
+    z0, z1 = model.standardise(y0), model.standardise(y1)
+    knots = model.path_net(z0, z1, x)
+    b, _ = model.basis(torch.full((y0.shape[0],), float(s)))
+    return y0 + model.y_scale * (s * (z1 - z0) + torch.einsum("bn,bnd->bd", b, knots))
 
 
 def check_grid_config(spec: TaskSpec, config: CLOTConfig) -> None:
