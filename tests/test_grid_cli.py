@@ -87,3 +87,28 @@ def test_export_at_a_vector(fitted, tmp_path, fmt):
         action = torch.jit.load(str(out))(torch.from_numpy(obs)).numpy()
     np.testing.assert_allclose(action, expected, atol=1e-5)
     assert main(["export", str(surrogate), "--weight", "0.3", "-o", str(out)]) == 2
+
+
+def test_conditioned_peer_sees_the_weight_vector(fitted, tmp_path):
+    import numpy as np
+
+    from hti_rl.methods.base import AnchoredPolicy
+    from hti_rl.methods.conditioned import GridConditionedPolicy, load_conditioned_policy
+    from hti_rl.spec.load import load_task
+    from hti_rl.training.conditioned import make_conditioned_env, train_conditioned
+
+    path, runs = fitted
+    spec = load_task(path)
+    env = make_conditioned_env(spec, seed=0)
+    obs, info = env.reset(seed=3)
+    weight = info["hti_rl/weight"]
+    assert len(obs) == 4 and np.allclose(obs[-2:], np.log(weight)) and all(0.1 <= w <= 10 for w in weight)
+    assert main(["train-conditioned", str(path), "--run-root", str(runs), "--budget-factor", "0.25"]) == 0
+    policy = load_conditioned_policy(spec, 0.25, runs, weight=(0.3, 3.0))
+    assert isinstance(policy, GridConditionedPolicy)
+    fixed = make_conditioned_env(spec, weight=(0.3, 3.0))
+    o, _ = fixed.reset(seed=0)
+    expected = policy.actors[0].predict(o[None], deterministic=True)[0]
+    np.testing.assert_allclose(policy.predict(o[None, :2], deterministic=True)[0], expected, atol=1e-6)
+    policy.save(tmp_path / "c.zip")
+    assert AnchoredPolicy.load(tmp_path / "c.zip", weight=(0.3, 3.0)).predict(o[:2], deterministic=True)[0].shape == (2,)

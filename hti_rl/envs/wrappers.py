@@ -277,3 +277,67 @@ class WeightInObservation(gym.Wrapper):
         weight = _check_weight(weight)
         self.coordinate(weight)
         return weight
+
+
+class GridWeightInObservation(gym.Wrapper):
+    """Append a weight vector, each entry in its axis's coordinate (``log λ_i`` on a log axis), to a Box
+    observation: :class:`WeightInObservation` for a task that weighs several components (docs/method.md §12).
+
+    Each ``reset`` picks the episode's vector, every entry uniformly in its coordinate over its axis (training),
+    or ``fixed`` (evaluation; :meth:`fix`), and passes it to the wrapped :class:`RewardWeightWrapper`.
+
+    :param env: a :class:`RewardWeightWrapper` weighing the grid's components (or an env wrapping one).
+    :param grid: the task's :class:`~hti_rl.weights.WeightGrid`: the sampling box and the extra dimensions' bounds.
+    :param fixed: a weight vector used in every episode (overrides sampling).
+    :param seed: seeds the draws until a ``reset(seed=...)`` reseeds them.
+
+    Example::
+
+        env = GridWeightInObservation(spec.make_env((0.1, 0.1)), spec.grid)
+        obs, info = env.reset(seed=0)   # obs[-2:] == log of info["hti_rl/weight"]
+    """
+
+    def __init__(self, env: gym.Env, grid: Any, fixed: Sequence[float] | None = None, seed: int | None = None):
+        super().__init__(env)
+        self.grid = grid
+        self.fixed = None if fixed is None else grid.check(fixed)
+        self._rng = np.random.default_rng(seed)
+        self._weight = self.fixed if self.fixed is not None else grid.points[0]
+        box = env.observation_space
+        if not isinstance(box, gym.spaces.Box) or len(box.shape) != 1:
+            raise SpecError(f"GridWeightInObservation needs a 1-D Box observation space, got {box}.")
+        self.coordinate_range = [(min(a.times), max(a.times)) for a in grid.axes]
+        self.observation_space = gym.spaces.Box(
+            low=np.append(box.low, np.asarray([lo for lo, _ in self.coordinate_range], dtype=box.dtype)),
+            high=np.append(box.high, np.asarray([hi for _, hi in self.coordinate_range], dtype=box.dtype)),
+            dtype=box.dtype,
+        )
+
+    @property
+    def weight(self) -> tuple[float, ...]:
+        """The weight vector of the current episode."""
+        return self._weight
+
+    def fix(self, weight: Sequence[float] | None) -> None:
+        """Use ``weight`` in every episode from the next ``reset`` on (``None``: sample again)."""
+        self.fixed = None if weight is None else self.grid.check(weight)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng([seed, WEIGHT_DRAWS])
+        if self.fixed is not None:
+            weight = self.fixed
+        else:
+            weight = tuple(a.from_coord(self._rng.uniform(lo, hi)) for a, (lo, hi) in zip(self.grid.axes, self.coordinate_range))
+        self.env.get_wrapper_attr("set_weight")(weight)
+        self._weight = weight
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._observe(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._observe(obs), reward, terminated, truncated, info
+
+    def _observe(self, obs: np.ndarray) -> np.ndarray:
+        coords = [a.coord(w) for a, w in zip(self.grid.axes, self._weight)]
+        return np.append(obs, np.asarray(coords, dtype=self.observation_space.dtype))
