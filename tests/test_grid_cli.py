@@ -112,3 +112,27 @@ def test_conditioned_peer_sees_the_weight_vector(fitted, tmp_path):
     np.testing.assert_allclose(policy.predict(o[None, :2], deterministic=True)[0], expected, atol=1e-6)
     policy.save(tmp_path / "c.zip")
     assert AnchoredPolicy.load(tmp_path / "c.zip", weight=(0.3, 3.0)).predict(o[:2], deterministic=True)[0].shape == (2,)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["calibrate", "{spec}"], "calibration takes scalar weights only so far"),
+    (["import-anchors", "{spec}", "--anchor", "0.1=x.zip"], "import-anchors takes scalar anchor weights only so far"),
+    (["train-anchors", "{spec}", "--shared-start"], "shared-start anchors are not supported yet"),
+])
+def test_stages_without_vectors_say_so_in_one_line(tmp_path, capsys, argv, words):
+    path = write_lqr_spec(tmp_path, **VECTOR_LQR)
+    assert main([a.format(spec=path) for a in argv] + ["--run-root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and "Traceback" not in err
+
+
+def test_compare_refuses_a_grid_task(tmp_path):
+    from hti_rl.compare.experiment import load_experiment
+    from hti_rl.errors import SpecError
+
+    path = write_lqr_spec(tmp_path, **VECTOR_LQR)
+    (tmp_path / "experiments").mkdir()
+    experiment = tmp_path / "experiments" / "x.yaml"
+    experiment.write_text(f"task: {path}\n")
+    with pytest.raises(SpecError, match="takes scalar weights only so far"):
+        load_experiment(experiment)

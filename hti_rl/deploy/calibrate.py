@@ -96,6 +96,9 @@ def calibrate(spec: TaskSpec, run_root: str | Path = "runs", per_interval: int =
     from hti_rl.deploy.figure import write_figure
 
     check_settings(per_interval, episodes)
+    if spec.is_vector:
+        raise HTIError(f"task {spec.name!r} weighs several components, and calibration takes scalar weights only so far; deploy the "
+                       "plain grid surrogate (`hti-rl deploy <surrogate.zip> --weight a,b` measures its return at a vector).")
     run = RunDir.of(spec, run_root)
     policy = SurrogatePolicy.load(run.surrogate, expect_fingerprint=spec.fingerprint(), calibrated=False)
     calibration, cost = calibrate_policy(policy, spec, run, "surrogate", per_interval, episodes, seed, force, progress)
