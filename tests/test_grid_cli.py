@@ -37,6 +37,9 @@ def test_train_record_fit_deploy_at_a_vector(fitted, capsys):
     assert main(["deploy", surrogate, "--spec", str(path), "--weight", "1,3", "--episodes", "2"]) == 0
     out = capsys.readouterr().out
     assert "deployed at weight 1,3 (ctrl0, ctrl1)" in out and "lqr2w at weight 1,3: return" in out
+    # Without --spec: the spec the fit recorded is read only inside the run root or envs/ (methods/origin.py).
+    assert main(["deploy", surrogate, "--weight", "1,3", "--episodes", "1"]) == 2
+    assert "Pass the spec with --spec" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("weight, words", [

@@ -141,3 +141,17 @@ def test_one_axis_grid_is_the_scalar_surrogate(tmp_path):
         scalar.set_weight(w)
         grid.set_weight((w,))
         np.testing.assert_allclose(grid.predict(dataset.obs, deterministic=True)[0], scalar.predict(dataset.obs, deterministic=True)[0], atol=1e-5)
+
+
+def test_more_than_two_axes_are_refused_by_the_surrogate_fit(tmp_path):
+    from hti_rl.errors import SpecError
+    from hti_rl.methods.grid_surrogate import check_grid_config
+
+    spec = grid_spec(tmp_path, reward={"components": {"state": {"info": "reward_state"}, "ctrl0": {"info": "reward_ctrl_0"},
+                                                      "ctrl1": {"info": "reward_ctrl_1"}}, "weighted": ["state", "ctrl0", "ctrl1"]},
+                     anchors={"state": [0.5, 2.0], "ctrl0": [0.1, 10.0], "ctrl1": [0.1, 10.0]}, held_out=[[1, 1, 1]])
+    assert spec.grid.shape == (2, 2, 2)
+    with pytest.raises(SpecError, match="at most 2 weight axes"):
+        check_grid_config(spec, clot_config(seed=0))
+    with pytest.raises(SpecError, match="needs CLOT mode 'endpoint'"):
+        check_grid_config(grid_spec(tmp_path), clot_config({"mode": "map"}, seed=0))
