@@ -36,7 +36,7 @@ def test_train_record_fit_deploy_at_a_vector(fitted, capsys):
     surrogate = str(runs / "lqr2w" / "surrogate.zip")
     assert main(["deploy", surrogate, "--spec", str(path), "--weight", "1,3", "--episodes", "2"]) == 0
     out = capsys.readouterr().out
-    assert "deployed at weight 1,3 (ctrl0, ctrl1)" in out and "lqr2w at weight 1,3: return" in out
+    assert "deployed at weight 1,3: surrogate (uncalibrated" in out and "lqr2w at weight 1,3: return" in out
     # Without --spec: the spec the fit recorded is read only inside the run root or envs/ (methods/origin.py).
     assert main(["deploy", surrogate, "--weight", "1,3", "--episodes", "1"]) == 2
     assert "Pass the spec with --spec" in capsys.readouterr().err
@@ -118,7 +118,6 @@ def test_conditioned_peer_sees_the_weight_vector(fitted, tmp_path):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["calibrate", "{spec}"], "calibration takes scalar weights only so far"),
     (["import-anchors", "{spec}", "--anchor", "0.1=x.zip"], "import-anchors takes scalar anchor weights only so far"),
     (["train-anchors", "{spec}", "--shared-start"], "shared-start anchors are not supported yet"),
 ])
@@ -139,3 +138,35 @@ def test_compare_refuses_a_grid_task(tmp_path):
     experiment.write_text(f"task: {path}\n")
     with pytest.raises(SpecError, match="takes scalar weights only so far"):
         load_experiment(experiment)
+
+
+def test_calibrate_at_weight_vectors(fitted, capsys):
+    """The rule of docs/method.md §10 on the product grid: every grid vector measured, the choice stored in the
+    file and deployed by set_weight and `deploy`; between grid vectors, the candidate every corner chose."""
+    from hti_rl.deploy.calibrate import calibration_grid
+    from hti_rl.methods.base import AnchoredPolicy
+    from hti_rl.methods.calibration import SURROGATE, anchor_name
+    from hti_rl.spec.load import load_task
+
+    path, runs = fitted
+    assert main(["calibrate", str(path), "--run-root", str(runs), "--per-interval", "1", "--episodes", "3"]) == 0
+    out = capsys.readouterr().out
+    expected = calibration_grid(load_task(path), 1)  # per axis: the anchors, the log midpoint, the held-out entry
+    assert f"calibrated lqr2w: {len(expected)} grid weights" in out and "λ=1,1 deployed" in out
+    policy = AnchoredPolicy.load(runs / "lqr2w" / "surrogate.zip")
+    calibration = policy.calibration
+    assert [p.weight for p in calibration.points] == sorted(expected) and (1.0, 1.0) in calibration.grid
+    for point in calibration.points:
+        policy.set_weight(point.weight)
+        assert policy.deployed == point.chosen and point.chosen in (SURROGATE, *(anchor_name(w) for w in policy.weights))
+    values = sorted({p.weight[0] for p in calibration.points})
+    lo, hi = values[-2], values[-1]
+    corners = {p.chosen for p in calibration.points if set(p.weight) <= {lo, hi}}
+    policy.set_weight(((lo * hi) ** 0.5, (lo * hi) ** 0.5))
+    assert policy.deployed == (corners.pop() if len(corners) == 1 else SURROGATE)
+    assert AnchoredPolicy.load(runs / "lqr2w" / "surrogate.zip", calibrated=False).calibration is None
+    surrogate = str(runs / "lqr2w" / "surrogate.zip")
+    assert main(["deploy", surrogate, "--spec", str(path), "--weight", "1,1", "--episodes", "1"]) == 0
+    assert "estimated return" in capsys.readouterr().out
+    assert main(["deploy", surrogate, "--spec", str(path), "--weight", "1,1", "--episodes", "1", "--plain"]) == 0
+    assert "the plain surrogate, forced" in capsys.readouterr().out

@@ -91,25 +91,35 @@ def scalar_weight(text: str, header: dict) -> float:
 
 
 def _deploy_vector(args: argparse.Namespace, spec) -> int:
-    """``deploy`` of a grid surrogate at a weight vector (uncalibrated: calibration takes scalar weights only)."""
+    """``deploy`` of a grid surrogate (or another grid policy) at a weight vector."""
     from hti_rl.evaluate import evaluate_at
     from hti_rl.methods.base import AnchoredPolicy
     from hti_rl.methods.grid_surrogate import GridSurrogatePolicy  # noqa: F401  (registers the class that load finds)
     from hti_rl.runs import weight_label
 
-    if args.render or args.video or args.plain:
+    if args.render or args.video:
         from hti_rl.errors import HTIError
 
-        raise HTIError("--render, --video and --plain are not supported yet for a surrogate of several weights; drop them.")
-    policy = AnchoredPolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation)
+        raise HTIError("--render and --video are not supported yet for a surrogate of several weights; drop them.")
+    extra = {"calibrated": not args.plain} if isinstance_surrogate(args.surrogate) else {}
+    policy = AnchoredPolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation, **extra)
     policy.set_weight(args.weight)
     label = weight_label(policy.weight)
-    print(f"deployed at weight {label} ({', '.join(policy.grid.names)}): {policy.header.get('method', 'clot')} "
-          f"({type(policy).__name__}, uncalibrated)")
+    if hasattr(policy, "deployment"):
+        print("\n".join(policy.deployment().lines()) + f"  [axes {', '.join(policy.grid.names)}]")
+    else:
+        print(f"deployed at weight {label} ({', '.join(policy.grid.names)}): {type(policy).__name__}")
     mean, half = evaluate_at(policy, spec, policy.weight, args.episodes, args.seed, deterministic=not args.stochastic,
                              batched=not args.one_at_a_time)
     print(f"{spec.name} at weight {label}: return {mean:.4g} ± {half:.3g} (95% CI, {args.episodes} episodes)")
     return 0
+
+
+def isinstance_surrogate(path: str) -> bool:
+    """Whether the policy file at ``path`` holds a (grid) surrogate, which may carry a calibration."""
+    from hti_rl.methods.base import read_policy_file
+
+    return read_policy_file(path)[0].get("policy_class") in ("SurrogatePolicy", "GridSurrogatePolicy")
 
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:

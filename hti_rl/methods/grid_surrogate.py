@@ -18,6 +18,7 @@ prediction moves four draws with one shared noise (the W2-optimal coupling of di
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Any, Sequence
 
@@ -28,6 +29,8 @@ from hti_rl.actors import AnchorActor
 from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
 from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import FileFormatError, SpecError
+from hti_rl.methods.calibration import FIX as CALIBRATION_FIX
+from hti_rl.methods.calibration import SURROGATE, Calibration, Deployment, anchor_name, state_digest
 from hti_rl.methods.grid import GridPolicy, grid_arguments
 from hti_rl.spec.task import TaskSpec
 from hti_rl.threads import stage
@@ -41,6 +44,7 @@ class GridSurrogatePolicy(GridPolicy):
 
     :param rows: one CLOT model per axis-2 anchor (per axis-1 line of anchors), fitted over axis 1's times.
     :param columns: one CLOT model per axis-1 anchor, fitted over axis 2's times (none on a 1-axis grid).
+    :param calibration: the stored calibration (``hti-rl calibrate``), or ``None``: the plain surrogate everywhere.
     :param base: the :class:`GridPolicy` arguments.
 
     Example::
@@ -50,7 +54,12 @@ class GridSurrogatePolicy(GridPolicy):
         action, _ = policy.predict(obs, deterministic=True)
     """
 
-    def __init__(self, *args: Any, rows: Sequence[CLOTModel], columns: Sequence[CLOTModel], **base: Any):
+    def __init__(self, *args: Any, rows: Sequence[CLOTModel], columns: Sequence[CLOTModel], calibration: Calibration | None = None,
+                 **base: Any):
+        self._calibration: Calibration | None = None
+        self._use_calibration = True
+        self._deployed: tuple[str, AnchorActor | None] = (SURROGATE, None)
+        self._stored_calibration: str | None = None  # kept unread with calibrated=False, and written back on save
         super().__init__(*args, **base)
         shape = self.grid.shape
         expected = (1, 0) if len(shape) == 1 else (shape[1], shape[0])
@@ -59,6 +68,77 @@ class GridSurrogatePolicy(GridPolicy):
                                   f"column CLOT models, got {len(rows)} and {len(columns)}; refit it with `hti-rl fit`.")
         self.rows = nn.ModuleList(rows)
         self.columns = nn.ModuleList(columns)
+        if calibration is not None:
+            self.attach_calibration(calibration)
+
+    # ------------------------------------------------------------ calibration
+    @property
+    def calibration(self) -> Calibration | None:
+        """The stored calibration (``None``: uncalibrated, or loaded with ``calibrated=False``)."""
+        return self._calibration
+
+    @property
+    def use_calibration(self) -> bool:
+        """Deploy the calibration's choices (default); ``False`` forces the plain surrogate at every weight."""
+        return self._use_calibration
+
+    @use_calibration.setter
+    def use_calibration(self, value: bool) -> None:
+        self._use_calibration = bool(value)
+        self.set_weight(self.weight)
+
+    def digest(self) -> str:
+        """The identity of this surrogate's parameters (CLOT models and anchor actors) that a calibration names."""
+        return state_digest({"rows": [m.state() for m in self.rows], "columns": [m.state() for m in self.columns],
+                             "actors": [a.state() for a in self.actors]})
+
+    def attach_calibration(self, calibration: Calibration) -> None:
+        """Deploy ``calibration``'s choices from now on (saved with the policy).
+
+        :raises FileFormatError: the calibration was made for another spec, other anchors or another surrogate.
+        """
+        mismatch = calibration.matches(self.header.get("task_fingerprint"), self.weights, self.digest())
+        if mismatch:
+            raise FileFormatError(f"this calibration does not belong to this surrogate: {mismatch}. {CALIBRATION_FIX}")
+        self._calibration = calibration
+        self.set_weight(self.weight)
+
+    def set_weight(self, weight: Any) -> None:
+        """Deploy at the weight vector: the calibration's choice there when calibrated (an anchor, or the surrogate).
+
+        :raises WeightError: as :meth:`GridPolicy.set_weight`.
+        """
+        super().set_weight(weight)
+        calibration = getattr(self, "_calibration", None)
+        candidate = calibration.deployed_at(self.weight)[0] if calibration is not None and self._use_calibration else SURROGATE
+        names = [anchor_name(w) for w in self.weights]
+        self._deployed = (candidate, self.actors[names.index(candidate)] if candidate in names else None)
+
+    @property
+    def deployed(self) -> str:
+        """The candidate deployed at the current weight: ``surrogate`` or ``anchor:<w>``."""
+        return self._deployed[0]
+
+    def deployment(self, weight: Any = None) -> Deployment:
+        """What is deployed at ``weight`` (default: the current one), its estimate with its 95% CI, each anchor's there."""
+        weight = self.weight if weight is None else self.grid.check(weight, self.allow_extrapolation)
+        if self._calibration is None:
+            why = ("the plain surrogate, forced: the stored calibration was not read (calibrated=False, --plain)"
+                   if self._stored_calibration is not None else "uncalibrated: the plain grid surrogate; `hti-rl calibrate <spec>` "
+                   "measures every candidate and deploys the best")
+            return Deployment(weight, SURROGATE, why, calibrated=False)
+        found = self._calibration.deployment(weight)
+        if not self._use_calibration:
+            found = dataclasses.replace(found, candidate=SURROGATE, why="the plain surrogate, forced (calibration switched off)", estimate=None)
+        return found
+
+    def _predict(self, observation: Tensor, deterministic: bool = False) -> Tensor:
+        """obs [B, C] -> env actions [B, D]: the deployed anchor's, else the grid surrogate's."""
+        actor = self._deployed[1]
+        if actor is not None:
+            obs = observation.float().reshape(observation.shape[0], -1)
+            return actor.to_env_action(self.anchor_draw(actor, obs, deterministic)[0])
+        return super()._predict(observation, deterministic)
 
     def _inside(self, obs: Tensor, x: Tensor, index: tuple[int, ...], s: tuple[float, ...], deterministic: bool) -> Tensor:
         y = self.corners(obs, index, deterministic)
@@ -80,12 +160,32 @@ class GridSurrogatePolicy(GridPolicy):
         return out
 
     def method_state(self) -> dict[str, Any]:
-        return {"rows": [m.state() for m in self.rows], "columns": [m.state() for m in self.columns]}
+        state: dict[str, Any] = {"rows": [m.state() for m in self.rows], "columns": [m.state() for m in self.columns]}
+        stored = json.dumps(self._calibration.to_json()) if self._calibration is not None else self._stored_calibration
+        if stored is not None:  # optional: files without it load uncalibrated
+            state["calibration"] = stored
+        return state
 
     @classmethod
     def from_method_state(cls, state: dict[str, Any], **base: Any) -> "GridSurrogatePolicy":
-        return cls(rows=[CLOTModel.from_state(m) for m in state["rows"]],
-                   columns=[CLOTModel.from_state(m) for m in state["columns"]], **base)
+        """Rebuild; ``base["calibrated"]`` (default true) reads the stored calibration, false ignores it.
+
+        :raises FileFormatError: the stored calibration is damaged, of another version, or not this surrogate's.
+        """
+        calibrated = bool(base.pop("calibrated", True))
+        policy = cls(rows=[CLOTModel.from_state(m) for m in state["rows"]],
+                     columns=[CLOTModel.from_state(m) for m in state["columns"]], **base)
+        stored = state.get("calibration")
+        if stored is None or not calibrated:
+            policy._stored_calibration = None if stored is None else str(stored)
+            return policy
+        where = f"the calibration of task {base.get('header', {}).get('task')!r}'s grid surrogate"
+        try:
+            raw = json.loads(stored)
+        except (TypeError, ValueError) as exc:
+            raise FileFormatError(f"{where} is not valid JSON ({exc}). {CALIBRATION_FIX}") from None
+        policy.attach_calibration(Calibration.from_json(raw, where))
+        return policy
 
 
 def along(model: CLOTModel, y0: Tensor, y1: Tensor, x: Tensor, s: float) -> Tensor:
