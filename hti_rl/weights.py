@@ -4,7 +4,8 @@ A task weighs one reward component by λ. The surrogate moves between anchor wei
 λ_0 < … < λ_K in the task's *weight scale*: ``linear`` (the coordinate is λ) or ``log`` (log λ), see
 docs/method.md §2. Everything that turns a weight into a coordinate, an interval and a
 local time, or checks that a weight is usable, lives here, so that tasks, wrappers, policies,
-baselines and reports agree.
+baselines and reports agree. A task that weighs several components has one axis per component, and
+its weights are vectors on their product: :class:`WeightGrid` (docs/method.md §12).
 """
 
 from __future__ import annotations

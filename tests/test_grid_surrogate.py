@@ -155,3 +155,26 @@ def test_more_than_two_axes_are_refused_by_the_surrogate_fit(tmp_path):
         check_grid_config(spec, clot_config(seed=0))
     with pytest.raises(SpecError, match="needs CLOT mode 'endpoint'"):
         check_grid_config(grid_spec(tmp_path), clot_config({"mode": "map"}, seed=0))
+
+
+def test_parameter_interpolation_on_the_grid(lqr2w):
+    """Linear exact-gain actors: the multilinear mix of their parameters is the multilinear mix of their
+    actions; anchors without a shared start are refused."""
+    import copy
+
+    from hti_rl.errors import AnchorError
+    from hti_rl.methods.grid import GridParameterInterpolation, grid_arguments
+
+    spec, _, dataset, actors, _ = lqr2w
+    with pytest.raises(AnchorError, match="shared start"):
+        GridParameterInterpolation(**grid_arguments(spec, dataset, actors, 0, "param_interp"))
+    shared = [copy.deepcopy(a) for a in actors]
+    for actor in shared:
+        actor.arch.setdefault("source", {})["shared_start"] = "one-base"
+    soup = GridParameterInterpolation(**grid_arguments(spec, dataset, shared, 0, "param_interp"))
+    mix = fit_grid_multilinear(spec, dataset, shared)
+    obs = dataset.obs[:40]
+    for weight in ((0.3, 3.0), (2.0, 0.5)):
+        soup.set_weight(weight)
+        mix.set_weight(weight)
+        np.testing.assert_allclose(soup.predict(obs, deterministic=True)[0], mix.predict(obs, deterministic=True)[0], atol=1e-5)

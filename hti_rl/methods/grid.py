@@ -10,10 +10,13 @@ are vectors, ``weight_scale`` one scale per axis and ``weight_names`` the axes.
 - :class:`GridMultilinearPolicy`: multilinear interpolation of the cell's 2^n corner actions in the
   weight scale; stochastic draws share one standard-normal noise.
 - :class:`GridRegressionPolicy`: an MLP (x, unit coordinates [n]) -> action mean on the anchors' means.
+- :class:`GridParameterInterpolation`: one actor whose parameters are the multilinear mix of the cell's
+  corners' parameters, for anchors fine-tuned from one shared start ("rewarded soups" on a grid).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from typing import Any, Sequence
@@ -25,7 +28,7 @@ from torch import Tensor
 from hti_rl.actors import AnchorActor
 from hti_rl.dataset import PolicyDataset
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
-from hti_rl.methods.baselines import _Learned, _train, mlp
+from hti_rl.methods.baselines import _Learned, _train, check_shared_start, mlp
 from hti_rl.spec.task import TaskSpec
 from hti_rl.threads import stage
 from hti_rl.weights import WeightGrid
@@ -128,6 +131,34 @@ class GridRegressionPolicy(_Learned, GridPolicy):
         log_std = multilinear({o: self.actor_at([k + d for k, d in zip(index, o)]).distribution(obs)[1]
                                for o in itertools.product((0, 1), repeat=self.grid.dim)}, s)
         return mean + log_std.exp() * torch.randn(mean.shape, generator=self.generator)
+
+
+class GridParameterInterpolation(GridPolicy):
+    """Parameter interpolation on a grid: at local times s of a cell, one actor whose every parameter is
+    Σ_c Π_i (s_i or 1 − s_i)·θ_c over the cell's corners (:func:`multilinear`); the anchors must share a start.
+
+    :raises AnchorError: the anchors do not share a start, or their networks differ in shape.
+    """
+
+    def __init__(self, *args: Any, **base: Any):
+        super().__init__(*args, **base)
+        check_shared_start(self.actors)
+        self._blend: tuple[Any, AnchorActor] | None = None
+
+    def blended_actor(self, index: tuple[int, ...], s: tuple[float, ...]) -> AnchorActor:
+        """The actor with the corners' parameters mixed multilinearly (cached for the current weight)."""
+        if self._blend is None or self._blend[0] != (index, s):
+            corners = {o: self.actor_at([k + d for k, d in zip(index, o)]) for o in itertools.product((0, 1), repeat=self.grid.dim)}
+            states = {o: a.state_dict() for o, a in corners.items()}
+            first = next(iter(corners.values()))
+            actor = AnchorActor(copy.deepcopy(first.arch))
+            actor.load_state_dict({name: multilinear({o: st[name] for o, st in states.items()}, s) if value.is_floating_point() else value
+                                   for name, value in first.state_dict().items()})
+            self._blend = ((index, s), actor.eval())
+        return self._blend[1]
+
+    def _inside(self, obs: Tensor, x: Tensor, index: tuple[int, ...], s: tuple[float, ...], deterministic: bool) -> Tensor:
+        return self.anchor_draw(self.blended_actor(index, s), obs, deterministic)[0]
 
 
 def grid_arguments(spec: TaskSpec, dataset: PolicyDataset, actors: Sequence[AnchorActor], seed: int, method: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ On every edge of the cell this is the scalar surrogate along that edge (s2 ∈ {
 s1 ∈ {0, 1}: the column's), so it is exact at the anchors, continuous across cells, and on a one-axis
 grid it is the scalar surrogate itself. Deterministic prediction moves the corners' means; stochastic
 prediction moves four draws with one shared noise (the W2-optimal coupling of diagonal Gaussians).
+Once calibrated (``hti-rl calibrate``), the policy deploys the calibration's choice at each weight vector,
+as :class:`~hti_rl.methods.surrogate.SurrogatePolicy` does at a scalar weight.
 """
 
 from __future__ import annotations
