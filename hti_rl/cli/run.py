@@ -101,7 +101,7 @@ def _deploy_vector(args: argparse.Namespace, spec) -> int:
         from hti_rl.errors import HTIError
 
         raise HTIError("--render and --video are not supported yet for a surrogate of several weights; drop them.")
-    extra = {"calibrated": not args.plain} if isinstance_surrogate(args.surrogate) else {}
+    extra = {"calibrated": not args.plain} if holds_surrogate(args.surrogate) else {}
     policy = AnchoredPolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation, **extra)
     policy.set_weight(args.weight)
     label = weight_label(policy.weight)
@@ -115,7 +115,7 @@ def _deploy_vector(args: argparse.Namespace, spec) -> int:
     return 0
 
 
-def isinstance_surrogate(path: str) -> bool:
+def holds_surrogate(path: str) -> bool:
     """Whether the policy file at ``path`` holds a (grid) surrogate, which may carry a calibration."""
     from hti_rl.methods.base import read_policy_file
 

@@ -37,8 +37,9 @@ class RewardWeightWrapper(gym.Wrapper):
 
     :param env: the env to wrap.
     :param components: component name -> source.
-    :param weighted: name of the component multiplied by λ.
-    :param weight: λ of the first episode; any finite number.
+    :param weighted: name of the component multiplied by λ, or several names (a task weighing several
+        components: then ``weight`` is a vector, one entry per name, and the reward is Σ fixed·c + Σ λ_i·c_i).
+    :param weight: λ of the first episode; any finite number (a vector of them with several names).
     :param fixed: weights of the other components; a component not named here has weight 1.
 
     Example::
