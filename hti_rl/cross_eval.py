@@ -20,7 +20,7 @@ from hti_rl.evaluate import (
     rollout_components,
 )
 from hti_rl.io import sha256_bytes, write_json
-from hti_rl.runs import DEFAULT_ROOT, RunDir
+from hti_rl.runs import DEFAULT_ROOT, RunDir, weight_label
 from hti_rl.seeds import cross_eval_seed
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.store import load_anchor_actor
@@ -37,8 +37,13 @@ def anchor_hashes(spec: TaskSpec, run_root: str | Path = DEFAULT_ROOT) -> dict[s
     hashes = {}
     for weight in spec.anchors:
         meta = RunDir.of(spec, run_root).anchor(weight) / "meta.json"
-        hashes[f"w={weight:g}"] = sha256_bytes(meta.read_bytes())[:16] if meta.exists() else None
+        hashes[f"w={weight_text(weight)}"] = sha256_bytes(meta.read_bytes())[:16] if meta.exists() else None
     return hashes
+
+
+def weight_text(weight: Any) -> str:
+    """A weight in messages and tables: ``f"{λ:g}"``, or a vector's ``0.1,10``."""
+    return weight_label(weight) if isinstance(weight, tuple) else f"{weight:g}"
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class CrossEval:
     :param task_fingerprint: the spec's fingerprint when evaluated.
     :param weights: anchor weights ``[K]`` (anchor i was trained at ``weights[i]``).
     :param components: component names, the last axis of ``sums``.
-    :param weighted: the component multiplied by λ.
+    :param weighted: the component multiplied by λ (several, a tuple, on a grid task; ``weights`` are then vectors).
     :param fixed: fixed weights of the other components.
     :param sums: ``[K, E, n_components]`` per-episode unweighted component sums of anchor i.
     :param seed: base reset seed of the E episodes (the same for every anchor).
@@ -59,9 +64,9 @@ class CrossEval:
 
     task: str
     task_fingerprint: str
-    weights: tuple[float, ...]
+    weights: tuple[Any, ...]
     components: tuple[str, ...]
-    weighted: str
+    weighted: str | tuple[str, ...]
     fixed: dict[str, float]
     sums: np.ndarray
     seed: int
@@ -84,9 +89,11 @@ class CrossEval:
         return array[..., 0], array[..., 1]
 
     def weighted_sums(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(mean [K], ci [K])`` of each anchor's per-episode sum of the unweighted weighted component."""
-        column = self.components.index(self.weighted)
-        array = np.array([mean_ci(self.sums[i, :, column], CONFIDENCE) for i in range(len(self.weights))])
+        """``(mean [K], ci [K])`` of each anchor's per-episode sum of the unweighted weighted component (of all
+        of them, added, on a grid task)."""
+        names = (self.weighted,) if isinstance(self.weighted, str) else self.weighted
+        total = self.sums[:, :, [self.components.index(n) for n in names]].sum(-1)
+        array = np.array([mean_ci(total[i], CONFIDENCE) for i in range(len(self.weights))])
         return array[:, 0], array[:, 1]
 
     def beaten(self) -> list[tuple[int, int, float, float]]:
@@ -106,23 +113,37 @@ class CrossEval:
         """One message per failed check (naming the anchors and the numbers); empty when all pass."""
         mean, ci = self.matrix()
         found = [
-            f"anchor w={self.weights[i]:g} is beaten at its own weight λ={self.weights[i]:g} by anchor "
-            f"w={self.weights[j]:g}: {format_mean_ci(mean[j, i], ci[j, i])} against its own {format_mean_ci(mean[i, i], ci[i, i])}; "
+            f"anchor w={weight_text(self.weights[i])} is beaten at its own weight λ={weight_text(self.weights[i])} by anchor "
+            f"w={weight_text(self.weights[j])}: {format_mean_ci(mean[j, i], ci[j, i])} against its own {format_mean_ci(mean[i, i], ci[i, i])}; "
             f"episode by episode (same start states) it scores {format_mean_ci(diff, diff_ci)} more (95% CI over "
             f"{self.episodes} episodes)"
             for i, j, diff, diff_ci in self.beaten()
         ]
         if self.monotone:
-            wmean, wci = self.weighted_sums()
-            column = self.components.index(self.weighted)
+            found += self._monotone_warnings()
+        return found
+
+    def _monotone_warnings(self) -> list[str]:
+        """Each weighted component's per-episode sum must not fall as its own weight rises (the other entries
+        of a weight vector equal)."""
+        found = []
+        names = (self.weighted,) if isinstance(self.weighted, str) else self.weighted
+        for axis, name in enumerate(names):
+            column = self.components.index(name)
+            sums = self.sums[:, :, column]
+            means = [mean_ci(sums[i], CONFIDENCE) for i in range(len(self.weights))]
             for i, low in enumerate(self.weights):
                 for j in range(i + 1, len(self.weights)):
-                    diff, diff_ci = mean_ci(self.sums[j, :, column] - self.sums[i, :, column], CONFIDENCE)
+                    high = self.weights[j]
+                    if isinstance(low, tuple) and not (all(a == b for k, (a, b) in enumerate(zip(low, high)) if k != axis)
+                                                       and low[axis] < high[axis]):
+                        continue
+                    diff, diff_ci = mean_ci(sums[j] - sums[i], CONFIDENCE)
                     if diff + diff_ci < 0:
                         found.append(
-                            f"the weighted component `{self.weighted}` is not monotone in the anchor weight: anchor "
-                            f"w={self.weights[j]:g} sums {format_mean_ci(wmean[j], wci[j])} per episode, below anchor w={low:g}'s "
-                            f"{format_mean_ci(wmean[i], wci[i])} (episode by episode {format_mean_ci(diff, diff_ci)}, 95% CI); an "
+                            f"the weighted component `{name}` is not monotone in the anchor weight: anchor "
+                            f"w={weight_text(high)} sums {format_mean_ci(*means[j])} per episode, below anchor w={weight_text(low)}'s "
+                            f"{format_mean_ci(*means[i])} (episode by episode {format_mean_ci(diff, diff_ci)}, 95% CI); an "
                             f"anchor trained at a higher weight should not have less of it (set "
                             f"monotone_weighted_component: false where this is expected)"
                         )
@@ -137,14 +158,14 @@ class CrossEval:
             "format_version": FORMAT_VERSION,
             "task": self.task,
             "task_fingerprint": self.task_fingerprint,
-            "weights": list(self.weights),
+            "weights": [list(w) if isinstance(w, tuple) else w for w in self.weights],
             "episodes": self.episodes,
             "seed": self.seed,
             "confidence": CONFIDENCE,
             "deterministic": True,
             "return_mean": mean.tolist(),
             "return_ci": ci.tolist(),
-            "weighted": self.weighted,
+            "weighted": self.weighted if isinstance(self.weighted, str) else list(self.weighted),
             "weighted_sum_mean": wmean.tolist(),
             "weighted_sum_ci": wci.tolist(),
             "monotone_weighted_component": self.monotone,
@@ -177,9 +198,9 @@ class CrossEval:
             cross = cls(
                 task=str(raw["task"]),
                 task_fingerprint=str(raw["task_fingerprint"]),
-                weights=tuple(float(w) for w in raw["weights"]),
+                weights=tuple(tuple(float(v) for v in w) if isinstance(w, list) else float(w) for w in raw["weights"]),
                 components=tuple(raw["components"]),
-                weighted=str(raw["weighted"]),
+                weighted=tuple(map(str, raw["weighted"])) if isinstance(raw["weighted"], list) else str(raw["weighted"]),
                 fixed={str(k): float(v) for k, v in raw["fixed"].items()},
                 sums=np.asarray(raw["sums"], dtype=np.float64),
                 seed=int(raw["seed"]),
@@ -189,7 +210,7 @@ class CrossEval:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FileFormatError(f"{path} misses or mangles field {exc}; {fix}.") from exc
         k, n = len(cross.weights), len(cross.components)
-        if cross.sums.ndim != 3 or cross.sums.shape[0] != k or cross.sums.shape[2] != n or cross.weighted not in cross.components:
+        if cross.sums.ndim != 3 or cross.sums.shape[0] != k or cross.sums.shape[2] != n or not set((cross.weighted,) if isinstance(cross.weighted, str) else cross.weighted) <= set(cross.components):
             raise FileFormatError(f"{path}: sums of shape {cross.sums.shape} do not fit {k} anchors and components {cross.components}; {fix}.")
         return cross
 

@@ -34,7 +34,7 @@ from hti_rl import __version__
 from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError, FileFormatError, ObservationError, SpaceError
 from hti_rl.io import RunLock, atomic_write, sha256_bytes
-from hti_rl.runs import DEFAULT_ROOT, RunDir, package_versions, spec_hint
+from hti_rl.runs import DEFAULT_ROOT, RunDir, package_versions, spec_hint, weight_label
 from hti_rl.seeds import check_seed, dataset_streams
 from hti_rl.spec.task import TaskSpec
 from hti_rl.threads import stage
@@ -246,7 +246,7 @@ def _check_arrays(data: dict[str, np.ndarray], path: Path, fix: str) -> None:
         raise FileFormatError(f"{path}: missing arrays {missing}, unexpected arrays {extra}; {fix}.")
     for name, (dtype, ndim) in ARRAYS.items():
         a = data[name]
-        if a.dtype != dtype or a.ndim != ndim:
+        if a.dtype != dtype or (a.ndim != ndim and not (name == "weights" and a.ndim == 2)):  # [K] or vectors [K, n]
             raise FileFormatError(f"{path}: array '{name}' is {a.dtype} with {a.ndim} dims, expected {dtype} with {ndim}; {fix}.")
     n, _ = data["obs"].shape
     k = data["weights"].shape[0]
@@ -339,7 +339,7 @@ def rollout_states(spec: TaskSpec, weight: float, actor: AnchorActor, episodes: 
 def _check_finite(obs: np.ndarray, spec: TaskSpec, weight: float, episode: int, step: int) -> None:
     if not np.all(np.isfinite(obs)):
         raise ObservationError(
-            f"task {spec.name!r}: the env returned a non-finite observation {obs!r} (anchor w={weight:g}, "
+            f"task {spec.name!r}: the env returned a non-finite observation {obs!r} (anchor w={weight_label(weight)}, "
             f"episode {episode}, {step} states recorded). Fix the env (or its wrappers) so that it stays finite."
         )
 
@@ -370,8 +370,8 @@ def _header(spec: TaskSpec, actors: list[AnchorActor], seed: int, states_visited
     for w, actor in zip(spec.anchors, actors):
         if not (torch.equal(actor.action_low, low) and torch.equal(actor.action_high, high)):
             raise AnchorError(
-                f"anchor w={w:g} has action bounds {actor.action_low.tolist()}..{actor.action_high.tolist()}, "
-                f"anchor w={spec.anchors[0]:g} has {low.tolist()}..{high.tolist()}; all anchors must act in one env."
+                f"anchor w={weight_label(w)} has action bounds {actor.action_low.tolist()}..{actor.action_high.tolist()}, "
+                f"anchor w={weight_label(spec.anchors[0])} has {low.tolist()}..{high.tolist()}; all anchors must act in one env."
             )
     return {
         "format": FORMAT,

@@ -111,9 +111,14 @@ def _rollout_one_at_a_time(policy: Predictor, make_env: Callable[[], Any], episo
     return ComponentReturns(names, np.array([[s[n] for n in names] for s in sums]), lengths)
 
 
-def returns_at(components: ComponentReturns, weighted: str, fixed: dict[str, float], weight: float) -> np.ndarray:
-    """Episode returns ``[E]`` at reward weight ``weight``: Σ fixed·sums + weight·sums[weighted]."""
-    coef = np.array([weight if n == weighted else fixed.get(n, 1.0) for n in components.names])
+def returns_at(components: ComponentReturns, weighted: str | Sequence[str], fixed: dict[str, float], weight: Any) -> np.ndarray:
+    """Episode returns ``[E]`` at reward weight ``weight``: Σ fixed·sums + weight·sums[weighted] (a weight vector
+    weighs each of several ``weighted`` components by its own entry)."""
+    if isinstance(weighted, str):
+        coef = np.array([weight if n == weighted else fixed.get(n, 1.0) for n in components.names])
+    else:
+        by_name = dict(zip(weighted, weight))
+        coef = np.array([by_name[n] if n in by_name else fixed.get(n, 1.0) for n in components.names])
     return components.sums @ coef
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from hti_rl.cross_eval import weight_text
 from hti_rl.evaluate import format_mean_ci
 
 
@@ -29,7 +30,7 @@ def heatmap(cross: Any) -> Any:
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     image = ax.imshow(relative, cmap="RdYlGn", vmin=0.0, vmax=1.0)
-    labels = [f"{w:g}" for w in cross.weights]
+    labels = [weight_text(w) for w in cross.weights]
     ax.set_xticks(range(k), labels)
     ax.set_yticks(range(k), labels)
     ax.set_xlabel("evaluated at weight λ")
@@ -53,7 +54,7 @@ def log_tensorboard(cross: Any, log_dir: Path, figure: Any) -> None:
     try:
         for i, weight in enumerate(cross.weights):
             for j in range(len(cross.weights)):
-                writer.add_scalar(f"cross_eval/anchor_w={weight:g}", mean[i, j], global_step=j)
+                writer.add_scalar(f"cross_eval/anchor_w={weight_text(weight)}", mean[i, j], global_step=j)
         writer.add_figure("cross_eval/heatmap", figure, close=False)
         writer.add_text("cross_eval/warnings", "\n".join(f"- {m}" for m in cross.warnings) or "none")
     finally:
@@ -83,7 +84,7 @@ def print_report(cross: Any, console: Any = None) -> None:
     table = Table(title=f"{cross.task}: anchors (rows) at anchor weights (columns), return mean ± 95% CI, {cross.episodes} episodes")
     table.add_column("anchor w")
     for w in cross.weights:
-        table.add_column(f"at λ={w:g}", justify="right")
+        table.add_column(f"at λ={weight_text(w)}", justify="right")
     table.add_column(f"Σ {cross.weighted} / episode", justify="right")
     best = mean.argmax(axis=0)
     beaten = {i for i, *_ in cross.beaten()}
@@ -95,7 +96,7 @@ def print_report(cross: Any, console: Any = None) -> None:
                 style = "bold red" if i in beaten else f"bold {style}".strip()
             text = format_mean_ci(mean[i, j], ci[i, j])
             cells.append(f"[{style}]{text}[/]" if style else text)
-        table.add_row(f"{w:g}", *cells, format_mean_ci(wmean[i], wci[i]))
+        table.add_row(weight_text(w), *cells, format_mean_ci(wmean[i], wci[i]))
     console.print(table)
     console.print(start_states(cross), highlight=False, soft_wrap=True)
     for message in cross.warnings:

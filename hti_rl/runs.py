@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -45,9 +45,12 @@ DEFAULT_ROOT = "runs"
 """The run root when none is given (``--run-root``)."""
 
 
-def weight_label(weight: float) -> str:
+def weight_label(weight: float | Sequence[float]) -> str:
     """How a weight names a folder, unique per float: ``f"{λ:g}"`` (``w=0.1``, ``w=10``) where it reads
-    back as λ, else ``repr(λ)``, the shortest string that does (``w=1.000001``)."""
+    back as λ, else ``repr(λ)``, the shortest string that does (``w=1.000001``); a weight vector joins its
+    entries' labels with commas (``w=0.1,10``)."""
+    if isinstance(weight, (tuple, list)):
+        return ",".join(exact(float(w)) for w in weight)
     return exact(weight)
 
 
@@ -55,6 +58,8 @@ def weight_dir(root: Path, weight: float, inner: str = "") -> Path:
     """``root/w=<label>/inner``; an earlier hti-rl's ``root/w=<λ:g>/inner`` when only it exists and its
     ``meta.json`` records exactly ``weight``."""
     path = root / f"w={weight_label(weight)}" / inner
+    if isinstance(weight, (tuple, list)):  # weight vectors came after the legacy names
+        return path
     legacy = root / f"w={weight:g}" / inner
     if legacy != path and not path.exists() and _recorded_weight(legacy) == weight:
         return legacy

@@ -10,7 +10,7 @@ from hti_rl.runs import DEFAULT_ROOT
 
 def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("surrogate", help="a surrogate file, e.g. runs/lqr2d/surrogate.zip")
-    parser.add_argument("--weight", type=float, required=True, help="reward weight to deploy at")
+    parser.add_argument("--weight", required=True, help="reward weight to deploy at; a vector a,b on a task that weighs several components")
     parser.add_argument("--spec", default=None,
                         help="task spec (default: the spec the surrogate was fitted from, when it lies in the run root or envs/)")
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
@@ -51,6 +51,9 @@ def deploy_command(args: argparse.Namespace) -> int:
             spec = spec.with_shared_start(**header["shared_start"])
     else:
         spec = spec_of_policy(args.surrogate, header)
+    if isinstance(header["weights"][0], list):  # a grid surrogate: the weight is a vector
+        return _deploy_vector(args, spec)
+    args.weight = scalar_weight(args.weight, header)
     axis = WeightAxis(tuple(header.get("weights") or spec.anchors), header.get("weight_scale") or spec.weight_scale)
     axis.coord(args.weight)  # finite, and > 0 on a log scale
     if not args.allow_extrapolation and not axis.low <= args.weight <= axis.high:
@@ -72,9 +75,56 @@ def deploy_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def scalar_weight(text: str, header: dict) -> float:
+    """``--weight`` of a surrogate fitted for one weight.
+
+    :raises WeightError: not one number (a vector, or not a number); the message says what to give.
+    """
+    from hti_rl.errors import WeightError
+    from hti_rl.weights import parse_vector
+
+    vector = parse_vector(text)
+    if len(vector) != 1:
+        raise WeightError(f"--weight {text} is a vector of {len(vector)} numbers, but {header.get('task')!r}'s surrogate weighs one "
+                          f"component ({header['weights'][0]:g} … {header['weights'][-1]:g}); give one number.")
+    return vector[0]
+
+
+def _deploy_vector(args: argparse.Namespace, spec) -> int:
+    """``deploy`` of a grid surrogate (or another grid policy) at a weight vector."""
+    from hti_rl.evaluate import evaluate_at
+    from hti_rl.methods.base import AnchoredPolicy
+    from hti_rl.methods.grid_surrogate import GridSurrogatePolicy  # noqa: F401  (registers the class that load finds)
+    from hti_rl.runs import weight_label
+
+    if args.render or args.video:
+        from hti_rl.errors import HTIError
+
+        raise HTIError("--render and --video are not supported yet for a surrogate of several weights; drop them.")
+    extra = {"calibrated": not args.plain} if holds_surrogate(args.surrogate) else {}
+    policy = AnchoredPolicy.load(args.surrogate, expect_fingerprint=spec.fingerprint(), allow_extrapolation=args.allow_extrapolation, **extra)
+    policy.set_weight(args.weight)
+    label = weight_label(policy.weight)
+    if hasattr(policy, "deployment"):
+        print("\n".join(policy.deployment().lines()) + f"  [axes {', '.join(policy.grid.names)}]")
+    else:
+        print(f"deployed at weight {label} ({', '.join(policy.grid.names)}): {type(policy).__name__}")
+    mean, half = evaluate_at(policy, spec, policy.weight, args.episodes, args.seed, deterministic=not args.stochastic,
+                             batched=not args.one_at_a_time)
+    print(f"{spec.name} at weight {label}: return {mean:.4g} ± {half:.3g} (95% CI, {args.episodes} episodes)")
+    return 0
+
+
+def holds_surrogate(path: str) -> bool:
+    """Whether the policy file at ``path`` holds a (grid) surrogate, which may carry a calibration."""
+    from hti_rl.methods.base import read_policy_file
+
+    return read_policy_file(path)[0].get("policy_class") in ("SurrogatePolicy", "GridSurrogatePolicy")
+
+
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("surrogate", help="a surrogate file, e.g. runs/demo/surrogate.zip")
-    parser.add_argument("--weight", type=float, required=True, help="reward weight the exported graph acts at")
+    parser.add_argument("--weight", required=True, help="reward weight the exported graph acts at (a vector a,b for several weights)")
     parser.add_argument("--format", default="onnx", help="onnx (onnxruntime; pip install 'hti-rl[export]') or torchscript (default: onnx)")
     parser.add_argument("-o", "--output", default=None, help="file to write (default: beside the surrogate, <name>_w=<weight>.<onnx|pt>)")
     parser.add_argument("--allow-extrapolation", action="store_true", help="accept a weight outside the anchor range")
@@ -87,10 +137,16 @@ def export_command(args: argparse.Namespace) -> int:
 
     from hti_rl.methods.export import export
 
+    from hti_rl.methods.base import read_policy_file
+    from hti_rl.weights import parse_vector
+
     source = Path(args.surrogate)
-    out = args.output or source.with_name(f"{source.stem}_w={args.weight:g}.{'pt' if args.format == 'torchscript' else 'onnx'}")
-    path = export(source, args.weight, args.format, out, allow_extrapolation=args.allow_extrapolation)
-    print(f"wrote {path}: {args.format} graph of {source} at weight {args.weight:g} (input obs [batch, C] float32, output action [batch, D])")
+    header, _ = read_policy_file(source)
+    weight = parse_vector(args.weight) if isinstance(header["weights"][0], list) else scalar_weight(args.weight, header)
+    label = ",".join(f"{w:g}" for w in weight) if isinstance(weight, tuple) else f"{weight:g}"
+    out = args.output or source.with_name(f"{source.stem}_w={label}.{'pt' if args.format == 'torchscript' else 'onnx'}")
+    path = export(source, weight, args.format, out, allow_extrapolation=args.allow_extrapolation)
+    print(f"wrote {path}: {args.format} graph of {source} at weight {label} (input obs [batch, C] float32, output action [batch, D])")
     return 0
 
 

@@ -14,7 +14,12 @@ from hti_rl.cli.base import (
     spec_arguments,
 )
 from hti_rl.errors import HTIError
-from hti_rl.runs import RunDir
+from hti_rl.runs import RunDir, weight_label
+
+
+def _text(weight: object) -> str:
+    """A weight as the commands print it: ``f"{λ:g}"``, or a vector's ``0.1,10``."""
+    return weight_label(tuple(weight)) if isinstance(weight, (list, tuple)) else f"{weight:g}"  # type: ignore[arg-type]
 
 
 def _train_anchors_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +41,7 @@ def train_anchors_command(args: argparse.Namespace) -> int:
     finished = [w for w in spec.anchors if RunDir.of(spec, args.run_root).is_finished(w)]
     if not args.force:
         for w in finished:
-            print(f"anchor w={w:g}: finished ({RunDir.of(spec, args.run_root).anchor(w)}), skipped; --force retrains it")
+            print(f"anchor w={_text(w)}: finished ({RunDir.of(spec, args.run_root).anchor(w)}), skipped; --force retrains it")
     if args.force or len(finished) < len(spec.anchors):
         metas = train_anchors(
             spec,
@@ -57,7 +62,7 @@ def train_anchors_command(args: argparse.Namespace) -> int:
             seeds = ", ".join(f"{s['return_mean']:.4g}" for s in meta.get("seeds", []))
             best = f", best of seeds scoring [{seeds}] at its weight: seed {meta['seed_index']}" if seeds else ""
             took = f", {meta['wall_time_s']:.1f} s" if meta.get("wall_time_s") is not None else ", imported"
-            print(f"anchor w={meta['weight']:g}: {meta['algo']} {meta['steps']} steps{took}{resumed}{best}")
+            print(f"anchor w={_text(meta['weight'])}: {meta['algo']} {meta['steps']} steps{took}{resumed}{best}")
     if not args.no_check:
         _check_anchors(spec, args.run_root, force=False)
     return 0

@@ -96,6 +96,9 @@ def load_experiment(path: str | Path) -> Experiment:
         raise top.error("task", f"is {task!r}: no such file (looked in {path.parent} and {path.parent.parent}).")
     from hti_rl.spec.load import load_task
 
+    if load_task(found).is_vector:
+        raise top.error("task", f"is {task!r}, which weighs several components; `hti-rl compare` takes scalar weights only so far. "
+                                "Fit and deploy its surrogate (`hti-rl fit`, `hti-rl deploy --weight a,b`), or compare on a scalar task.")
     if not load_task(found).held_out:
         raise top.error("task", f"is {task!r}, which has no held-out weights (`held_out` in {found}), so there is nothing to "
                                 "compare; add held_out weights inside the anchor range.")

@@ -16,6 +16,7 @@ the episodes and the seeds; a rerun reuses every file whose key matches (``force
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ from hti_rl.methods.calibration import (
     Point,
     anchor_name,
     choose,
+    weight_json,
+    weight_key,
+    weight_text,
 )
 from hti_rl.methods.surrogate import SurrogatePolicy
 from hti_rl.runs import RunDir, spec_hint
@@ -97,12 +101,30 @@ def calibrate(spec: TaskSpec, run_root: str | Path = "runs", per_interval: int =
 
     check_settings(per_interval, episodes)
     run = RunDir.of(spec, run_root)
-    policy = SurrogatePolicy.load(run.surrogate, expect_fingerprint=spec.fingerprint(), calibrated=False)
+    if spec.is_vector:  # a grid surrogate (docs/method.md §12): the same rule on a product grid of vectors
+        from hti_rl.methods.base import AnchoredPolicy
+        from hti_rl.methods.grid_surrogate import GridSurrogatePolicy
+
+        policy = AnchoredPolicy.load(run.surrogate, expect_fingerprint=spec.fingerprint(), calibrated=False)
+        if not isinstance(policy, GridSurrogatePolicy):
+            raise FileFormatError(f"{run.surrogate} holds a {type(policy).__name__}, not a grid surrogate; refit: `hti-rl fit {spec_hint(spec)} --force`.")
+    else:
+        policy = SurrogatePolicy.load(run.surrogate, expect_fingerprint=spec.fingerprint(), calibrated=False)
     calibration, cost = calibrate_policy(policy, spec, run, "surrogate", per_interval, episodes, seed, force, progress)
     policy.attach_calibration(calibration)
     policy.save(run.surrogate)
-    write_figure(calibration, run.calibration() / "calibration.png")
+    if not spec.is_vector:  # the figure draws return against one weight
+        write_figure(calibration, run.calibration() / "calibration.png")
     return calibration, cost
+
+
+def calibration_grid(spec: TaskSpec, per_interval: int) -> tuple[Any, ...]:
+    """The calibration's weights: ``spec.axis.grid(per_interval, include=held_out)``; on a grid task the product
+    of every axis's grid with the held-out vectors' entries on that axis included (so it stays a product)."""
+    if not spec.is_vector:
+        return spec.axis.grid(per_interval, include=spec.held_out)
+    axes = [axis.grid(per_interval, include=[h[i] for h in spec.held_out]) for i, axis in enumerate(spec.grid.axes)]
+    return tuple(itertools.product(*axes))
 
 
 def calibrate_policy(policy: SurrogatePolicy, spec: TaskSpec, run: RunDir, name: str = "surrogate",
@@ -120,7 +142,7 @@ def calibrate_policy(policy: SurrogatePolicy, spec: TaskSpec, run: RunDir, name:
         raise FileFormatError(f"this surrogate was fitted for another spec or other anchors ({policy.weights}) than {spec_hint(spec)} "
                               f"({list(spec.anchors)}); calibrate it with its own spec, or refit: `hti-rl fit {spec_hint(spec)} --force`.")
     seed = spec.seed if seed is None else int(seed)
-    grid = spec.axis.grid(per_interval, include=spec.held_out)
+    grid = calibration_grid(spec, per_interval)
     seeds = calibration_seeds(seed, episodes)
     key = {"surrogate": policy.digest(), "task_fingerprint": spec.fingerprint(), "episodes": episodes, "seeds": list(seeds)}
     rollouts = _Rollouts(spec, key, seeds, episodes, force)
@@ -236,24 +258,24 @@ def _returns_at(rollouts: _Rollouts, anchor_weights: list[float], movers: dict[s
     lengths = np.zeros(rollouts.episodes, dtype=np.int64)
     returns = {anchor_name(a): [weigh(ComponentReturns(anchors["components"], anchors["sums"][i][k], lengths)) for i in range(2)]
                for k, a in enumerate(anchor_weights)}
-    at_anchor = next((anchor_name(a) for a in anchor_weights if np.isclose(a, weight, rtol=1e-12, atol=0.0)), None)
+    at_anchor = next((anchor_name(a) for a in anchor_weights if np.allclose(a, weight, rtol=1e-12, atol=0.0)), None)
     if at_anchor is not None:  # the surrogate and parameter interpolation are that anchor's own actor there
         return {**returns, **{name: returns[at_anchor] for name in movers}}
-    raw = rollouts.read(path, lambda raw: raw.get("weight") == weight and set(raw.get("returns", {})) == set(movers))
+    raw = rollouts.read(path, lambda raw: raw.get("weight") == weight_json(weight) and set(raw.get("returns", {})) == set(movers))
     if raw is None:
         started, before = rollouts.mark()
         measured = {}
         for name, mover in movers.items():
             mover.set_weight(weight)
             measured[name] = [weigh(rolls).tolist() for rolls in rollouts.both_sets(mover)]
-        raw = rollouts.write(path, {"weight": weight, "returns": measured}, started, before)
+        raw = rollouts.write(path, {"weight": weight_json(weight), "returns": measured}, started, before)
     return {**returns, **{name: [np.asarray(r, dtype=np.float64) for r in raw["returns"][name]] for name in movers}}
 
 
 def _decide(weight: float, returns: dict[str, list[np.ndarray]]) -> Point:
     """The rule at one grid weight: choose on the first set, estimate every candidate on the second."""
     chosen, reason, versus = choose({name: r[0] for name, r in returns.items()})
-    return Point(float(weight), chosen, reason, choosing={n: mean_ci(r[0], CONFIDENCE) for n, r in returns.items()}, versus=versus,
+    return Point(weight_key(weight), chosen, reason, choosing={n: mean_ci(r[0], CONFIDENCE) for n, r in returns.items()}, versus=versus,
                  estimate={n: mean_ci(r[1], CONFIDENCE) for n, r in returns.items()})
 
 
@@ -265,13 +287,16 @@ def log_tensorboard(calibration: Calibration, log_dir: Path) -> None:
     from hti_rl.deploy.figure import calibration_figure
 
     writer = SummaryWriter(str(log_dir))
+    vectors = isinstance(calibration.points[0].weight, tuple)
     for i, point in enumerate(calibration.points):
-        writer.add_scalar("weight", point.weight, i)
+        for axis, value in enumerate(point.weight if vectors else (point.weight,)):
+            writer.add_scalar(f"weight{axis}" if vectors else "weight", value, i)
         for name, (mean, _) in point.estimate.items():
             writer.add_scalar(f"estimate/{name}", mean, i)
         writer.add_scalar("estimate/deployed", point.estimate[point.chosen][0], i)
     writer.add_text("rule", RULE)
-    writer.add_figure("calibration", calibration_figure(calibration), close=True)
+    if not vectors:
+        writer.add_figure("calibration", calibration_figure(calibration), close=True)
     writer.close()
 
 
@@ -285,7 +310,8 @@ def summary(calibration: Calibration, cost: Cost) -> list[str]:
         best = max(anchors, key=lambda n: anchors[n][0])
         m, ci = p.estimate[p.chosen]
         surrogate = p.estimate[SURROGATE]
-        lines.append(f"  λ={p.weight:<8.4g} deployed {p.chosen:<14} {m:.4g} ± {ci:.3g}   best anchor {best} {anchors[best][0]:.4g} ± "
+        shown = weight_text(p.weight) if isinstance(p.weight, tuple) else f"{p.weight:<8.4g}"
+        lines.append(f"  λ={shown} deployed {p.chosen:<14} {m:.4g} ± {ci:.3g}   best anchor {best} {anchors[best][0]:.4g} ± "
                      f"{anchors[best][1]:.3g}   surrogate {surrogate[0]:.4g} ± {surrogate[1]:.3g}")
     c = calibration.cost
     lines.append(f"cost: this run {cost.episodes} episodes ({cost.steps} env steps) in {cost.seconds:.1f} s, {cost.reused} grid weights reused; "

@@ -22,8 +22,27 @@ from gymnasium.envs.registration import register, registry
 Matrix = Sequence[Sequence[float]] | np.ndarray
 
 
-def optimal_gain(A: Matrix, B: Matrix, Q: Matrix, R: Matrix, weight: float, discount: float = 1.0) -> np.ndarray:
-    """Optimal feedback gain of the LQ problem with control cost ``weight·uᵀRu``; the optimal action is ``u = −K x``.
+def weighted_control_cost(R: Matrix, weight: float | Sequence[float]) -> np.ndarray:
+    """The control cost at a weight: ``λ·R`` for a scalar λ, ``S R S`` with ``S = diag(√λ_1, …, √λ_D)`` for a
+    vector of one weight per action (``diag(λ_i R_ii)`` when R is diagonal, as the per-action components weigh it).
+
+    :param R: control cost [D, D].
+    :param weight: λ > 0, or λ [D] > 0.
+    :return: [D, D].
+    """
+    R = np.asarray(R, dtype=np.float64)
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim == 0:
+        return float(w) * R
+    if w.shape != (R.shape[0],):
+        raise ValueError(f"a weight vector for this LQR task needs {R.shape[0]} entries (one per action), got {w.tolist()}.")
+    root = np.sqrt(w)
+    return root[:, None] * R * root[None, :]
+
+
+def optimal_gain(A: Matrix, B: Matrix, Q: Matrix, R: Matrix, weight: float | Sequence[float], discount: float = 1.0) -> np.ndarray:
+    """Optimal feedback gain of the LQ problem with control cost ``weight·uᵀRu`` (a vector weight: one per action,
+    see :func:`weighted_control_cost`); the optimal action is ``u = −K x``.
 
     Solves the discrete algebraic Riccati equation with ``scipy.linalg.solve_discrete_are``; a discount γ
     is folded into the dynamics as ``√γ·A``, ``√γ·B``.
@@ -32,13 +51,13 @@ def optimal_gain(A: Matrix, B: Matrix, Q: Matrix, R: Matrix, weight: float, disc
     :param B: input matrix [C, D].
     :param Q: state cost [C, C], symmetric positive semi-definite.
     :param R: control cost [D, D], symmetric positive definite.
-    :param weight: λ > 0, the multiplier of R.
+    :param weight: λ > 0, the multiplier of R, or λ [D]: R = diag(λ) on a diagonal R (R(λ) = S R S, S = diag(√λ)).
     :param discount: γ in (0, 1].
     :return: K [D, C].
     """
     root = np.sqrt(discount)
     A, B = root * np.asarray(A, dtype=np.float64), root * np.asarray(B, dtype=np.float64)
-    Q, R = np.asarray(Q, dtype=np.float64), weight * np.asarray(R, dtype=np.float64)
+    Q, R = np.asarray(Q, dtype=np.float64), weighted_control_cost(R, weight)
     P = scipy.linalg.solve_discrete_are(A, B, Q, R)
     return np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)
 
@@ -50,6 +69,8 @@ class LQREnv(gym.Env):
     after every step (a policy near the optimum never reaches the bound; the clip only keeps early random
     policies finite). Action: ``u``, a ``Box(−action_bound, action_bound, (D,))``; actions are clipped
     to it before they act and before their cost is taken. The episode is truncated after ``horizon`` steps.
+    With D > 1 actions and a diagonal R, ``info`` also holds each action's own cost ``reward_ctrl_<i>``
+    (``−control_weight·R_ii·u_i²``; they sum to ``reward_ctrl``), for tasks that weigh the actions apart.
 
     :param A: state matrix [C, C].
     :param B: input matrix [C, D].
@@ -97,8 +118,9 @@ class LQREnv(gym.Env):
         self.action_space = gym.spaces.Box(-self.action_bound, self.action_bound, (d,), np.float32)
         self._x = np.zeros(c)
         self._t = 0
+        self._per_action = d > 1 and np.array_equal(self.R, np.diag(np.diag(self.R)))
 
-    def optimal_gain(self, weight: float, discount: float = 1.0) -> np.ndarray:
+    def optimal_gain(self, weight: float | Sequence[float], discount: float = 1.0) -> np.ndarray:
         """K [D, C] of :func:`optimal_gain` for this env's matrices; the optimal action is ``u = −K x``."""
         return optimal_gain(self.A, self.B, self.Q, self.R, weight, discount)
 
@@ -118,6 +140,8 @@ class LQREnv(gym.Env):
         self._x = np.clip(self.A @ x + self.B @ u + noise, -self.state_bound, self.state_bound)
         self._t += 1
         info = {"reward_state": reward_state, "reward_ctrl": reward_ctrl}
+        if self._per_action:
+            info.update({f"reward_ctrl_{i}": -self.control_weight * float(self.R[i, i] * u[i] ** 2) for i in range(len(u))})
         return self._x.astype(np.float32), reward_state + reward_ctrl, False, self._t >= self.horizon, info
 
 
@@ -139,11 +163,11 @@ class OptimalPolicy:
     """The exact optimum u = −K(λ) x of an :class:`LQREnv`, with SB3's ``predict`` (for comparisons).
 
     :param env: the LQR env (or a wrapper of it).
-    :param weight: the control-cost weight λ.
+    :param weight: the control-cost weight λ, or one weight per action (a task weighing ``reward_ctrl_<i>``).
     :param discount: the discount the gain optimises (1: the undiscounted infinite-horizon optimum).
     """
 
-    def __init__(self, env: gym.Env, weight: float, discount: float = 1.0):
+    def __init__(self, env: gym.Env, weight: float | Sequence[float], discount: float = 1.0):
         lqr = env.unwrapped
         self.gain = lqr.optimal_gain(weight, discount)
         self.low, self.high = lqr.action_space.low, lqr.action_space.high

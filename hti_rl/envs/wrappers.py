@@ -37,8 +37,9 @@ class RewardWeightWrapper(gym.Wrapper):
 
     :param env: the env to wrap.
     :param components: component name -> source.
-    :param weighted: name of the component multiplied by λ.
-    :param weight: λ of the first episode; any finite number.
+    :param weighted: name of the component multiplied by λ, or several names (a task weighing several
+        components: then ``weight`` is a vector, one entry per name, and the reward is Σ fixed·c + Σ λ_i·c_i).
+    :param weight: λ of the first episode; any finite number (a vector of them with several names).
     :param fixed: weights of the other components; a component not named here has weight 1.
 
     Example::
@@ -59,43 +60,54 @@ class RewardWeightWrapper(gym.Wrapper):
         self,
         env: gym.Env,
         components: Mapping[str, Source],
-        weighted: str,
-        weight: float,
+        weighted: str | Sequence[str],
+        weight: float | Sequence[float],
         fixed: Mapping[str, float] | None = None,
     ):
         super().__init__(env)
         fixed = dict(fixed or {})
-        if weighted not in components:
-            raise SpecError(f"weighted component {weighted!r} is not one of the components {sorted(components)}; name one of them.")
-        extra = set(fixed) - (set(components) - {weighted})
+        names = (weighted,) if isinstance(weighted, str) else tuple(weighted)
+        for name in names:
+            if name not in components:
+                raise SpecError(f"weighted component {name!r} is not one of the components {sorted(components)}; name one of them.")
+        extra = set(fixed) - (set(components) - set(names))
         if extra:
             raise SpecError(
                 f"fixed weights given for {sorted(extra)}, which are not unweighted components; "
-                f"fixed weights apply to {sorted(set(components) - {weighted})}."
+                f"fixed weights apply to {sorted(set(components) - set(names))}."
             )
         for name, source in components.items():
             if isinstance(source, bool) or not (isinstance(source, (str, int)) or callable(source)):
                 raise SpecError(f"component {name!r} has source {source!r}; use an info key (str), a vector index (int) or a function.")
         self.components = dict(components)
-        self.weighted = weighted
-        self.coefficients = {name: fixed.get(name, 1.0) for name in components if name != weighted}
-        self._weight = _check_weight(weight)
+        self.weighted = weighted if isinstance(weighted, str) else names
+        self.coefficients = {name: fixed.get(name, 1.0) for name in components if name not in names}
+        self._weight = self._checked_weight(weight)
         self._next_weight = self._weight
         self._obs: np.ndarray | None = None
         self._step = 0
 
     @property
-    def weight(self) -> float:
-        """λ of the current episode."""
+    def weight(self) -> float | tuple[float, ...]:
+        """λ of the current episode (a tuple, one per weighted component, when several are weighted)."""
         return self._weight
 
-    def set_weight(self, weight: float) -> None:
+    def set_weight(self, weight: float | Sequence[float]) -> None:
         """Use ``weight`` from the next ``reset`` on.
 
-        :param weight: the new λ; any finite number.
-        :raises WeightError: ``weight`` is NaN or infinite.
+        :param weight: the new λ; any finite number (a vector of them when several components are weighted).
+        :raises WeightError: ``weight`` is NaN or infinite, or a vector of the wrong length.
         """
-        self._next_weight = _check_weight(weight)
+        self._next_weight = self._checked_weight(weight)
+
+    def _checked_weight(self, weight: Any) -> Any:
+        if isinstance(self.weighted, str):
+            return _check_weight(weight)
+        names = self.weighted
+        if np.ndim(weight) != 1 or len(weight) != len(names):
+            raise WeightError(f"reward weight {reprlib.repr(weight)} must be a vector of {len(names)} numbers, one per weighted "
+                              f"component ({', '.join(names)}).")
+        return tuple(_check_weight(w) for w in weight)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._weight = self._next_weight
@@ -106,7 +118,10 @@ class RewardWeightWrapper(gym.Wrapper):
     def step(self, action):
         next_obs, env_reward, terminated, truncated, info = self.env.step(action)
         values = {name: self._read(name, source, env_reward, info, action, next_obs) for name, source in self.components.items()}
-        reward = self._weight * values[self.weighted] + sum(c * values[n] for n, c in self.coefficients.items())
+        if isinstance(self.weighted, str):
+            reward = self._weight * values[self.weighted] + sum(c * values[n] for n, c in self.coefficients.items())
+        else:
+            reward = sum(w * values[n] for w, n in zip(self._weight, self.weighted)) + sum(c * values[n] for n, c in self.coefficients.items())
         self._obs = next_obs
         self._step += 1
         return next_obs, reward, terminated, truncated, {**info, COMPONENTS_KEY: values, WEIGHT_KEY: self._weight}
@@ -138,7 +153,7 @@ class RewardWeightWrapper(gym.Wrapper):
             ) from None
         if not math.isfinite(value):
             raise HTIError(
-                f"reward component {name!r} is {value} at step {self._step} of the episode (weight {self._weight:g}); "
+                f"reward component {name!r} is {value} at step {self._step} of the episode (weight {self._weight if isinstance(self._weight, tuple) else format(self._weight, 'g')}); "
                 "the env or the component function produced a non-finite value. Fix the env or the function."
             )
         return value
@@ -263,3 +278,67 @@ class WeightInObservation(gym.Wrapper):
         weight = _check_weight(weight)
         self.coordinate(weight)
         return weight
+
+
+class GridWeightInObservation(gym.Wrapper):
+    """Append a weight vector, each entry in its axis's coordinate (``log λ_i`` on a log axis), to a Box
+    observation: :class:`WeightInObservation` for a task that weighs several components (docs/method.md §12).
+
+    Each ``reset`` picks the episode's vector, every entry uniformly in its coordinate over its axis (training),
+    or ``fixed`` (evaluation; :meth:`fix`), and passes it to the wrapped :class:`RewardWeightWrapper`.
+
+    :param env: a :class:`RewardWeightWrapper` weighing the grid's components (or an env wrapping one).
+    :param grid: the task's :class:`~hti_rl.weights.WeightGrid`: the sampling box and the extra dimensions' bounds.
+    :param fixed: a weight vector used in every episode (overrides sampling).
+    :param seed: seeds the draws until a ``reset(seed=...)`` reseeds them.
+
+    Example::
+
+        env = GridWeightInObservation(spec.make_env((0.1, 0.1)), spec.grid)
+        obs, info = env.reset(seed=0)   # obs[-2:] == log of info["hti_rl/weight"]
+    """
+
+    def __init__(self, env: gym.Env, grid: Any, fixed: Sequence[float] | None = None, seed: int | None = None):
+        super().__init__(env)
+        self.grid = grid
+        self.fixed = None if fixed is None else grid.check(fixed)
+        self._rng = np.random.default_rng(seed)
+        self._weight = self.fixed if self.fixed is not None else grid.points[0]
+        box = env.observation_space
+        if not isinstance(box, gym.spaces.Box) or len(box.shape) != 1:
+            raise SpecError(f"GridWeightInObservation needs a 1-D Box observation space, got {box}.")
+        self.coordinate_range = [(min(a.times), max(a.times)) for a in grid.axes]
+        self.observation_space = gym.spaces.Box(
+            low=np.append(box.low, np.asarray([lo for lo, _ in self.coordinate_range], dtype=box.dtype)),
+            high=np.append(box.high, np.asarray([hi for _, hi in self.coordinate_range], dtype=box.dtype)),
+            dtype=box.dtype,
+        )
+
+    @property
+    def weight(self) -> tuple[float, ...]:
+        """The weight vector of the current episode."""
+        return self._weight
+
+    def fix(self, weight: Sequence[float] | None) -> None:
+        """Use ``weight`` in every episode from the next ``reset`` on (``None``: sample again)."""
+        self.fixed = None if weight is None else self.grid.check(weight)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng([seed, WEIGHT_DRAWS])
+        if self.fixed is not None:
+            weight = self.fixed
+        else:
+            weight = tuple(a.from_coord(self._rng.uniform(lo, hi)) for a, (lo, hi) in zip(self.grid.axes, self.coordinate_range))
+        self.env.get_wrapper_attr("set_weight")(weight)
+        self._weight = weight
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._observe(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._observe(obs), reward, terminated, truncated, info
+
+    def _observe(self, obs: np.ndarray) -> np.ndarray:
+        coords = [a.coord(w) for a, w in zip(self.grid.axes, self._weight)]
+        return np.append(obs, np.asarray(coords, dtype=self.observation_space.dtype))

@@ -82,19 +82,23 @@ class AnchoredPolicy(BasePolicy):
         if len(actors) != len(weights) or len(weights) < 2:
             raise ValueError(f"need one actor per anchor weight and ≥ 2 anchors, got {len(actors)} actors, {len(weights)} weights")
         self.actors = torch.nn.ModuleList(actors)
-        self.weights = [float(w) for w in weights]
-        self.weight_scale = weight_scale
-        self.axis = WeightAxis(tuple(self.weights), weight_scale)  # type: ignore[arg-type]
-        self.times = list(self.axis.times)
+        self.header = dict(header or {})
+        self._set_anchors(weights, weight_scale)
         self.register_buffer("x_mean", torch.as_tensor(np.asarray(x_mean), dtype=torch.float32))
         self.register_buffer("x_std", torch.as_tensor(np.asarray(x_std), dtype=torch.float32))
-        self.header = dict(header or {})
         self.allow_extrapolation = allow_extrapolation
         self.generator = torch.Generator().manual_seed(int(self.header.get("seed", 0)))
         self._interval: tuple[int, float] = (0, 0.0)
         self.weight = self.weights[0]
         self.set_weight(self.weights[0] if weight is None else weight)
         self.eval()
+
+    def _set_anchors(self, weights: Sequence[Any], weight_scale: Any) -> None:
+        """The anchor weights, their scale and axis (a grid policy overrides this with a grid)."""
+        self.weights = [float(w) for w in weights]
+        self.weight_scale = weight_scale
+        self.axis = WeightAxis(tuple(self.weights), weight_scale)  # type: ignore[arg-type]
+        self.times = list(self.axis.times)
 
     # ------------------------------------------------------------------ weight
     def set_weight(self, weight: float) -> None:
@@ -138,7 +142,7 @@ class AnchoredPolicy(BasePolicy):
         if not np.isfinite(actions).all():
             bad = obs[~np.isfinite(actions).reshape(len(obs), -1).all(-1)]
             raise ObservationError(
-                f"the policy gave a non-finite action at weight {self.weight:g} for the observation(s) {bad[:3].tolist()}; "
+                f"the policy gave a non-finite action at weight {self.weight if isinstance(self.weight, tuple) else format(self.weight, 'g')} for the observation(s) {bad[:3].tolist()}; "
                 f"values this far outside the recorded states ({self.observation_space}) overflow the anchor networks. "
                 "Check the env (or its wrappers) that produced them."
             )

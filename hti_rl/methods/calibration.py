@@ -20,7 +20,9 @@ stretches where it was measured ahead at both ends.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -46,9 +48,24 @@ RULE = ("keep the surrogate unless another candidate is ahead of it on the choos
 FIX = "Re-run `hti-rl calibrate <spec> --force`, or load the surrogate with calibrated=False (`hti-rl deploy --plain`)."
 
 
-def anchor_name(weight: float) -> str:
-    """The candidate name of the anchor at ``weight``: ``anchor:<w>`` (``f"{w:g}"``)."""
-    return f"anchor:{weight:g}"
+def weight_text(weight: Any) -> str:
+    """``f"{w:g}"``, or a weight vector's ``0.3,3``."""
+    return ",".join(f"{float(v):g}" for v in weight) if isinstance(weight, (tuple, list)) else f"{weight:g}"
+
+
+def weight_key(weight: Any) -> Any:
+    """A weight as calibrations hold it: a float, or a tuple of floats (a weight vector, JSON's list)."""
+    return tuple(float(v) for v in weight) if isinstance(weight, (tuple, list)) else float(weight)
+
+
+def weight_json(weight: Any) -> Any:
+    """A weight as JSON writes it: a number, or a list of numbers."""
+    return list(weight) if isinstance(weight, tuple) else weight
+
+
+def anchor_name(weight: Any) -> str:
+    """The candidate name of the anchor at ``weight``: ``anchor:<w>`` (``f"{w:g}"``; a vector: ``anchor:0.1,10``)."""
+    return f"anchor:{weight_text(weight)}"
 
 
 def choose(returns: Mapping[str, np.ndarray], default: str = SURROGATE) -> tuple[str, str, dict[str, tuple[float, float]]]:
@@ -99,7 +116,7 @@ def state_digest(obj: Any) -> str:
 class Point:
     """One grid weight: the choice and every candidate's statistics.
 
-    :param weight: the grid weight.
+    :param weight: the grid weight (a tuple: a weight vector).
     :param chosen: the deployed candidate.
     :param reason: why (from :func:`choose`).
     :param choosing: candidate -> (mean, ci) of its return on the choosing episodes.
@@ -107,7 +124,7 @@ class Point:
     :param estimate: candidate -> (mean, ci) of its return on the estimating episodes.
     """
 
-    weight: float
+    weight: Any
     chosen: str
     reason: str
     choosing: dict[str, tuple[float, float]]
@@ -129,7 +146,7 @@ class Deployment:
     :param calibrated: whether a calibration decided (false: the plain surrogate, as before calibrating).
     """
 
-    weight: float
+    weight: Any
     candidate: str
     why: str
     estimate: tuple[float, float] | None = None
@@ -139,7 +156,7 @@ class Deployment:
 
     def lines(self) -> list[str]:
         """The deployment in words, one fact per line."""
-        head = f"deployed at weight {self.weight:g}: {self.candidate} ({self.why})"
+        head = f"deployed at weight {weight_text(self.weight)}: {self.candidate} ({self.why})"
         if not self.calibrated:
             return [head]
         est = (f"estimated return {self.estimate[0]:.4g} ± {self.estimate[1]:.3g} (95% CI, {self.episodes} episodes not used to choose)"
@@ -154,7 +171,8 @@ class Calibration:
 
     :param task: task name.
     :param task_fingerprint: the spec's fingerprint.
-    :param anchors: anchor weights ``[K]``.
+    :param anchors: anchor weights ``[K]`` (weight vectors on a grid task, with one scale per axis; the
+        grid of points is then the product of per-axis grids).
     :param weight_scale: ``linear`` or ``log``.
     :param held_out: the spec's held-out weights (marked on the figure).
     :param surrogate: :func:`state_digest` of the calibrated surrogate's parameters.
@@ -170,9 +188,9 @@ class Calibration:
 
     task: str
     task_fingerprint: str
-    anchors: tuple[float, ...]
-    weight_scale: str
-    held_out: tuple[float, ...]
+    anchors: tuple[Any, ...]
+    weight_scale: Any
+    held_out: tuple[Any, ...]
     surrogate: str
     seed: int
     choose_seed: int
@@ -181,7 +199,7 @@ class Calibration:
     per_interval: int
     points: tuple[Point, ...]
     components: tuple[str, ...]
-    weighted: str
+    weighted: Any
     fixed: dict[str, float]
     anchor_sums: np.ndarray
     cost: dict[str, float]
@@ -200,8 +218,10 @@ class Calibration:
         return {anchor_name(a): mean_ci(returns_at(ComponentReturns(self.components, self.anchor_sums[i], lengths), self.weighted,
                                                    self.fixed, weight), CONFIDENCE) for i, a in enumerate(self.anchors)}
 
-    def deployed_at(self, weight: float) -> tuple[str, str, Point | None]:
+    def deployed_at(self, weight: Any) -> tuple[str, str, Point | None]:
         """(candidate, why, the grid point measured at ``weight`` or None) under the rule between grid points."""
+        if isinstance(weight, tuple):
+            return self._deployed_at_vector(weight)
         grid = np.array(self.grid)
         near = np.flatnonzero(np.isclose(grid, weight, rtol=1e-9, atol=0.0))
         if near.size:
@@ -216,18 +236,43 @@ class Calibration:
         return SURROGATE, (f"between grid weights {left.weight:.4g} ({left.chosen}) and {right.weight:.4g} ({right.chosen}), "
                            "which chose differently: the surrogate"), None
 
-    def deployment(self, weight: float) -> Deployment:
+    def _deployed_at_vector(self, weight: tuple[float, ...]) -> tuple[str, str, Point | None]:
+        """:meth:`deployed_at` on a product grid of vectors: a grid vector's choice; inside a cell of the grid, the
+        candidate chosen at every corner of the cell when they agree, else the surrogate."""
+        by_weight = {p.weight: p for p in self.points}
+        corners_each = []
+        for i, w in enumerate(weight):
+            values = sorted({p.weight[i] for p in self.points})
+            j = bisect.bisect_left(values, w)
+            if j < len(values) and math.isclose(values[j], w, rel_tol=1e-9, abs_tol=0.0):
+                corners_each.append([values[j]])
+            elif j == 0 or j == len(values):
+                return SURROGATE, f"outside the calibrated grid on axis {i} [{values[0]:g}, {values[-1]:g}]: the plain surrogate", None
+            else:
+                corners_each.append([values[j - 1], values[j]])
+        corners = [by_weight.get(c) for c in itertools.product(*corners_each)]
+        if len(corners) == 1 and corners[0] is not None:
+            return corners[0].chosen, f"chosen at this grid weight: {corners[0].reason}", corners[0]
+        if any(c is None for c in corners):
+            return SURROGATE, "between grid weights not all measured: the surrogate", None
+        chosen = {c.chosen for c in corners}
+        shown = ", ".join(weight_text(c.weight) for c in corners)
+        if len(chosen) == 1:
+            return corners[0].chosen, f"chosen at every corner of the grid cell around it ({shown})", None
+        return SURROGATE, f"between grid weights {shown}, which chose differently: the surrogate", None
+
+    def deployment(self, weight: Any) -> Deployment:
         """What is deployed at ``weight``, its estimate and every anchor's there."""
         candidate, why, point = self.deployed_at(weight)
         anchors = self.anchor_estimates(weight)
         estimate = point.estimate.get(candidate) if point is not None else anchors.get(candidate)
-        return Deployment(float(weight), candidate, why, estimate, anchors, self.episodes)
+        return Deployment(weight_key(weight), candidate, why, estimate, anchors, self.episodes)
 
     def matches(self, task_fingerprint: str | None, anchors: Sequence[float], surrogate: str) -> str | None:
         """Why this calibration does not belong to a surrogate of that spec, anchors and parameters (None: it does)."""
         if task_fingerprint is not None and task_fingerprint != self.task_fingerprint:
             return f"it was made for another spec of task {self.task!r} (fingerprint {self.task_fingerprint}, the surrogate's is {task_fingerprint})"
-        if tuple(float(a) for a in anchors) != self.anchors:
+        if tuple(weight_key(a) for a in anchors) != self.anchors:
             return f"it was made for anchors {list(self.anchors)}, the surrogate has {list(anchors)}"
         if surrogate != self.surrogate:
             return f"it was made for another surrogate (parameters {self.surrogate}, this one's are {surrogate}), e.g. before a refit"
@@ -237,13 +282,13 @@ class Calibration:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT, "version": VERSION, "rule": RULE, "confidence": CONFIDENCE,
-            "task": self.task, "task_fingerprint": self.task_fingerprint, "anchors": list(self.anchors),
-            "weight_scale": self.weight_scale, "held_out": list(self.held_out), "surrogate": self.surrogate,
+            "task": self.task, "task_fingerprint": self.task_fingerprint, "anchors": [weight_json(a) for a in self.anchors],
+            "weight_scale": weight_json(self.weight_scale), "held_out": [weight_json(w) for w in self.held_out], "surrogate": self.surrogate,
             "seed": self.seed, "choose_seed": self.choose_seed, "estimate_seed": self.estimate_seed,
             "episodes": self.episodes, "per_interval": self.per_interval, "cost": dict(self.cost),
-            "points": [{"weight": p.weight, "chosen": p.chosen, "reason": p.reason, "choosing": _pairs(p.choosing),
+            "points": [{"weight": weight_json(p.weight), "chosen": p.chosen, "reason": p.reason, "choosing": _pairs(p.choosing),
                         "versus": _pairs(p.versus), "estimate": _pairs(p.estimate)} for p in self.points],
-            "components": list(self.components), "weighted": self.weighted, "fixed": dict(self.fixed),
+            "components": list(self.components), "weighted": weight_json(self.weighted), "fixed": dict(self.fixed),
             "anchor_sums": self.anchor_sums.tolist(),
         }
 
@@ -280,7 +325,7 @@ def _stats(raw: Any, names: set[str]) -> dict[str, tuple[float, float]]:
 
 
 def _read(cls: type[Calibration], raw: dict[str, Any]) -> Calibration:
-    anchors = tuple(float(a) for a in raw["anchors"][:MAX_ANCHORS + 1])
+    anchors = tuple(weight_key(a) for a in raw["anchors"][:MAX_ANCHORS + 1])
     episodes, points_raw = int(raw["episodes"]), raw["points"]
     components = tuple(str(c) for c in raw["components"][:MAX_COMPONENTS + 1])
     if not (2 <= len(anchors) <= MAX_ANCHORS and 1 <= episodes <= MAX_EPISODES and 1 <= len(points_raw) <= MAX_GRID
@@ -293,20 +338,22 @@ def _read(cls: type[Calibration], raw: dict[str, Any]) -> Calibration:
         estimate = _stats(p["estimate"], names)
         if chosen not in estimate:
             raise ValueError(f"the choice {chosen!r} at weight {p['weight']} has no estimate")
-        points.append(Point(float(p["weight"]), chosen, str(p["reason"]), _stats(p["choosing"], names), _stats(p["versus"], names), estimate))
+        points.append(Point(weight_key(p["weight"]), chosen, str(p["reason"]), _stats(p["choosing"], names), _stats(p["versus"], names), estimate))
     if any(b.weight <= a.weight for a, b in zip(points, points[1:])):
         raise ValueError("grid weights are not strictly increasing")
     sums_raw = raw["anchor_sums"]
     if len(sums_raw) != len(anchors) or any(len(e) != episodes or any(len(c) != len(components) for c in e) for e in sums_raw):
         raise ValueError(f"anchor_sums is not [{len(anchors)}, {episodes}, {len(components)}]")
     sums = np.asarray(sums_raw, dtype=np.float64)
-    if not np.all(np.isfinite(sums)) or str(raw["weighted"]) not in components:
+    weighted = tuple(map(str, raw["weighted"])) if isinstance(raw["weighted"], list) else str(raw["weighted"])
+    if not np.all(np.isfinite(sums)) or not set((weighted,) if isinstance(weighted, str) else weighted) <= set(components):
         raise ValueError("anchor_sums holds non-finite values, or the weighted component is not among the components")
     return cls(
-        task=str(raw["task"]), task_fingerprint=str(raw["task_fingerprint"]), anchors=anchors, weight_scale=str(raw["weight_scale"]),
-        held_out=tuple(float(w) for w in raw["held_out"][:MAX_GRID]), surrogate=str(raw["surrogate"]), seed=int(raw["seed"]),
+        task=str(raw["task"]), task_fingerprint=str(raw["task_fingerprint"]), anchors=anchors,
+        weight_scale=tuple(map(str, raw["weight_scale"])) if isinstance(raw["weight_scale"], list) else str(raw["weight_scale"]),
+        held_out=tuple(weight_key(w) for w in raw["held_out"][:MAX_GRID]), surrogate=str(raw["surrogate"]), seed=int(raw["seed"]),
         choose_seed=int(raw["choose_seed"]), estimate_seed=int(raw["estimate_seed"]), episodes=episodes,
-        per_interval=int(raw["per_interval"]), points=tuple(points), components=components, weighted=str(raw["weighted"]),
+        per_interval=int(raw["per_interval"]), points=tuple(points), components=components, weighted=weighted,
         fixed={str(k): float(v) for k, v in dict(raw["fixed"]).items()}, anchor_sums=sums,
         cost={str(k): float(v) for k, v in dict(raw["cost"]).items()},
     )

@@ -12,6 +12,7 @@ import torch
 
 from hti_rl.actors import AnchorActor
 from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.methods.grid import GridPolicy
 from hti_rl.runs import DEFAULT_ROOT, RunDir, package_versions
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.conditioned import check_conditioned_meta, make_conditioned_env
@@ -58,6 +59,32 @@ class ConditionedPolicy(AnchoredPolicy):
         return actor.to_env_action(self.anchor_draw(actor, conditioned, deterministic)[0])
 
 
+class GridConditionedPolicy(GridPolicy):
+    """:class:`ConditionedPolicy` on a task that weighs several components: the agent's observation carries the
+    weight vector, one coordinate per axis (:class:`~hti_rl.envs.wrappers.GridWeightInObservation`)."""
+
+    @classmethod
+    def from_actor(cls, spec: TaskSpec, actor: AnchorActor, header: dict[str, Any] | None = None, weight: Any = None) -> "GridConditionedPolicy":
+        """Wrap a conditioned actor for ``spec``'s env (its raw observation space and action space)."""
+        env = spec.make_env(spec.anchors[0])
+        try:
+            obs_space, action_space = env.observation_space, env.action_space
+        finally:
+            env.close()
+        c = int(np.prod(obs_space.shape))
+        header = {**(header or {}), "weight_names": list(spec.grid.names)}
+        return cls(obs_space, action_space, [actor] * len(spec.anchors), spec.grid.points, list(spec.grid.scales),
+                   x_mean=np.zeros(c, dtype=np.float32), x_std=np.ones(c, dtype=np.float32), header=header, weight=weight)
+
+    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """obs [B, C] (raw env observations) -> env actions [B, D]."""
+        obs = observation.float().reshape(observation.shape[0], -1)
+        coords = torch.tensor([a.coord(w) for a, w in zip(self.grid.axes, self.weight)], dtype=torch.float32)
+        actor = self.actors[0]
+        conditioned = torch.cat([obs, coords.expand(obs.shape[0], -1)], dim=1)
+        return actor.to_env_action(self.anchor_draw(actor, conditioned, deterministic)[0])
+
+
 def load_conditioned_actor(spec: TaskSpec, factor: float, run_root: str | Path = DEFAULT_ROOT) -> AnchorActor:
     """The finished conditioned agent of budget factor ``factor`` as an :class:`AnchorActor`, read
     without unpickling code (:mod:`hti_rl.sb3io.safe_sb3`, :mod:`hti_rl.sb3io.safe_pickle`).
@@ -69,10 +96,12 @@ def load_conditioned_actor(spec: TaskSpec, factor: float, run_root: str | Path =
     return load_agent_actor(spec, directory, lambda: make_conditioned_env(spec))
 
 
-def load_conditioned_policy(spec: TaskSpec, factor: float, run_root: str | Path = DEFAULT_ROOT, weight: float | None = None) -> ConditionedPolicy:
+def load_conditioned_policy(spec: TaskSpec, factor: float, run_root: str | Path = DEFAULT_ROOT,
+                            weight: Any = None) -> ConditionedPolicy | GridConditionedPolicy:
     """The finished conditioned agent of budget factor ``factor`` as a :class:`ConditionedPolicy`."""
     directory = RunDir.of(spec, run_root).conditioned(factor)
     meta = json.loads((directory / "meta.json").read_text()) if (directory / "meta.json").exists() else {}
     header = {"task": spec.name, "task_fingerprint": spec.fingerprint(), "seed": spec.seed, "budget_factor": float(factor),
               "steps": meta.get("steps"), "wall_time_s": meta.get("wall_time_s"), "versions": package_versions()}
-    return ConditionedPolicy.from_actor(spec, load_conditioned_actor(spec, factor, run_root), header=header, weight=weight)
+    policy_cls = GridConditionedPolicy if spec.is_vector else ConditionedPolicy
+    return policy_cls.from_actor(spec, load_conditioned_actor(spec, factor, run_root), header=header, weight=weight)

@@ -20,6 +20,7 @@ import io
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,30 +52,68 @@ class Deterministic(nn.Module):
         return torch.maximum(torch.minimum(self.module(obs), self.high), self.low)
 
 
-def export(surrogate: str | Path, weight: float, fmt: str, out: str | Path, allow_extrapolation: bool = False) -> Path:
+class GridDeterministic(nn.Module):
+    """A grid surrogate's deterministic action at its current weight vector, clipped to the action Box (the cell
+    and local times are constants of the traced graph).
+
+    :param policy: a :class:`~hti_rl.methods.grid.GridPolicy` set to the weight.
+    """
+
+    def __init__(self, policy: nn.Module):
+        super().__init__()
+        self.policy = policy
+        self.register_buffer("low", torch.as_tensor(policy.action_space.low).float())
+        self.register_buffer("high", torch.as_tensor(policy.action_space.high).float())
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """obs [B, C] float32 -> action [B, D] float32"""
+        return torch.maximum(torch.minimum(self.policy._predict(obs, True), self.high), self.low)
+
+
+def _grid_graph(surrogate: str | Path, weight: object, allow_extrapolation: bool) -> tuple[nn.Module, Any]:
+    """(graph, policy) of a grid surrogate at a weight vector."""
+    from hti_rl.methods.base import AnchoredPolicy
+    from hti_rl.methods.grid_surrogate import GridSurrogatePolicy
+
+    policy = AnchoredPolicy.load(surrogate, allow_extrapolation=allow_extrapolation)
+    if not isinstance(policy, GridSurrogatePolicy):
+        raise HTIError(f"{surrogate} holds a {type(policy).__name__}, not a surrogate; export the `hti-rl fit` file (surrogate.zip).")
+    policy.set_weight(weight)
+    policy.requires_grad_(False)  # constants of the graph: its output needs no gradient
+    return GridDeterministic(policy).eval(), policy
+
+
+def export(surrogate: str | Path, weight: Any, fmt: str, out: str | Path, allow_extrapolation: bool = False) -> Path:
     """Write the surrogate in file ``surrogate`` at reward weight ``weight`` as one graph to ``out``, atomically.
 
     :param surrogate: a ``surrogate.zip`` written by ``hti-rl fit``.
-    :param weight: the reward weight the graph acts at.
+    :param weight: the reward weight the graph acts at (a vector for a surrogate of several weights).
     :param fmt: ``"onnx"`` (onnxruntime, ``pip install hti-rl[export]``) or ``"torchscript"`` (``torch.jit.load``).
     :param out: the file to write.
     :param allow_extrapolation: accept a weight outside the anchor range.
     :return: ``out``.
     :raises HTIError: an unknown format, a file that is not a surrogate, a weight out of range, or onnx missing.
     """
+    from hti_rl.methods.policy_file import read_policy_file
     from hti_rl.methods.surrogate import SurrogatePolicy
 
     if fmt not in FORMATS:
         raise HTIError(f"unknown export format {fmt!r}; use --format onnx or --format torchscript.")
-    policy = SurrogatePolicy.load(surrogate, allow_extrapolation=allow_extrapolation)
-    policy.set_weight(weight)
-    space = policy.action_space
-    graph = Deterministic(policy.at_weight, torch.as_tensor(space.low), torch.as_tensor(space.high)).eval()
+    header, _ = read_policy_file(surrogate)
+    if isinstance(header["weights"][0], list):
+        graph, policy = _grid_graph(surrogate, weight, allow_extrapolation)
+        shown = json.dumps(list(policy.weight))
+    else:
+        policy = SurrogatePolicy.load(surrogate, allow_extrapolation=allow_extrapolation)
+        policy.set_weight(weight)
+        space = policy.action_space
+        graph = Deterministic(policy.at_weight, torch.as_tensor(space.low), torch.as_tensor(space.high)).eval()
+        shown = repr(float(weight))
     example = torch.zeros(2, *policy.observation_space.shape, dtype=torch.float32)
     meta = {
         "hti_rl_surrogate": Path(surrogate).name,
         "task": str(policy.header.get("task")),
-        "weight": repr(float(weight)),
+        "weight": shown,
         "weights": json.dumps(policy.weights),
         "inputs": "obs: raw env observations [batch, C] float32",
         "outputs": "action: env actions [batch, D] float32, inside the action Box",

@@ -109,8 +109,15 @@ def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _weights_ok(v: Any) -> bool:
+    if isinstance(v, list) and v and isinstance(v[0], list):  # a grid: anchor vectors (their grid is checked on load)
+        return (2 <= len(v) <= 1024 and all(isinstance(p, list) and len(p) == len(v[0]) and 1 <= len(p) <= 8 for p in v)
+                and all(is_finite_number(w) for p in v for w in p))
     return (isinstance(v, list) and 2 <= len(v) <= 1024 and all(is_finite_number(w) for w in v)
             and all(b > a for a, b in zip(v, v[1:])))
+
+
+def _scale_ok(v: Any) -> bool:
+    return v in SCALES or (isinstance(v, list) and 1 <= len(v) <= 8 and all(s in SCALES for s in v))
 
 
 def _shared_start_ok(v: Any) -> bool:
@@ -122,8 +129,8 @@ def _shared_start_ok(v: Any) -> bool:
 REQUIRED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hti_rl_version": (lambda v: isinstance(v, str), "a string"),
     "policy_class": (lambda v: isinstance(v, str) and v.isidentifier(), "a class name"),
-    "weights": (_weights_ok, "a list of 2 to 1024 strictly increasing finite numbers"),
-    "weight_scale": (lambda v: v in SCALES, f"one of {', '.join(SCALES)}"),
+    "weights": (_weights_ok, "a list of 2 to 1024 strictly increasing finite numbers (or of weight vectors)"),
+    "weight_scale": (_scale_ok, f"one of {', '.join(SCALES)} (or a list of them, one per axis)"),
     "observation_space": (lambda v: isinstance(v, dict), "a Box description"),
     "action_space": (lambda v: isinstance(v, dict), "a Box description"),
     "task": (lambda v: isinstance(v, str) and name_problem(v) is None, "a task name (letters, digits, '_', '.', '-'; not '.' or '..')"),
@@ -142,6 +149,7 @@ OPTIONAL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "losses": (lambda v: isinstance(v, list) and all(is_finite_number(x) for x in v), "a list of numbers"),
     "compare_key": (lambda v: isinstance(v, str), "a string"),
     "budget_factor": (lambda v: is_finite_number(v) and v > 0, "a number > 0"),
+    "weight_names": (lambda v: isinstance(v, list) and 1 <= len(v) <= 8 and all(isinstance(n, str) for n in v), "a list of names"),
 }
 
 
@@ -158,7 +166,13 @@ def check_header(header: dict[str, Any], path: Path | str) -> None:
                 continue
             if not ok(header[key]):
                 raise FileFormatError(f"{path}: header field `{key}` is {_short(header[key])}; expected {allowed}. {FIX}")
-    if header["weight_scale"] == "log" and header["weights"][0] <= 0:
+    vectors = isinstance(header["weights"][0], list)
+    if vectors != isinstance(header["weight_scale"], list) or (vectors and len(header["weight_scale"]) != len(header["weights"][0])):
+        raise FileFormatError(f"{path}: header fields `weights` and `weight_scale` disagree ({_short(header['weights'])}, "
+                              f"{_short(header['weight_scale'])}): weight vectors need one scale per axis. {FIX}")
+    if vectors and any(s == "log" and min(p[i] for p in header["weights"]) <= 0 for i, s in enumerate(header["weight_scale"])):
+        raise FileFormatError(f"{path}: header field `weights` holds a weight ≤ 0 on a log axis. {FIX}")
+    if not vectors and header["weight_scale"] == "log" and header["weights"][0] <= 0:
         raise FileFormatError(f"{path}: header field `weights` is {header['weights']}; a log weight scale needs weights > 0. {FIX}")
     for key in ("observation_space", "action_space"):
         try:

@@ -350,8 +350,13 @@ def fit_policy(
     :param config: CLOT settings.
     :param log_dir: TensorBoard directory of the fit, or None.
     :param progress: show a progress bar.
+    :return: a :class:`SurrogatePolicy`, or on a task weighing several components a
+        :class:`~hti_rl.methods.grid_surrogate.GridSurrogatePolicy`.
     """
+    if spec.is_vector:  # several weights at once: scalar CLOT models along the grid's rows and columns
+        from hti_rl.methods.grid_surrogate import fit_grid_policy
 
+        return fit_grid_policy(spec, dataset, actors, config, log_dir=None if log_dir is None else str(log_dir), progress=progress)
     base = base_arguments(spec, dataset, actors, config.seed, "clot")
     data = CLOTData(
         x=torch.from_numpy((dataset.obs - base["x_mean"]) / base["x_std"]),

@@ -16,6 +16,7 @@ from hti_rl.errors import SpecError
 from hti_rl.seeds import MAX_SEED
 from hti_rl.spec.algorithms import ALGOS
 from hti_rl.spec.fields import REQUIRED, Fields, is_finite_number, read_yaml
+from hti_rl.spec.grid import read_grid
 from hti_rl.spec.hyperparams import parse_agent
 from hti_rl.spec.task import (
     COMPONENT_KINDS,
@@ -56,18 +57,12 @@ def load_task(path: str | Path) -> TaskSpec:
     if problem:
         raise top.error("name", problem)
     env_id = _check_env_id(top, top.string("env_id"))
-    weight_scale = top.choice("weight_scale", SCALES)
-    anchors, anchor_files = _read_anchors(top)
-    if len(anchors) < 2:
-        raise top.error("anchors", f"is {list(anchors)}; give at least 2 weights.")
-    if any(b <= a for a, b in zip(anchors, anchors[1:])):
-        raise top.error("anchors", f"is {list(anchors)}; the weights must be strictly increasing.")
-    if weight_scale == "log" and anchors[0] <= 0:
-        raise top.error("anchors", f"is {list(anchors)}; a log weight_scale needs weights > 0 (or use weight_scale: linear).")
-    held_out = top.floats("held_out")
-    outside = [w for w in held_out if not anchors[0] <= w <= anchors[-1]]
-    if outside:
-        raise top.error("held_out", f"has {outside} outside the anchor range [{anchors[0]:g}, {anchors[-1]:g}]; move them inside.")
+    reward = _read_reward(path, top.mapping("reward"))
+    if isinstance(reward.weighted, tuple):  # several weighted components: a grid of weight vectors
+        weight_scale, anchors, held_out = read_grid(top, reward.weighted)
+        anchor_files: tuple[AnchorFiles, ...] = ()
+    else:
+        weight_scale, anchors, held_out, anchor_files = _read_scalar_weights(top)
     algo = top.choice("algo", tuple(ALGOS), default=defaults["algo"].default)
     hyperparams_file = _resolve(top, "hyperparams_file", top.string("hyperparams_file", default=f"agents/{algo}.yml"))
     hyperparams_key = top.string("hyperparams_key", default=name)
@@ -84,7 +79,7 @@ def load_task(path: str | Path) -> TaskSpec:
     spec = TaskSpec(
         name=name,
         env_id=env_id,
-        reward=_read_reward(path, top.mapping("reward")),
+        reward=reward,
         weight_scale=weight_scale,
         anchors=anchors,
         held_out=held_out,
@@ -105,7 +100,27 @@ def load_task(path: str | Path) -> TaskSpec:
         weight_env_kwarg=top.string("weight_env_kwarg") if top.get("weight_env_kwarg", None) is not None else None,
     )
     _check_env(top, spec)
+    if spec.is_vector and top.get("shared_start", False) not in (False, None):
+        raise top.error("shared_start", "is not supported yet on a spec that weighs several components; remove it "
+                                        "(train the grid's anchors from scratch).")
     return _read_shared_start(top, spec)
+
+
+def _read_scalar_weights(top: Fields) -> tuple[str, tuple[float, ...], tuple[float, ...], tuple[AnchorFiles, ...]]:
+    """(weight scale, anchors, held-out weights, anchor files) of a spec weighing one component."""
+    weight_scale = top.choice("weight_scale", SCALES)
+    anchors, anchor_files = _read_anchors(top)
+    if len(anchors) < 2:
+        raise top.error("anchors", f"is {list(anchors)}; give at least 2 weights.")
+    if any(b <= a for a, b in zip(anchors, anchors[1:])):
+        raise top.error("anchors", f"is {list(anchors)}; the weights must be strictly increasing.")
+    if weight_scale == "log" and anchors[0] <= 0:
+        raise top.error("anchors", f"is {list(anchors)}; a log weight_scale needs weights > 0 (or use weight_scale: linear).")
+    held_out = top.floats("held_out")
+    outside = [w for w in held_out if not anchors[0] <= w <= anchors[-1]]
+    if outside:
+        raise top.error("held_out", f"has {outside} outside the anchor range [{anchors[0]:g}, {anchors[-1]:g}]; move them inside.")
+    return weight_scale, anchors, held_out, anchor_files
 
 
 MAX_DATASET_BYTES = 8 << 30
@@ -244,9 +259,16 @@ def _read_reward(file: Path, raw: dict[str, Any]) -> RewardSpec:
         components[name] = Component(kind, ref)
     if not components:
         raise reward.error("components", "is empty; name at least the weighted component.")
-    weighted = reward.choice("weighted", tuple(components))
+    raw_weighted = reward.get("weighted", None)
+    if isinstance(raw_weighted, list):  # several weighted components, one weight axis each
+        weighted: str | tuple[str, ...] = reward.names("weighted", tuple(components))
+        if len(weighted) < 2 or len(weighted) != len(raw_weighted):
+            raise reward.error("weighted", f"is {raw_weighted!r}; a list names ≥ 2 distinct components (write one alone "
+                                           "as `weighted: <name>`).")
+    else:
+        weighted = reward.choice("weighted", tuple(components))
     fixed = reward.mapping("fixed", default={})
-    others = tuple(n for n in components if n != weighted)
+    others = tuple(n for n in components if n not in ((weighted,) if isinstance(weighted, str) else weighted))
     for name, value in fixed.items():
         if name not in others:
             raise reward.error(f"fixed.{name}", f"names no unweighted component; fixed weights apply to {', '.join(others) or 'none'}.")

@@ -37,11 +37,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 import hti_rl.envs.lqr  # noqa: F401  (registers the LQR env ids)
 from hti_rl.envs.mujoco_log import quiet_mujoco
 from hti_rl.envs.wrappers import RewardWeightWrapper, Source
-from hti_rl.errors import SpecError
+from hti_rl.errors import SpecError, WeightError
 from hti_rl.io import sha256_bytes
 from hti_rl.spec.algorithms import ALGOS
 from hti_rl.spec.hyperparams import parse_agent
-from hti_rl.weights import WeightAxis
+from hti_rl.weights import WeightAxis, WeightGrid
 
 try:  # registers the mo-* env ids when MO-Gymnasium is installed
     import mo_gymnasium  # noqa: F401
@@ -76,12 +76,12 @@ class RewardSpec:
     """The reward ``Σ fixed[c]·c + λ·weighted``.
 
     :param components: name -> :class:`Component`.
-    :param weighted: the component multiplied by λ.
+    :param weighted: the component multiplied by λ, or the components multiplied by λ_1 … λ_n (a weight vector).
     :param fixed: weight of every other component (1.0 unless the spec says otherwise).
     """
 
     components: dict[str, Component]
-    weighted: str
+    weighted: str | tuple[str, ...]
     fixed: dict[str, float]
 
 
@@ -139,9 +139,11 @@ class TaskSpec:
     :param name: task name; runs go to ``<run root>/<name>/``.
     :param env_id: Gymnasium id (MO-Gymnasium ids and ``hti_rl/LQR*`` included).
     :param reward: the reward components and weights.
-    :param weight_scale: ``linear`` or ``log``: the coordinate of the surrogate's local time.
-    :param anchors: anchor weights, strictly increasing, at least 2.
-    :param held_out: evaluation weights inside ``[anchors[0], anchors[-1]]``.
+    :param weight_scale: ``linear`` or ``log``: the coordinate of the surrogate's local time (one per axis
+        when several components are weighted).
+    :param anchors: anchor weights, strictly increasing, at least 2; with several weighted components, every
+        vector of the grid in C order (:attr:`grid`, hti_rl/spec/grid.py).
+    :param held_out: evaluation weights inside ``[anchors[0], anchors[-1]]`` (vectors inside the grid).
     :param path: the spec file.
     :param hyperparams_file: the rl-zoo3-style hyperparameters file (default ``agents/<algo>.yml``).
     :param agent: the entry ``hyperparams_key`` of that file, as written (see :meth:`hyperparams`).
@@ -173,9 +175,9 @@ class TaskSpec:
     name: str
     env_id: str
     reward: RewardSpec
-    weight_scale: Literal["linear", "log"]
-    anchors: tuple[float, ...]
-    held_out: tuple[float, ...]
+    weight_scale: Any  # Literal["linear", "log"], or a tuple of them (one per weighted component)
+    anchors: tuple[Any, ...]  # floats, or weight vectors (tuples of floats)
+    held_out: tuple[Any, ...]
     path: Path
     hyperparams_file: Path
     agent: dict[str, Any]
@@ -194,10 +196,10 @@ class TaskSpec:
     weight_env_kwarg: str | None = None
     refined: tuple[float, ...] = ()
 
-    def make_env(self, weight: float, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
+    def make_env(self, weight: Any, seed: int | None = None, render_mode: str | None = None) -> gym.Env:
         """The env at reward weight ``weight``: ``gym.make`` (+ TimeLimit) + :class:`RewardWeightWrapper`.
 
-        :param weight: λ of the first episode (change it with ``env.set_weight``).
+        :param weight: λ of the first episode (change it with ``env.set_weight``); a vector on a grid task.
         :param seed: when given, the env is reset with it and its action space seeded.
         :param render_mode: passed to ``gym.make``.
         """
@@ -221,9 +223,28 @@ class TaskSpec:
         return env
 
     @property
+    def is_vector(self) -> bool:
+        """Whether the task weighs several components (a weight is then a vector, the anchors a grid)."""
+        return isinstance(self.reward.weighted, tuple)
+
+    @property
     def axis(self) -> WeightAxis:
-        """The weight axis: anchors and weight scale (local time, range checks, grids)."""
+        """The weight axis: anchors and weight scale (local time, range checks, grids).
+
+        :raises WeightError: the task weighs several components (use :attr:`grid`).
+        """
+        if self.is_vector:
+            raise WeightError(f"task {self.name!r} weighs several components ({', '.join(self.reward.weighted)}): its weights are "
+                              "vectors on a grid (spec.grid), and this step takes one scalar weight; it does not support "
+                              "weight vectors yet.")
         return WeightAxis(self.anchors, self.weight_scale)
+
+    @property
+    def grid(self) -> WeightGrid:
+        """The weight grid: one axis per weighted component (a 1-axis grid for a scalar task)."""
+        if not self.is_vector:
+            return WeightGrid((self.axis,), (str(self.reward.weighted),))
+        return WeightGrid.from_points(self.anchors, self.weight_scale, self.reward.weighted)
 
     def with_shared_start(self, weight: float | None = None, base_steps: int | None = None,
                           finetune_steps: int | None = None) -> "TaskSpec":
@@ -232,6 +253,8 @@ class TaskSpec:
 
         :raises SpecError: the base weight lies outside the anchor range, or a budget is < 1.
         """
+        if self.is_vector:
+            raise SpecError(f"{self.path}: shared-start anchors are not supported yet on a task that weighs several components.")
         own = self.shared_start
         n = int(self.hyperparams()["n_timesteps"])
         if weight is None:

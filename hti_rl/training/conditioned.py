@@ -33,7 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hti_rl.envs.wrappers import WeightInObservation
+from hti_rl.envs.wrappers import GridWeightInObservation, WeightInObservation
 from hti_rl.errors import AnchorError, HTIError
 from hti_rl.io import RunLock
 from hti_rl.runs import DEFAULT_ROOT, RunDir
@@ -52,12 +52,14 @@ def conditioned_budget(spec: TaskSpec, factor: float) -> int:
     return int(round(len(spec.anchors) * int(spec.hyperparams()["n_timesteps"]) * factor))
 
 
-def make_conditioned_env(spec: TaskSpec, weight: float | None = None, seed: int | None = None) -> WeightInObservation:
+def make_conditioned_env(spec: TaskSpec, weight: Any = None, seed: int | None = None) -> WeightInObservation | GridWeightInObservation:
     """The spec's env with the weight in its observation: sampled per episode over the anchor range
     (``weight=None``: training) or fixed at ``weight`` (evaluation).
 
     :param seed: seeds the weight draws (a ``reset(seed=...)`` reseeds them).
     """
+    if spec.is_vector:  # the weight vector in the observation, one coordinate per axis
+        return GridWeightInObservation(spec.make_env(spec.anchors[0] if weight is None else weight), spec.grid, fixed=weight, seed=seed)
     return WeightInObservation(
         spec.make_env(spec.anchors[0] if weight is None else weight),
         weight_range=(spec.anchors[0], spec.anchors[-1]),
@@ -99,7 +101,7 @@ class ConditionedJob(AnchorJob):
     def tb_name(self) -> str:
         return f"conditioned_f={self.factor:g}"
 
-    def make_env(self) -> WeightInObservation:
+    def make_env(self) -> WeightInObservation | GridWeightInObservation:
         return make_conditioned_env(self.spec)
 
     def budget(self, hp: dict[str, Any]) -> int:
@@ -107,7 +109,9 @@ class ConditionedJob(AnchorJob):
 
     def extra_meta(self) -> dict[str, Any]:
         return {"budget_factor": self.factor, "budget": conditioned_budget(self.spec, self.factor),
-                "weight_range": [self.spec.anchors[0], self.spec.anchors[-1]], "weight_scale": self.spec.weight_scale}
+                "weight_range": [list(self.spec.anchors[0]), list(self.spec.anchors[-1])] if self.spec.is_vector
+                else [self.spec.anchors[0], self.spec.anchors[-1]],
+                "weight_scale": list(self.spec.weight_scale) if self.spec.is_vector else self.spec.weight_scale}
 
 
 def train_conditioned(

@@ -108,6 +108,9 @@ def import_anchors(
         unsupported model, an existing anchor without ``force``.
     :raises SpaceError: the model's spaces are not Box or do not match the task's env.
     """
+    if spec.is_vector:
+        raise AnchorError(f"task {spec.name!r} weighs several components, and import-anchors takes scalar anchor weights only so far; "
+                          f"train the grid's anchors with `hti-rl train-anchors {spec.path}`.")
     sources = _sources(spec, models, vecnormalize)
     if not sources:
         raise AnchorError(

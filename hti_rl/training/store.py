@@ -14,7 +14,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from hti_rl.actors import AnchorActor
 from hti_rl.errors import AnchorError
 from hti_rl.io import write_json
-from hti_rl.runs import DEFAULT_ROOT, RunDir, read_meta, spec_hint
+from hti_rl.runs import DEFAULT_ROOT, RunDir, read_meta, spec_hint, weight_label
 from hti_rl.sb3io.actor import actor_from_sb3
 from hti_rl.sb3io.safe_pickle import load_vecnormalize
 from hti_rl.sb3io.safe_sb3 import load_sb3
@@ -38,7 +38,7 @@ def load_anchor(spec: TaskSpec, weight: float, run_root: str | Path = DEFAULT_RO
     directory, meta = _finished_meta(spec, weight, run_root)
     if not (directory / "model.zip").exists():
         raise AnchorError(
-            f"anchor w={weight:g} in {directory} has no SB3 model (it was imported from a callable); "
+            f"anchor w={weight_label(weight)} in {directory} has no SB3 model (it was imported from a callable); "
             "read it with load_anchor_actor, or re-import an SB3 model with `hti-rl import-anchors ... --force`."
         )
     algo = meta.get("algo", spec.algo)
@@ -80,7 +80,7 @@ def load_anchor_actor(spec: TaskSpec, weight: float, run_root: str | Path = DEFA
     bad = [name for name, t in actor.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
     if bad:  # said here, rather than blamed on the env or a component function once its actions reach the env
         raise AnchorError(
-            f"anchor w={weight:g} in {directory} holds NaN or inf in {', '.join(bad[:3])} (its policy network or VecNormalize "
+            f"anchor w={weight_label(weight)} in {directory} holds NaN or inf in {', '.join(bad[:3])} (its policy network or VecNormalize "
             f"statistics diverged or were damaged); retrain it with `hti-rl train-anchors {spec_hint(spec)} --force` or re-import it."
         )
     return actor
@@ -107,17 +107,18 @@ def _finished_meta(spec: TaskSpec, weight: float, run_root: str | Path) -> tuple
     meta = read_meta(directory)
     if meta is None:
         raise AnchorError(
-            f"anchor w={weight:g} of task {spec.name!r} is not trained ({directory / 'meta.json'} is missing). "
+            f"anchor w={weight_label(weight)} of task {spec.name!r} is not trained ({directory / 'meta.json'} is missing). "
             f"Run `hti-rl train-anchors {spec_hint(spec)}` (or `hti-rl import-anchors`) first."
         )
-    if meta.get("weight") != weight:
+    recorded = meta.get("weight")
+    if (tuple(recorded) if isinstance(recorded, list) else recorded) != weight:  # JSON writes a vector as a list
         raise AnchorError(
             f"{directory} holds the anchor of weight {meta.get('weight')!r}, not {weight!r} (an earlier hti-rl named both "
             f"folders alike); retrain it with `hti-rl train-anchors {spec_hint(spec)} --force` (or re-import it with --force)."
         )
     if meta.get("task_fingerprint") != spec.fingerprint():
         raise AnchorError(
-            f"anchor w={weight:g} in {directory} was trained for another version of task {spec.name!r} "
+            f"anchor w={weight_label(weight)} in {directory} was trained for another version of task {spec.name!r} "
             f"(fingerprint {meta.get('task_fingerprint')}, spec has {spec.fingerprint()}). "
             f"Retrain it with `hti-rl train-anchors {spec_hint(spec)} --force` (or re-import it with --force)."
         )
