@@ -171,3 +171,18 @@ def test_a_damaged_refined_file_is_a_clear_error(tmp_path, content, match):
     with pytest.raises(AnchorError, match=match):
         with_refined_anchors(spec, tmp_path / "runs")
     assert main(["record", str(spec.path), "--run-root", str(tmp_path / "runs")]) == 2
+
+
+@pytest.mark.long  # ~10 s: two refines at one weight (CI runs it: `pytest -m long`)
+def test_refining_again_with_force_replaces_the_anchor_and_its_dataset_rows(tmp_path):
+    spec, runs = _setup(tmp_path)
+    first = refine(spec, AT, 0.2, runs, progress=False)
+    run = RunDir.of(first.spec, runs)
+    before = PolicyDataset.load(run.dataset, spec=first.spec)
+    with pytest.raises(HTIError, match="already an anchor"):
+        refine(first.spec, AT, 0.2, runs, progress=False)
+    again = refine(first.spec, AT, 0.2, runs, force=True, progress=False)
+    after = PolicyDataset.load(run.dataset, spec=again.spec)  # valid: the replaced anchor's rows were redone
+    assert again.spec.anchors == first.spec.anchors and after.weights.tolist() == before.weights.tolist()
+    assert not np.array_equal(after.mean[2], before.mean[2]) or len(after.obs) != len(before.obs)
+    np.testing.assert_array_equal(after.samples[0, :len(before.obs)], before.samples[0])

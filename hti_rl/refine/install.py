@@ -59,7 +59,9 @@ def grow_dataset(spec: TaskSpec, weight: float, run_root: str | Path, progress: 
     fix = f"record it again with `hti-rl record {spec_hint(spec)} --force`"
     old = PolicyDataset.load(run.dataset)
     if weight in old.weights.tolist():
-        return old
+        if (old.header.get("anchor_sha256") or {}).get(weight_label(weight)) == run.anchor_digests([weight])[weight_label(weight)]:
+            return old  # already grown by this very anchor
+        old = _without(old, weight)  # an anchor replaced (refine --force): its rows go, the states stay
     if old.header.get("task_fingerprint") != spec.fingerprint():
         raise FileFormatError(f"{run.dataset} was recorded for another spec of task {spec.name!r}; {fix}.")
     recorded = old.header.get("anchor_sha256") or {}
@@ -91,3 +93,11 @@ def grow_dataset(spec: TaskSpec, weight: float, run_root: str | Path, progress: 
     dataset = PolicyDataset(obs=np.concatenate([old.obs, new_obs]), weights=np.asarray(spec.anchors, dtype=np.float64), header=header, **arrays)
     dataset.save(run.dataset)
     return dataset
+
+
+def _without(data: PolicyDataset, weight: float) -> PolicyDataset:
+    """``data`` without the anchor at ``weight`` (its rows of mean, log_std and samples; every state kept)."""
+    keep = [i for i, w in enumerate(data.weights.tolist()) if w != weight]
+    header = {**data.header, "anchor_sha256": {k: v for k, v in (data.header.get("anchor_sha256") or {}).items() if k != weight_label(weight)}}
+    return PolicyDataset(obs=data.obs, weights=data.weights[keep], mean=data.mean[keep], log_std=data.log_std[keep],
+                         samples=data.samples[keep], header=header)
