@@ -20,7 +20,6 @@ as :class:`~hti_rl.methods.surrogate.SurrogatePolicy` does at a scalar weight.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Any, Sequence
 
@@ -31,8 +30,8 @@ from hti_rl.actors import AnchorActor
 from hti_rl.clot import CLOTConfig, CLOTData, CLOTModel, fit_clot
 from hti_rl.dataset import PolicyDataset
 from hti_rl.errors import FileFormatError, SpecError
-from hti_rl.methods.calibration import FIX as CALIBRATION_FIX
-from hti_rl.methods.calibration import SURROGATE, Calibration, Deployment, anchor_name, state_digest
+from hti_rl.methods.calibrated import Calibrated
+from hti_rl.methods.calibration import Calibration, anchor_name, state_digest
 from hti_rl.methods.grid import GridPolicy, grid_arguments
 from hti_rl.spec.task import TaskSpec
 from hti_rl.threads import stage
@@ -40,7 +39,7 @@ from hti_rl.threads import stage
 MAX_AXES = 2
 
 
-class GridSurrogatePolicy(GridPolicy):
+class GridSurrogatePolicy(Calibrated, GridPolicy):
     """hti-rl's policy at any weight vector of a 1- or 2-axis grid: scalar CLOT paths along the rows, then
     along the columns between the results (module docstring).
 
@@ -56,12 +55,11 @@ class GridSurrogatePolicy(GridPolicy):
         action, _ = policy.predict(obs, deterministic=True)
     """
 
+    plain_name = "grid surrogate"
+
     def __init__(self, *args: Any, rows: Sequence[CLOTModel], columns: Sequence[CLOTModel], calibration: Calibration | None = None,
                  **base: Any):
-        self._calibration: Calibration | None = None
-        self._use_calibration = True
-        self._deployed: tuple[str, AnchorActor | None] = (SURROGATE, None)
-        self._stored_calibration: str | None = None  # kept unread with calibrated=False, and written back on save
+        self._init_calibration()
         super().__init__(*args, **base)
         shape = self.grid.shape
         expected = (1, 0) if len(shape) == 1 else (shape[1], shape[0])
@@ -73,37 +71,14 @@ class GridSurrogatePolicy(GridPolicy):
         if calibration is not None:
             self.attach_calibration(calibration)
 
-    # ------------------------------------------------------------ calibration
-    @property
-    def calibration(self) -> Calibration | None:
-        """The stored calibration (``None``: uncalibrated, or loaded with ``calibrated=False``)."""
-        return self._calibration
-
-    @property
-    def use_calibration(self) -> bool:
-        """Deploy the calibration's choices (default); ``False`` forces the plain surrogate at every weight."""
-        return self._use_calibration
-
-    @use_calibration.setter
-    def use_calibration(self, value: bool) -> None:
-        self._use_calibration = bool(value)
-        self.set_weight(self.weight)
-
+    # ------------------------------------------------------------ calibration (the rest: methods/calibrated.py)
     def digest(self) -> str:
         """The identity of this surrogate's parameters (CLOT models and anchor actors) that a calibration names."""
         return state_digest({"rows": [m.state() for m in self.rows], "columns": [m.state() for m in self.columns],
                              "actors": [a.state() for a in self.actors]})
 
-    def attach_calibration(self, calibration: Calibration) -> None:
-        """Deploy ``calibration``'s choices from now on (saved with the policy).
-
-        :raises FileFormatError: the calibration was made for another spec, other anchors or another surrogate.
-        """
-        mismatch = calibration.matches(self.header.get("task_fingerprint"), self.weights, self.digest())
-        if mismatch:
-            raise FileFormatError(f"this calibration does not belong to this surrogate: {mismatch}. {CALIBRATION_FIX}")
-        self._calibration = calibration
-        self.set_weight(self.weight)
+    def _checked_weight(self, weight: Any) -> tuple[float, ...]:
+        return self.grid.check(weight, self.allow_extrapolation)
 
     def set_weight(self, weight: Any) -> None:
         """Deploy at the weight vector: the calibration's choice there when calibrated (an anchor, or the surrogate).
@@ -111,28 +86,9 @@ class GridSurrogatePolicy(GridPolicy):
         :raises WeightError: as :meth:`GridPolicy.set_weight`.
         """
         super().set_weight(weight)
-        calibration = getattr(self, "_calibration", None)
-        candidate = calibration.deployed_at(self.weight)[0] if calibration is not None and self._use_calibration else SURROGATE
+        candidate = self._candidate()
         names = [anchor_name(w) for w in self.weights]
         self._deployed = (candidate, self.actors[names.index(candidate)] if candidate in names else None)
-
-    @property
-    def deployed(self) -> str:
-        """The candidate deployed at the current weight: ``surrogate`` or ``anchor:<w>``."""
-        return self._deployed[0]
-
-    def deployment(self, weight: Any = None) -> Deployment:
-        """What is deployed at ``weight`` (default: the current one), its estimate with its 95% CI, each anchor's there."""
-        weight = self.weight if weight is None else self.grid.check(weight, self.allow_extrapolation)
-        if self._calibration is None:
-            why = ("the plain surrogate, forced: the stored calibration was not read (calibrated=False, --plain)"
-                   if self._stored_calibration is not None else "uncalibrated: the plain grid surrogate; `hti-rl calibrate <spec>` "
-                   "measures every candidate and deploys the best")
-            return Deployment(weight, SURROGATE, why, calibrated=False)
-        found = self._calibration.deployment(weight)
-        if not self._use_calibration:
-            found = dataclasses.replace(found, candidate=SURROGATE, why="the plain surrogate, forced (calibration switched off)", estimate=None)
-        return found
 
     def _predict(self, observation: Tensor, deterministic: bool = False) -> Tensor:
         """obs [B, C] -> env actions [B, D]: the deployed anchor's, else the grid surrogate's."""
@@ -162,11 +118,7 @@ class GridSurrogatePolicy(GridPolicy):
         return out
 
     def method_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"rows": [m.state() for m in self.rows], "columns": [m.state() for m in self.columns]}
-        stored = json.dumps(self._calibration.to_json()) if self._calibration is not None else self._stored_calibration
-        if stored is not None:  # optional: files without it load uncalibrated
-            state["calibration"] = stored
-        return state
+        return {"rows": [m.state() for m in self.rows], "columns": [m.state() for m in self.columns], **self.calibration_state()}
 
     @classmethod
     def from_method_state(cls, state: dict[str, Any], **base: Any) -> "GridSurrogatePolicy":
@@ -177,16 +129,7 @@ class GridSurrogatePolicy(GridPolicy):
         calibrated = bool(base.pop("calibrated", True))
         policy = cls(rows=[CLOTModel.from_state(m) for m in state["rows"]],
                      columns=[CLOTModel.from_state(m) for m in state["columns"]], **base)
-        stored = state.get("calibration")
-        if stored is None or not calibrated:
-            policy._stored_calibration = None if stored is None else str(stored)
-            return policy
-        where = f"the calibration of task {base.get('header', {}).get('task')!r}'s grid surrogate"
-        try:
-            raw = json.loads(stored)
-        except (TypeError, ValueError) as exc:
-            raise FileFormatError(f"{where} is not valid JSON ({exc}). {CALIBRATION_FIX}") from None
-        policy.attach_calibration(Calibration.from_json(raw, where))
+        policy.read_calibration(state, calibrated, base.get("header", {}).get("task"))
         return policy
 
 

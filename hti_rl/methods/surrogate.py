@@ -8,7 +8,6 @@ samples become the marginals the core transports between.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,11 @@ from hti_rl.errors import FileFormatError, SpecError
 from hti_rl.io import RunLock, check_writable
 from hti_rl.methods.base import AnchoredPolicy, base_arguments
 from hti_rl.methods.baselines import blend_actors
-from hti_rl.methods.calibration import FIX as CALIBRATION_FIX
+from hti_rl.methods.calibrated import Calibrated
 from hti_rl.methods.calibration import (
     PARAM_INTERP,
     SURROGATE,
     Calibration,
-    Deployment,
     anchor_name,
     state_digest,
 )
@@ -40,7 +38,7 @@ from hti_rl.threads import stage
 from hti_rl.training.store import load_anchor_actor
 
 
-class SurrogatePolicy(AnchoredPolicy):
+class SurrogatePolicy(Calibrated, AnchoredPolicy):
     """hti-rl's policy at any weight: anchor actions moved along the fitted CLOT paths, or, once calibrated
     (``hti-rl calibrate``), the candidate the calibration chose at the weight (docs/method.md §10).
 
@@ -60,14 +58,11 @@ class SurrogatePolicy(AnchoredPolicy):
     trace = True  # run the fused module through TorchScript traces (False: eagerly; the same numbers)
 
     def __init__(self, *args: Any, clot: CLOTModel, calibration: Calibration | None = None, **base: Any):
-        self._calibration: Calibration | None = None
-        self._use_calibration = True
-        self._deployed: tuple[str, AnchorActor | None] = (SURROGATE, None)
+        self._init_calibration()
         self.clot = None  # set before the base constructor's set_weight builds the module at that weight
         super().__init__(*args, **base)
         self.clot = clot
         self._at_weight()
-        self._stored_calibration: str | None = None  # kept unread with calibrated=False, and written back on save
         if calibration is not None:
             self.attach_calibration(calibration)
 
@@ -92,36 +87,13 @@ class SurrogatePolicy(AnchoredPolicy):
         self.__dict__["at_weight"] = at
 
 
-    # ------------------------------------------------------------ calibration
-    @property
-    def calibration(self) -> Calibration | None:
-        """The stored calibration (``None``: uncalibrated, or loaded with ``calibrated=False``)."""
-        return self._calibration
-
-    @property
-    def use_calibration(self) -> bool:
-        """Deploy the calibration's choices (default); ``False`` forces the plain surrogate at every weight."""
-        return self._use_calibration
-
-    @use_calibration.setter
-    def use_calibration(self, value: bool) -> None:
-        self._use_calibration = bool(value)
-        self.set_weight(self.weight)
-
+    # ------------------------------------------------------------ calibration (the rest: methods/calibrated.py)
     def digest(self) -> str:
         """The identity of this surrogate's parameters (CLOT model and anchor actors) that a calibration names."""
         return state_digest({"clot": self.clot.state(), "actors": [a.state() for a in self.actors]})
 
-    def attach_calibration(self, calibration: Calibration) -> None:
-        """Deploy ``calibration``'s choices from now on (it is saved with the policy).
-
-        :raises FileFormatError: the calibration was made for another spec, other anchors or another surrogate.
-        """
-        mismatch = calibration.matches(self.header.get("task_fingerprint"), self.weights, self.digest())
-        if mismatch:
-            raise FileFormatError(f"this calibration does not belong to this surrogate: {mismatch}. {CALIBRATION_FIX}")
-        self._calibration = calibration
-        self.set_weight(self.weight)
+    def _checked_weight(self, weight: Any) -> float:
+        return float(self.axis.check(weight, self.allow_extrapolation))
 
     def set_weight(self, weight: float) -> None:
         """Deploy at ``weight``: the calibration's choice there when calibrated (see :class:`Calibration`), else
@@ -130,8 +102,7 @@ class SurrogatePolicy(AnchoredPolicy):
         :raises WeightError: as :meth:`AnchoredPolicy.set_weight`.
         """
         super().set_weight(weight)
-        calibration = getattr(self, "_calibration", None)
-        candidate = calibration.deployed_at(self.weight)[0] if calibration is not None and self._use_calibration else SURROGATE
+        candidate = self._candidate()
         actor = None
         if candidate == PARAM_INTERP:
             k, s = self._interval
@@ -139,30 +110,6 @@ class SurrogatePolicy(AnchoredPolicy):
         elif candidate != SURROGATE:
             actor = self.actors[[anchor_name(w) for w in self.weights].index(candidate)]
         self._deployed = (candidate, actor)
-
-    @property
-    def deployed(self) -> str:
-        """The candidate deployed at the current weight: ``surrogate``, ``anchor:<w>`` or ``param_interp``."""
-        return self._deployed[0]
-
-    def deployment(self, weight: float | None = None) -> Deployment:
-        """What is deployed at ``weight`` (default: the current weight), its estimated return with its 95% CI
-        (from episodes that made no choice), and each anchor's estimate there.
-
-        :raises WeightError: as :meth:`set_weight`.
-        """
-        weight = self.weight if weight is None else self.axis.check(weight, self.allow_extrapolation)
-        if self._calibration is None and self._stored_calibration is not None:
-            return Deployment(float(weight), SURROGATE, "the plain surrogate, forced: the stored calibration was not read "
-                              "(calibrated=False, --plain)", calibrated=False)
-        if self._calibration is None:
-            return Deployment(float(weight), SURROGATE, "uncalibrated: the plain surrogate; `hti-rl calibrate <spec>` measures "
-                              "every candidate and deploys the best", calibrated=False)
-        found = self._calibration.deployment(weight)
-        if not self._use_calibration:
-            found = dataclasses.replace(found, candidate=SURROGATE, why="the plain surrogate, forced (calibration switched off)",
-                                        estimate=None)
-        return found
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """obs [B, C] (raw env observations) -> env actions [B, D]: the deployed candidate's, else the surrogate's."""
@@ -195,11 +142,7 @@ class SurrogatePolicy(AnchoredPolicy):
         return self.clot.push(y_k, x, t, y_end=y_end)
 
     def method_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"clot": self.clot.state()}
-        stored = json.dumps(self._calibration.to_json()) if self._calibration is not None else self._stored_calibration
-        if stored is not None:  # optional: files without it load uncalibrated
-            state["calibration"] = stored
-        return state
+        return {"clot": self.clot.state(), **self.calibration_state()}
 
     @classmethod
     def from_method_state(cls, state: dict[str, Any], **base: Any) -> "SurrogatePolicy":
@@ -209,18 +152,7 @@ class SurrogatePolicy(AnchoredPolicy):
         """
         calibrated = bool(base.pop("calibrated", True))
         policy = cls(clot=CLOTModel.from_state(state["clot"]), **base)
-        stored = state.get("calibration")
-        if stored is None:
-            return policy
-        if not calibrated:
-            policy._stored_calibration = str(stored)
-            return policy
-        where = f"the calibration of task {base.get('header', {}).get('task')!r}'s surrogate"
-        try:
-            raw = json.loads(stored)
-        except (TypeError, ValueError) as exc:
-            raise FileFormatError(f"{where} is not valid JSON ({exc}). {CALIBRATION_FIX}") from None
-        policy.attach_calibration(Calibration.from_json(raw, where))
+        policy.read_calibration(state, calibrated, base.get("header", {}).get("task"))
         return policy
 
 
