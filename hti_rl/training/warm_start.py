@@ -9,6 +9,7 @@ long it trains and where it writes differ.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,12 +107,8 @@ def train_warm_starts(jobs: list[WarmStartJob], workers: int = 1, progress: bool
     todo = [job for job in jobs if not (job.directory / "meta.json").exists()]
     if not todo:
         return
-    locks = [RunLock(job.directory, f"hti-rl {description}") for job in todo]
-    for lock in locks:
-        lock.__enter__()
-    try:
+    with ExitStack() as locks:
+        for job in todo:
+            locks.enter_context(RunLock(job.directory, f"hti-rl {description}"))
         run_jobs(todo, workers, sum(job.steps for job in todo), progress, description=description,
                  start={job.key: checkpoint_steps(job) for job in todo})
-    finally:
-        for lock in reversed(locks):
-            lock.__exit__(None, None, None)
