@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hti_rl.io import RunLock
-from hti_rl.runs import DEFAULT_ROOT, RunDir
+from hti_rl.runs import DEFAULT_ROOT, RunDir, weight_label
 from hti_rl.seeds import retrain_seed
 from hti_rl.spec.task import TaskSpec
 from hti_rl.training.anchors import anchor_jobs, keep_best_seed
@@ -47,7 +47,7 @@ class RetrainJob(AnchorJob):
 
     @property
     def tb_name(self) -> str:
-        return f"retrained_w={self.retrain_weight:g}_seed{self.retrain_seed}"
+        return f"retrained_w={weight_label(self.retrain_weight)}_seed{self.retrain_seed}"
 
 
 def retrain_jobs(spec: TaskSpec, seeds: int, run_root: str | Path) -> list[RetrainJob]:
