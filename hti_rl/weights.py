@@ -145,12 +145,13 @@ class WeightAxis:
         """
         if int(per_interval) < 0:
             raise WeightError(f"points per interval must be ≥ 0, got {per_interval}.")
-        weights = set(self.anchors)
+        given = set(self.anchors) | {self.check(w) for w in include}
         times = self.times
-        for k in range(len(times) - 1):
-            for i in range(1, int(per_interval) + 1):
-                weights.add(self.from_coord(times[k] + i * (times[k + 1] - times[k]) / (per_interval + 1)))
-        weights.update(self.check(w) for w in include)
+        spread = [times[k] + i * (times[k + 1] - times[k]) / (per_interval + 1)
+                  for k in range(len(times) - 1) for i in range(1, int(per_interval) + 1)]
+        # A spread point that rounds to a given weight (10^0 computed as 1.0000000000000004) is that weight.
+        near = [self.coord(w) for w in given]
+        weights = given | {self.from_coord(t) for t in spread if not np.isclose(near, t, rtol=0.0, atol=1e-9).any()}
         return tuple(sorted(weights))
 
 

@@ -4,6 +4,7 @@ check them, record, fit the grid surrogate, deploy it at a weight vector; and th
 from __future__ import annotations
 
 import pytest
+import yaml
 from conftest import write_lqr_spec
 
 from hti_rl.cli import main
@@ -128,15 +129,22 @@ def test_stages_without_vectors_say_so_in_one_line(tmp_path, capsys, argv, words
     assert err.startswith("error: ") and words in err and "Traceback" not in err
 
 
-def test_compare_refuses_a_grid_task(tmp_path):
+@pytest.mark.parametrize("fields, words", [
+    ({"methods": ["surrogate", "cfm"]}, "cannot run: it weighs several components"),
+    ({"shared_start": ["param_interp"]}, "shared-start anchors on a weight grid is not built yet"),
+    ({"methods": ["deployed"], "refine": [0.25]}, "refining on a weight grid is not built yet"),
+    ({"calibration": {"per_interval": 0}}, "calibration.per_interval"),
+    ({"calibration": {"episodes": 3, "grid": 2}}, "calibration"),
+])
+def test_grid_experiment_fields_are_checked(tmp_path, fields, words):
     from hti_rl.compare.experiment import load_experiment
     from hti_rl.errors import SpecError
 
     path = write_lqr_spec(tmp_path, **VECTOR_LQR)
     (tmp_path / "experiments").mkdir()
     experiment = tmp_path / "experiments" / "x.yaml"
-    experiment.write_text(f"task: {path}\n")
-    with pytest.raises(SpecError, match="takes scalar weights only so far"):
+    experiment.write_text(yaml.safe_dump({"task": str(path), **fields}))
+    with pytest.raises(SpecError, match=words):
         load_experiment(experiment)
 
 

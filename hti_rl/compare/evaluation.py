@@ -23,6 +23,7 @@ from hti_rl.compare.fitting import Fitted, Trained
 from hti_rl.compare.report import SHARED_REFERENCE
 from hti_rl.envs.lqr import OptimalPolicy
 from hti_rl.errors import HTIError
+from hti_rl.methods.calibration import anchor_name
 from hti_rl.evaluate import (
     ComponentReturns,
     Predictor,
@@ -78,7 +79,7 @@ def is_lqr(spec: TaskSpec) -> bool:
 
 
 @dataclass
-class _Bench:
+class Bench:
     """What every held-out weight is measured against: the W2 states, the random policy's rollouts, the env."""
 
     spec: TaskSpec
@@ -117,13 +118,13 @@ def evaluate(spec: TaskSpec, exp: Experiment, trained: Trained, fitted: Fitted,
     rng = np.random.default_rng(exp.seed)
     dataset = fitted.dataset
     states = dataset.obs[rng.choice(len(dataset.obs), size=min(exp.w2_states, len(dataset.obs)), replace=False)]
-    bench = _Bench(spec, exp, states, random_rolls, env, anchor_rolls)
+    bench = Bench(spec, exp, states, random_rolls, env, anchor_rolls)
     results: dict[str, Any] = {"weights": list(spec.held_out), "rows": {}, "floor": {}, "retrained": {}, "random": {}}
     histograms: dict[float, dict[str, np.ndarray]] = {}
     for w in spec.held_out:
-        retrained_samples = _retrained_at(bench, w, retrained_actors[w], results)
+        retrained_samples = retrained_at(bench, w, retrained_actors[w], results)
         histograms[w] = {"retrained seed 0": retrained_samples[0]}
-        _methods_at(bench, w, fitted, retrained_samples, results, histograms[w])
+        methods_at(bench, w, fitted, retrained_samples, results, histograms[w])
     optimum_curve = []
     if is_lqr(spec):
         for w in grid:
@@ -136,7 +137,7 @@ def evaluate(spec: TaskSpec, exp: Experiment, trained: Trained, fitted: Fitted,
     return results, histograms
 
 
-def _retrained_at(bench: _Bench, w: float, actors: list[Any], results: dict[str, Any]) -> list[np.ndarray]:
+def retrained_at(bench: Bench, w: float, actors: list[Any], results: dict[str, Any]) -> list[np.ndarray]:
     """The retrained agents at held-out weight ``w``: pooled return, seed spread, seed-to-seed W2 floor.
 
     :return: each retrained agent's action samples on the W2 states ``[N, M, D]``.
@@ -156,7 +157,7 @@ def _retrained_at(bench: _Bench, w: float, actors: list[Any], results: dict[str,
     return samples
 
 
-def _methods_at(bench: _Bench, w: float, fitted: Fitted, retrained_samples: list[np.ndarray], results: dict[str, Any],
+def methods_at(bench: Bench, w: float, fitted: Fitted, retrained_samples: list[np.ndarray], results: dict[str, Any],
                 histograms: dict[str, np.ndarray]) -> None:
     """Every method (and the LQR optimum, and the shared start's fine-tune) at held-out weight ``w``:
     return, regret, W2 to the retrained agents, to the optimum and to the fine-tune."""
@@ -199,7 +200,7 @@ def _methods_at(bench: _Bench, w: float, fitted: Fitted, retrained_samples: list
         results.setdefault("floor_optimum", {})[w] = float(np.mean([per_state_w2(r, optimum_samples).mean() for r in retrained_samples]))
 
 
-def deployed_check(bench: _Bench, w: float, policy: Any, returns: np.ndarray) -> dict[str, Any]:
+def deployed_check(bench: Bench, w: float, policy: Any, returns: np.ndarray) -> dict[str, Any]:
     """``deployed`` against the best anchor at ``w``, episode by episode on the comparison's own episodes (the
     anchor with the best mean on these same episodes: a choice that favours the anchor, so the check is strict).
 
@@ -210,7 +211,7 @@ def deployed_check(bench: _Bench, w: float, policy: Any, returns: np.ndarray) ->
     ours = {eval_seed(spec, s) + i for s in exp.eval_seeds for i in range(exp.eval_episodes)}
     if ours & {seed for seeds in calibration.reset_seeds() for seed in seeds}:
         raise HTIError("the calibration's reset seeds overlap the comparison's evaluation episodes; calibrate with another --seed.")
-    anchors = {f"anchor:{a:g}": bench.returns(r, w) for a, r in zip(spec.anchors, bench.anchor_rolls)}
+    anchors = {anchor_name(a): bench.returns(r, w) for a, r in zip(spec.anchors, bench.anchor_rolls)}
     best = max(anchors, key=lambda n: float(anchors[n].mean()))
     diff, diff_ci = mean_ci(returns - anchors[best])
     deployment = policy.deployment(w)

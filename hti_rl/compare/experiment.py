@@ -18,6 +18,7 @@ from hti_rl.seeds import MAX_SEED
 from hti_rl.spec.fields import REQUIRED, Fields, read_yaml
 
 KNOWN_METHODS = registry.names()  # on anchors from scratch
+GRID_METHODS = registry.names(grid=True)  # on a task that weighs several components
 SHARED_METHODS = registry.names(shared=True)  # on shared-start anchors
 CONDITIONED = registry.names("peer")  # one weight-conditioned agent each, trained for it
 
@@ -32,7 +33,7 @@ class Experiment:
     :param retrained_seeds: agents retrained from scratch at each held-out weight (≥ 2).
     :param eval_episodes: episodes per evaluation seed (≥ 10).
     :param eval_seeds: evaluation seeds; each gives ``eval_episodes`` episodes with its own reset seeds.
-    :param methods: of ``surrogate`` (every CLOT variant), ``deployed`` (the first variant calibrated,
+    :param methods: (on a grid task, those of ``GRID_METHODS``; the default drops the others) of ``surrogate`` (every CLOT variant), ``deployed`` (the first variant calibrated,
         :mod:`hti_rl.deploy.calibrate`: the best measured candidate at each weight), ``nearest``, ``linear``, ``regression``,
         ``cfm``, ``conditioned``/``conditioned_x2`` (one weight-conditioned agent trained with 1×/2× the
         anchors' total steps, :mod:`hti_rl.training.conditioned`), ``optimum`` (LQR tasks only: the exact Riccati policy).
@@ -46,6 +47,9 @@ class Experiment:
     :param w2_states: states of the dataset on which W2 is measured.
     :param w2_samples: action samples per state and method for W2.
     :param grid: weights on the return-vs-weight curves (plus the anchors and held-out weights).
+    :param calibration: ``deployed``'s calibration settings, ``{per_interval, episodes}`` (``hti-rl calibrate``'s
+        ``--per-interval`` and ``--episodes``; its defaults when unset). On a grid task the calibration's vectors
+        are the product of the axes' grids, and they are also the points of the report's heat maps.
     :param seed: seeds the baselines' fits, the W2 states and samples.
     :param notes: markdown added to the report (what the numbers mean, investigations).
     """
@@ -63,6 +67,7 @@ class Experiment:
     w2_states: int = 300
     w2_samples: int = 32
     grid: int = 25
+    calibration: dict[str, int] = field(default_factory=dict)
     seed: int = 0
     notes: str = ""
 
@@ -96,9 +101,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raise top.error("task", f"is {task!r}: no such file (looked in {path.parent} and {path.parent.parent}).")
     from hti_rl.spec.load import load_task
 
-    if load_task(found).is_vector:
-        raise top.error("task", f"is {task!r}, which weighs several components; `hti-rl compare` takes scalar weights only so far. "
-                                "Fit and deploy its surrogate (`hti-rl fit`, `hti-rl deploy --weight a,b`), or compare on a scalar task.")
+    is_vector = load_task(found).is_vector
     if not load_task(found).held_out:
         raise top.error("task", f"is {task!r}, which has no held-out weights (`held_out` in {found}), so there is nothing to "
                                 "compare; add held_out weights inside the anchor range.")
@@ -112,13 +115,40 @@ def load_experiment(path: str | Path) -> Experiment:
     if "param_interp" in (top.get("methods", None) or ()):
         raise top.error("methods", "lists param_interp, which needs anchors fine-tuned from a shared start: list it under "
                                    "`shared_start: [surrogate, param_interp]` instead.")
-    values["methods"] = top.names("methods", KNOWN_METHODS, default=defaults["methods"])
+    default_methods = tuple(m for m in defaults["methods"] if m in GRID_METHODS) if is_vector else defaults["methods"]
+    values["methods"] = top.names("methods", KNOWN_METHODS, default=default_methods)
+    if is_vector:
+        _check_grid_fields(top, values["methods"], task)
     values["shared_start"] = top.names("shared_start", SHARED_METHODS, default=(), empty=True)
     if "variants" in top.raw:
         values["variants"] = _read_variants(top)
     if "refine" in top.raw:
         values["refine"] = _read_refine(top, values["methods"])
+    if "calibration" in top.raw:
+        values["calibration"] = _read_calibration(top)
     return Experiment(name=path.stem, path=path, **values)
+
+
+def _check_grid_fields(top: Fields, methods: tuple[str, ...], task: str) -> None:
+    """On a task that weighs several components: only methods that run on a grid; no shared start, no refining rows."""
+    off_grid = [m for m in methods if m not in GRID_METHODS]
+    if off_grid:
+        raise top.error("methods", f"lists {', '.join(off_grid)}, which the task {task!r} cannot run: it weighs several components, "
+                                   f"and on a grid the methods are {', '.join(GRID_METHODS)} (docs/method.md §12).")
+    for name, what in (("shared_start", "shared-start anchors"), ("refine", "refining")):
+        if top.raw.get(name):
+            raise top.error(name, f"is set, but {what} on a weight grid is not built yet (the task {task!r} weighs several "
+                                  "components); drop the field.")
+
+
+def _read_calibration(top: Fields) -> dict[str, int]:
+    """``calibration``: ``{per_interval, episodes}``, each checked as ``hti-rl calibrate`` checks it."""
+    from hti_rl.deploy.calibrate import DEFAULT_EPISODES, DEFAULT_PER_INTERVAL, MAX_EPISODES, MAX_PER_INTERVAL
+
+    inner = Fields(top.file, top.get("calibration", REQUIRED), where="calibration.")
+    inner.allow(("per_interval", "episodes"))
+    return {"per_interval": inner.integer("per_interval", default=DEFAULT_PER_INTERVAL, minimum=1, maximum=MAX_PER_INTERVAL),
+            "episodes": inner.integer("episodes", default=DEFAULT_EPISODES, minimum=2, maximum=MAX_EPISODES)}
 
 
 def _read_variants(top: Fields) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from hti_rl.cross_eval import CrossEval
 from hti_rl.dataset import PolicyDataset, record
 from hti_rl.errors import FileFormatError
 from hti_rl.methods.base import AnchoredPolicy
+from hti_rl.methods.grid_surrogate import fit_grid_policy
 from hti_rl.methods.registry import METHODS
 from hti_rl.methods.surrogate import clot_config, fit_policy
 from hti_rl.quality import check_anchors
@@ -148,9 +149,11 @@ def ensure_method(spec: TaskSpec, exp: Experiment, name: str, dataset: PolicyDat
             return policy, float(policy.header.get("fit_seconds", float("nan")))
     started = time.perf_counter()
     if name.startswith("clot/"):
-        policy = fit_policy(spec, dataset, actors, clot_config(settings, seed=spec.seed), progress=progress)
+        fit_clot_policy = fit_grid_policy if spec.is_vector else fit_policy
+        policy = fit_clot_policy(spec, dataset, actors, clot_config(settings, seed=spec.seed), progress=progress)
     else:
-        policy = METHODS[name].fit(spec, dataset, actors, exp.seed)
+        method = METHODS[name]
+        policy = (method.fit_grid if spec.is_vector else method.fit)(spec, dataset, actors, exp.seed)
     seconds = time.perf_counter() - started
     policy.header["compare_key"] = key
     policy.header["fit_seconds"] = round(seconds, 2)
@@ -173,9 +176,10 @@ def ensure_deployed(spec: TaskSpec, exp: Experiment, dataset: PolicyDataset, act
     ensure_method(spec, exp, variant, dataset, actors, run_root, force, progress)
     run = RunDir.of(spec, run_root)
     policy = AnchoredPolicy.load(run.method(variant), expect_fingerprint=spec.fingerprint(), calibrated=False)  # its own copy
-    calibration, cost = calibrate_policy(policy, spec, run, "compare/deployed", progress=progress)
+    calibration, cost = calibrate_policy(policy, spec, run, "compare/deployed", progress=progress, **exp.calibration)
     policy.attach_calibration(calibration)
     policy.header["method"] = "deployed"
     policy.save(run.method("deployed"))
-    write_figure(calibration, run.calibration("compare/deployed") / "calibration.png")
+    if not spec.is_vector:  # the figure draws one weight axis; a grid's estimates are the report's heat maps
+        write_figure(calibration, run.calibration("compare/deployed") / "calibration.png")
     return policy, cost

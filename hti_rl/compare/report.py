@@ -15,6 +15,7 @@ import numpy as np
 
 from hti_rl.compare.results import write_results
 from hti_rl.io import atomic_write
+from hti_rl.runs import weight_label
 
 TARGET_REGRET = 0.02  # the surrogate's target: within 2% of the retrained-vs-random gap
 SHARED_REFERENCE = "shared/fine-tuned"  # an agent trained at the held-out weight: a reference, not a method
@@ -118,7 +119,7 @@ def verdict(results: dict[str, Any]) -> list[str]:
             beats = best_base is None or r["mean"] > rows[best_base][w]["mean"]
             spread = results["retrained"][w]["seed_spread"]
             lines.append(
-                f"- {name} at λ={w:g}: regret {pct(r['regret'])} ({'within' if within else 'NOT within'} 2%); "
+                f"- {name} at λ={weight_label(w)}: regret {pct(r['regret'])} ({'within' if within else 'NOT within'} 2%); "
                 + (f"{'beats' if beats else 'does NOT beat'} the best baseline ({best_base}: {fmt(rows[best_base][w]['mean'])} vs {fmt(r['mean'])}); "
                    if best_base else "")
                 + f"retrained seed spread {fmt(spread, 3)} (= {pct(spread / max(abs(results['retrained'][w]['mean'] - results['random'][w]), 1e-12))} of the gap)."
@@ -144,7 +145,7 @@ def winners(results: dict[str, Any]) -> list[str]:
         runner_up = max((n for n in methods if n != best), key=lambda n: rows[n][w]["mean"], default=None)
         lead = f" ahead of {runner_up} by {fmt(b['mean'] - rows[runner_up][w]['mean'])}" if runner_up else ""
         lines.append(
-            f"- λ={w:g}: **{best}** {fmt(b['mean'])} ± {fmt(b['ci'], 2)}{lead} (retrained {fmt(retrained['mean'])} ± "
+            f"- λ={weight_label(w)}: **{best}** {fmt(b['mean'])} ± {fmt(b['ci'], 2)}{lead} (retrained {fmt(retrained['mean'])} ± "
             f"{fmt(retrained['ci'], 2)}); " + (f"CIs overlap with {', '.join(ties)}." if ties else "its CI overlaps no other method's.")
         )
         surrogate = next((n for n in ("clot/full", *sorted(methods)) if n in methods and n.startswith("clot/")), None)
@@ -223,7 +224,7 @@ def deployed_section(results: dict[str, Any]) -> list[str]:
     rows = []
     for w, check in results["deployed"].items():
         est = check["estimate"]
-        rows.append([f"{w:g}", check["candidate"], check["why"], f"{fmt(est[0])} ± {fmt(est[1], 2)}" if est else "–",
+        rows.append([weight_label(w), check["candidate"], check["why"], f"{fmt(est[0])} ± {fmt(est[1], 2)}" if est else "–",
                      f"{check['best_anchor']} ({fmt(check['best_anchor_mean'])})",
                      f"{fmt(check['difference'], 3)} ± {fmt(check['difference_ci'], 2)}", "yes" if check["holds"] else "**NO**"])
     cost = results.get("calibration_cost")
@@ -238,8 +239,8 @@ def training_section(results: dict[str, Any]) -> list[str]:
     """How the anchors and the retrained agents were trained."""
     spec, hp = results["spec"], results["hyperparams"]
     kwargs = ", ".join(f"{k}={v}" for k, v in sorted(hp["algo_kwargs"].items()))
-    anchors = [[f"{m['weight']:g}", m.get("steps", "–"), m.get("seed", "–"), fmt(m.get("wall_time_s"), 3)] for m in results["anchor_metas"]]
-    retrained = [[f"{m['weight']:g} seed {i}", m.get("steps", "–"), m.get("seed", "–"), fmt(m.get("wall_time_s"), 3)]
+    anchors = [[weight_label(m['weight']), m.get("steps", "–"), m.get("seed", "–"), fmt(m.get("wall_time_s"), 3)] for m in results["anchor_metas"]]
+    retrained = [[f"{weight_label(m['weight'])} seed {i}", m.get("steps", "–"), m.get("seed", "–"), fmt(m.get("wall_time_s"), 3)]
                  for w, metas in results["retrained_metas"].items() for i, m in enumerate(metas)]
     conditioned = [[f"{name} (λ ~ U in {m.get('weight_scale', spec.weight_scale)} λ over [{m['weight_range'][0]:g}, {m['weight_range'][1]:g}], "
                     f"budget {m['budget_factor']:g} × {len(spec.anchors)} anchors)", m.get("steps", "–"), m.get("seed", "–"), fmt(m.get("wall_time_s"), 3)]
@@ -263,16 +264,20 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     exp, spec = results["experiment"], results["spec"]
-    fig = returns_figure(results)
-    with atomic_write(out / "returns.png") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    if not spec.is_vector:  # a grid task's figure is the weight plane's heat maps (hti_rl.compare.grid_report)
+        fig = returns_figure(results)
+        with atomic_write(out / "returns.png") as f:
+            fig.savefig(f, format="png", dpi=110)
+        plt.close(fig)
+    sep = "; " if spec.is_vector else ", "
+    axes = f" per axis; weight vectors ({', '.join(spec.grid.names)})" if spec.is_vector else ""
+    scale = "/".join(spec.weight_scale) if spec.is_vector else spec.weight_scale
 
     lines = [
         f"# {exp.name}: surrogate vs retrained agents and baselines ({spec.name}, {spec.env_id})",
         "",
-        f"Experiment `{exp.path}`, task `{spec.path}`. Anchors λ = {', '.join(f'{a:g}' for a in spec.anchors)} "
-        f"({spec.weight_scale} weight scale); held-out λ = {', '.join(f'{w:g}' for w in spec.held_out)}. "
+        f"Experiment `{exp.path}`, task `{spec.path}`. Anchors λ = {sep.join(weight_label(a) for a in spec.anchors)} "
+        f"({scale} weight scale{axes}); held-out λ = {sep.join(weight_label(w) for w in spec.held_out)}. "
         f"Returns: deterministic actions, {exp.eval_episodes} episodes × {len(exp.eval_seeds)} evaluation seeds = {results['episodes']} "
         f"episodes per entry, reward at that λ, mean ± 95% Student-t CI. Regret = (retrained − method) / (retrained − random), "
         f"target ≤ {TARGET_REGRET:.0%}; the retrained return pools {exp.retrained_seeds} seeds. W2: per-state exact W2 (POT) between env-action "
@@ -284,7 +289,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
                   f"`optimum γ={results['gamma']:g}` uses PPO's discount (what the anchors' objective converges to), and "
                   "`W2 to optimum` is measured against that one (a Dirac at −K(λ)x)."]
     for w in results["weights"]:
-        lines += ["", f"## λ = {w:g}", "", method_table(results, w)]
+        lines += ["", f"## λ = {weight_label(w)}", "", method_table(results, w)]
     lines += ["", "## Best method per held-out weight", "", *winners(results)]
     if results.get("deployed"):
         lines += ["", "## Deployed: the calibrated surrogate", "", *deployed_section(results)]
@@ -305,7 +310,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
               f"({fmt(float(np.mean(retrain_s)), 3)} s per agent){conditioned_s}."]
     if getattr(exp, "notes", ""):
         lines += ["", "## Notes", "", exp.notes.strip()]
-    lines += ["", "![return vs weight](returns.png)", ""]
+    lines += [""] if spec.is_vector else ["", "![return vs weight](returns.png)", ""]
     report = out / "report.md"
     with atomic_write(report, "w") as f:
         f.write("\n".join(lines))

@@ -2,7 +2,8 @@
 
 For each method and held-out weight ``mean``, ``ci95`` (half-width of the 95% Student-t interval) and
 ``episodes``; every anchor re-weighed at each held-out weight as ``anchor:<weight>``; each retrained seed
-as ``retrained:<seed>`` and the seeds pooled as ``retrained``. Weights key their entries as ``f"{λ:g}"``.
+as ``retrained:<seed>`` and the seeds pooled as ``retrained``. Weights key their entries as ``f"{λ:g}"`` (a weight
+vector: its entries joined by commas, ``"0.03,1"``); a grid comparison adds ``weight_names`` and ``plane``.
 Computes nothing: it reads the results :func:`hti_rl.compare.run.run_compare` hands the report.
 """
 
@@ -29,11 +30,13 @@ def results_document(results: dict[str, Any]) -> dict[str, Any]:
     for name, by_weight in results["rows"].items():
         for w, row in by_weight.items():
             put(name, w, row["mean"], row["ci"], results["episodes"])
-    grid = list(results["grid"])
-    for anchor, curve in results["anchor_curves"].items():
-        for w in results["weights"]:
-            mean, ci = curve[grid.index(w)]
-            put(f"anchor:{anchor:g}", w, mean, ci, results["episodes"])
+    anchor_at = results.get("anchor_at")
+    if anchor_at is None:  # a scalar comparison: each anchor's curve holds every held-out weight
+        grid = list(results["grid"])
+        anchor_at = {a: {w: curve[grid.index(w)] for w in results["weights"]} for a, curve in results["anchor_curves"].items()}
+    for anchor, by_weight in anchor_at.items():
+        for w, (mean, ci) in by_weight.items():
+            put(f"anchor:{weight_label(anchor)}", w, mean, ci, results["episodes"])
     for w, retrained in results["retrained"].items():
         for i, (mean, ci, n) in enumerate(zip(retrained["seed_means"], retrained["seed_cis"], retrained["seed_episodes"])):
             put(f"retrained:{i}", w, mean, ci, n)
@@ -52,6 +55,22 @@ def results_document(results: dict[str, Any]) -> dict[str, Any]:
         "task_fingerprint": spec.fingerprint(), "weight_scale": spec.weight_scale, "anchors": list(spec.anchors),
         "held_out": list(spec.held_out), "confidence": 0.95, "deterministic": True, "methods": methods,
         **({"deployed": deployed} if deployed else {}), "compute": compute,
+        **({"weight_names": list(spec.grid.names)} if spec.is_vector else {}),
+        **({"plane": plane_document(results["plane"], results["episodes"])} if results.get("plane") else {}),
+    }
+
+
+def plane_document(plane: dict[str, Any], episodes: int) -> dict[str, Any]:
+    """The weight plane of a grid comparison: per calibration grid vector, ``deployed`` (and what it deployed), the
+    best anchor there (and which) and, on LQR, the exact optimum, each ``{mean, ci95, episodes}``."""
+    def entry(stat: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {"mean": float(stat["mean"]), "ci95": float(stat["ci"]), "episodes": int(episodes), **extra}
+
+    return {
+        "weights": [list(w) for w in plane["weights"]],
+        "deployed": [entry(d, candidate=d["candidate"]) for d in plane["deployed"]],
+        "best_anchor": [entry(b, anchor=b["name"]) for b in plane["best_anchor"]],
+        **({"optimum": [entry(o) for o in plane["optimum"]]} if "optimum" in plane else {}),
     }
 
 

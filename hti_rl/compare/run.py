@@ -25,6 +25,10 @@ seeds, the methods, and the CLOT variants (named config overrides: the ablations
    (the dataset's states, subsampled), beside the retrained agents' seed-to-seed W2 (the floor);
 5. write ``experiments/<name>/report.md`` and ``returns.png`` (:mod:`hti_rl.compare.report`) and log to
    TensorBoard (``runs/<task>/tb/compare``).
+
+On a task that weighs several components the same phases run with weight vectors; phase 4 is
+:func:`hti_rl.compare.grid.evaluate_grid`, and the figure is the weight plane's heat maps
+(:mod:`hti_rl.compare.grid_report`, ``plane.png``) in place of ``returns.png``.
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ import torch
 from hti_rl.compare.evaluation import evaluate
 from hti_rl.compare.experiment import Experiment
 from hti_rl.compare.fitting import fit_methods, train_agents
+from hti_rl.compare.grid import evaluate_grid
+from hti_rl.compare.grid_report import FIGURE, plane_section, write_plane_figure
 from hti_rl.compare.report import write_report
 from hti_rl.io import write_json
-from hti_rl.runs import DEFAULT_ROOT, RunDir
+from hti_rl.runs import DEFAULT_ROOT, RunDir, weight_label
 from hti_rl.spec.load import load_task
 from hti_rl.spec.task import TaskSpec
 
@@ -95,7 +101,7 @@ def run_compare(exp: Experiment, run_root: str | Path = DEFAULT_ROOT, workers: i
     fitted = fit_methods(spec, trained.shared_spec, exp, run_root, force, progress, timed, log, workers)
     started = time.perf_counter()
     log("== evaluate")
-    results, histograms = evaluate(spec, exp, trained, fitted, run_root)
+    results, histograms = (evaluate_grid if spec.is_vector else evaluate)(spec, exp, trained, fitted, run_root)
     timed.record({"evaluate": time.perf_counter() - started})
     results.update(
         experiment=exp, spec=spec, timings=dict(timed.seconds), cross_warnings=list(fitted.cross.warnings),
@@ -107,9 +113,12 @@ def run_compare(exp: Experiment, run_root: str | Path = DEFAULT_ROOT, workers: i
     out = Path(out_dir) if out_dir else exp.path.parent / exp.name
     if fitted.refine_metas:
         _refining_report(results, fitted.refine_metas, run, out)
+    if results.get("plane"):
+        write_plane_figure(results, out)
+        results["sections"] = [("Return over the weight plane", plane_section(results))]
     report = write_report(results, out)
     log_tensorboard(results, histograms, run.tb("compare"), report)
-    log(f"wrote {report} and {report.with_name('returns.png')}; TensorBoard: {run.tb('compare')}")
+    log(f"wrote {report} and {report.with_name(FIGURE if spec.is_vector else 'returns.png')}; TensorBoard: {run.tb('compare')}")
     return results
 
 
@@ -150,8 +159,10 @@ def log_tensorboard(results: dict[str, Any], histograms: dict[float, dict[str, n
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(log_dir))
+    names = results["spec"].grid.names if results["spec"].is_vector else ("",)
     for i, w in enumerate(results["weights"]):
-        writer.add_scalar("weight", w, i)
+        for name, entry in zip(names, w if isinstance(w, tuple) else (w,)):
+            writer.add_scalar(f"weight/{name}" if name else "weight", entry, i)
         writer.add_scalar("return/retrained", results["retrained"][w]["mean"], i)
         writer.add_scalar("w2/retrained seed-to-seed (floor)", results["floor"][w], i)
         for name, rows in results["rows"].items():
@@ -160,6 +171,6 @@ def log_tensorboard(results: dict[str, Any], histograms: dict[float, dict[str, n
             writer.add_scalar(f"regret/{name}", row["regret"], i)
             writer.add_scalar(f"w2/{name}", row["w2"], i)
         for name, samples in histograms[w].items():
-            writer.add_histogram(f"actions_w={w:g}/{name}", samples.reshape(-1), 0)
+            writer.add_histogram(f"actions_w={weight_label(w)}/{name}", samples.reshape(-1), 0)
     writer.add_text("report", report.read_text())
     writer.close()
