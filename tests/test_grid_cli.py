@@ -161,6 +161,8 @@ def test_calibrate_at_weight_vectors(fitted, capsys):
     out = capsys.readouterr().out
     expected = calibration_grid(load_task(path), 1)  # per axis: the anchors, the log midpoint, the held-out entry
     assert f"calibrated lqr2w: {len(expected)} grid weights" in out and "λ=1,1 deployed" in out
+    figure = runs / "lqr2w" / "calibration" / "surrogate" / "calibration.png"  # heat maps over the weight plane
+    assert str(figure) in out and figure.stat().st_size > 10_000
     policy = AnchoredPolicy.load(runs / "lqr2w" / "surrogate.zip")
     calibration = policy.calibration
     assert [p.weight for p in calibration.points] == sorted(expected) and (1.0, 1.0) in calibration.grid

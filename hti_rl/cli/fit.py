@@ -100,6 +100,6 @@ def calibrate_command(args: argparse.Namespace) -> int:
     calibration, cost = calibrate(spec, args.run_root, args.per_interval, args.episodes, args.seed, args.force)
     print("\n".join(summary(calibration, cost)))
     run = RunDir.of(spec, args.run_root)
-    figure = "" if spec.is_vector else f" and {run.calibration() / 'calibration.png'}"  # the figure draws one weight axis
+    figure = f" and {run.calibration() / 'calibration.png'}" if spec.grid.dim <= 2 else ""  # one or two weight axes
     print(f"wrote {run.surrogate} (calibrated){figure}; TensorBoard: {run.tb('calibrate')}")
     return 0

@@ -180,6 +180,6 @@ def ensure_deployed(spec: TaskSpec, exp: Experiment, dataset: PolicyDataset, act
     policy.attach_calibration(calibration)
     policy.header["method"] = "deployed"
     policy.save(run.method("deployed"))
-    if not spec.is_vector:  # the figure draws one weight axis; a grid's estimates are the report's heat maps
+    if spec.grid.dim <= 2:  # the figure draws one weight axis, or two as heat maps
         write_figure(calibration, run.calibration("compare/deployed") / "calibration.png")
     return policy, cost

@@ -113,7 +113,7 @@ def calibrate(spec: TaskSpec, run_root: str | Path = "runs", per_interval: int =
     calibration, cost = calibrate_policy(policy, spec, run, "surrogate", per_interval, episodes, seed, force, progress)
     policy.attach_calibration(calibration)
     policy.save(run.surrogate)
-    if not spec.is_vector:  # the figure draws return against one weight
+    if spec.grid.dim <= 2:  # the figure draws one weight axis, or two as heat maps
         write_figure(calibration, run.calibration() / "calibration.png")
     return calibration, cost
 

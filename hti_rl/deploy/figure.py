@@ -1,5 +1,6 @@
 """The calibration figure: estimated return against weight for every candidate (95% CI bands), the
-deployed envelope, and the anchor and held-out weights marked. Reads a :class:`Calibration` only."""
+deployed envelope, and the anchor and held-out weights marked; on a two-axis grid, heat maps over the
+weight plane instead. Reads a :class:`Calibration` only."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ def calibration_figure(calibration: Calibration) -> Any:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    if isinstance(calibration.points[0].weight, tuple):
+        return grid_figure(calibration)
 
     grid = np.array(calibration.grid)
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -39,6 +43,41 @@ def calibration_figure(calibration: Calibration) -> Any:
     ax.set(xscale=calibration.weight_scale, xlabel="weight λ", ylabel="estimated return at λ",
            title=f"{calibration.task}: calibration ({calibration.episodes} estimating episodes per point, 95% CI)")
     ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def grid_figure(calibration: Calibration) -> Any:
+    """Two-axis grid: the estimate of what is deployed and of the plain surrogate at every grid vector (rows: axis 1,
+    columns: axis 2), the deployed candidate written in its cell (``a<w>``: an anchor, ``s``: the surrogate)."""
+    import matplotlib.pyplot as plt
+
+    weights = [tuple(p.weight) for p in calibration.points]
+    if len(weights[0]) != 2:
+        raise ValueError(f"the calibration figure draws one or two weight axes, not {len(weights[0])}")
+    axes = [sorted({w[i] for w in weights}) for i in range(2)]
+    names = list(calibration.weighted) if not isinstance(calibration.weighted, str) else ["axis 1", "axis 2"]
+    maps = {"deployed (the choice's estimate)": np.full((len(axes[0]), len(axes[1])), np.nan)}
+    maps["plain surrogate"] = np.full_like(maps["deployed (the choice's estimate)"], np.nan)
+    chosen = {}
+    for p, w in zip(calibration.points, weights):
+        i, j = axes[0].index(w[0]), axes[1].index(w[1])
+        maps["deployed (the choice's estimate)"][i, j] = p.estimate[p.chosen][0]
+        maps["plain surrogate"][i, j] = p.estimate.get("surrogate", (np.nan, np.nan))[0]
+        chosen[i, j] = "s" if p.chosen == "surrogate" else p.chosen.replace("anchor:", "a")
+    low = min(np.nanmin(m) for m in maps.values())
+    high = max(np.nanmax(m) for m in maps.values())
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, (title, values) in zip(panels, maps.items()):
+        image = ax.imshow(values, origin="lower", cmap="viridis", vmin=low, vmax=high, aspect="auto")
+        for (i, j), name in chosen.items():
+            label = f"{values[i, j]:.4g}" + (f"\n{name}" if title.startswith("deployed") else "")
+            ax.text(j, i, label, ha="center", va="center", fontsize=6, color="white")
+        ax.set_xticks(range(len(axes[1])), [f"{b:g}" for b in axes[1]], fontsize=7)
+        ax.set_yticks(range(len(axes[0])), [f"{a:g}" for a in axes[0]], fontsize=7)
+        ax.set(title=title, xlabel=f"λ {names[1]}", ylabel=f"λ {names[0]}")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle(f"{calibration.task}: calibration ({calibration.episodes} estimating episodes per vector; a<w>: anchor deployed, s: surrogate)")
     fig.tight_layout()
     return fig
 
