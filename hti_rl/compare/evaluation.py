@@ -23,7 +23,6 @@ from hti_rl.compare.fitting import Fitted, Trained
 from hti_rl.compare.report import SHARED_REFERENCE
 from hti_rl.envs.lqr import OptimalPolicy
 from hti_rl.errors import HTIError
-from hti_rl.methods.calibration import anchor_name
 from hti_rl.evaluate import (
     ComponentReturns,
     Predictor,
@@ -32,6 +31,7 @@ from hti_rl.evaluate import (
     returns_at,
     rollout_components,
 )
+from hti_rl.methods.calibration import anchor_name
 from hti_rl.runs import RunDir
 from hti_rl.seeds import eval_seed
 from hti_rl.spec.task import TaskSpec
@@ -99,42 +99,59 @@ def evaluate(spec: TaskSpec, exp: Experiment, trained: Trained, fitted: Fitted,
 
     :return: (results for the report, action samples per held-out weight and method for TensorBoard).
     """
-    run = RunDir.of(spec, run_root)
-    anchor_metas = [json.loads((run.anchor(w) / "meta.json").read_text()) for w in spec.anchors]
-    retrained_metas = {w: [json.loads((run.retrained(w, i) / "meta.json").read_text()) for i in range(exp.retrained_seeds)]
-                       for w in spec.held_out}
-    retrained_actors = {w: [load_agent_actor(spec, run.retrained(w, i), lambda: spec.make_env(w)) for i in range(exp.retrained_seeds)]
-                        for w in spec.held_out}
+    bench, results, histograms = held_out_rows(spec, exp, fitted, run_root)
     grid = np.unique(np.concatenate([spec.axis.even(exp.grid), spec.anchors, spec.held_out]))
     weighted, fixed = spec.reward.weighted, spec.reward.fixed
-    anchor_rolls = [rollouts(a, spec, exp) for a in fitted.actors]
-    anchor_curves = {a: [mean_ci(returns_at(r, weighted, fixed, w)) for w in grid] for a, r in zip(spec.anchors, anchor_rolls)}
-    env = spec.make_env(spec.anchors[0])
-    random_rolls = rollouts(RandomPolicy(env.action_space, exp.seed), spec, exp)
+    anchor_curves = {a: [mean_ci(returns_at(r, weighted, fixed, w)) for w in grid] for a, r in zip(spec.anchors, bench.anchor_rolls)}
     own_weight = {"scratch": {a: anchor_curves[a][list(grid).index(a)] for a in spec.anchors}}
     if trained.shared_spec is not None:
         own_weight["shared"] = {a: mean_ci(returns_at(rollouts(actor, spec, exp), weighted, fixed, a))
                                 for a, actor in zip(spec.anchors, fitted.shared_actors)}
-    rng = np.random.default_rng(exp.seed)
-    dataset = fitted.dataset
-    states = dataset.obs[rng.choice(len(dataset.obs), size=min(exp.w2_states, len(dataset.obs)), replace=False)]
-    bench = Bench(spec, exp, states, random_rolls, env, anchor_rolls)
-    results: dict[str, Any] = {"weights": list(spec.held_out), "rows": {}, "floor": {}, "retrained": {}, "random": {}}
-    histograms: dict[float, dict[str, np.ndarray]] = {}
-    for w in spec.held_out:
-        retrained_samples = retrained_at(bench, w, retrained_actors[w], results)
-        histograms[w] = {"retrained seed 0": retrained_samples[0]}
-        methods_at(bench, w, fitted, retrained_samples, results, histograms[w])
+    env = bench.env
     optimum_curve = []
     if is_lqr(spec):
         for w in grid:
             r = rollouts(OptimalPolicy(env, float(w), discount=gamma_of(spec)), spec, exp)
             optimum_curve.append(mean_ci(returns_at(r, weighted, fixed, float(w))))
     env.close()
-    results.update(grid=grid.tolist(), anchor_curves=anchor_curves, optimum_curve=optimum_curve, anchor_metas=anchor_metas,
-                   retrained_metas=retrained_metas, conditioned_metas=trained.conditioned_metas, own_weight=own_weight,
-                   w2_states=len(states), gamma=gamma_of(spec))
+    results.update(grid=grid.tolist(), anchor_curves=anchor_curves, optimum_curve=optimum_curve, own_weight=own_weight,
+                   conditioned_metas=trained.conditioned_metas, **agent_metas(spec, exp, run_root))
     return results, histograms
+
+
+def held_out_rows(spec: TaskSpec, exp: Experiment, fitted: Fitted,
+                  run_root: str | Path) -> tuple[Bench, dict[str, Any], dict[Any, dict[str, np.ndarray]]]:
+    """The bench (every anchor's and the random policy's rollouts, the W2 states, an env) and, at every held-out
+    weight, the retrained agents and every method (:func:`retrained_at`, :func:`methods_at`).
+
+    :return: (bench, results with ``weights``, ``rows``, ``floor``, ``retrained``, ``random``, ``deployed``,
+        ``w2_states``, ``gamma``; action samples per held-out weight and method). The caller closes ``bench.env``.
+    """
+    run = RunDir.of(spec, run_root)
+    anchor_rolls = [rollouts(a, spec, exp) for a in fitted.actors]
+    env = spec.make_env(spec.anchors[0])
+    random_rolls = rollouts(RandomPolicy(env.action_space, exp.seed), spec, exp)
+    rng = np.random.default_rng(exp.seed)
+    dataset = fitted.dataset
+    states = dataset.obs[rng.choice(len(dataset.obs), size=min(exp.w2_states, len(dataset.obs)), replace=False)]
+    bench = Bench(spec, exp, states, random_rolls, env, anchor_rolls)
+    results: dict[str, Any] = {"weights": list(spec.held_out), "rows": {}, "floor": {}, "retrained": {}, "random": {},
+                               "w2_states": len(states), "gamma": gamma_of(spec)}
+    histograms: dict[Any, dict[str, np.ndarray]] = {}
+    for w in spec.held_out:
+        actors = [load_agent_actor(spec, run.retrained(w, i), lambda w=w: spec.make_env(w)) for i in range(exp.retrained_seeds)]
+        retrained_samples = retrained_at(bench, w, actors, results)
+        histograms[w] = {"retrained seed 0": retrained_samples[0]}
+        methods_at(bench, w, fitted, retrained_samples, results, histograms[w])
+    return bench, results, histograms
+
+
+def agent_metas(spec: TaskSpec, exp: Experiment, run_root: str | Path) -> dict[str, Any]:
+    """``anchor_metas`` (per anchor) and ``retrained_metas`` (per held-out weight, per seed): each run's meta.json."""
+    run = RunDir.of(spec, run_root)
+    return {"anchor_metas": [json.loads((run.anchor(w) / "meta.json").read_text()) for w in spec.anchors],
+            "retrained_metas": {w: [json.loads((run.retrained(w, i) / "meta.json").read_text()) for i in range(exp.retrained_seeds)]
+                                for w in spec.held_out}}
 
 
 def retrained_at(bench: Bench, w: float, actors: list[Any], results: dict[str, Any]) -> list[np.ndarray]:

@@ -16,21 +16,24 @@ surrogate calibrated on the product grid). Here, with the scalar evaluation's pe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hti_rl.compare.evaluation import Bench, RandomPolicy, gamma_of, is_lqr, methods_at, retrained_at, rollouts
+from hti_rl.compare.evaluation import (
+    Bench,
+    agent_metas,
+    held_out_rows,
+    is_lqr,
+    rollouts,
+)
 from hti_rl.compare.experiment import Experiment
 from hti_rl.compare.fitting import Fitted, Trained
 from hti_rl.envs.lqr import OptimalPolicy
 from hti_rl.evaluate import mean_ci
 from hti_rl.methods.calibration import anchor_name
-from hti_rl.runs import RunDir
 from hti_rl.spec.task import TaskSpec
-from hti_rl.training.store import load_agent_actor
 
 
 def evaluate_grid(spec: TaskSpec, exp: Experiment, trained: Trained, fitted: Fitted,
@@ -39,31 +42,13 @@ def evaluate_grid(spec: TaskSpec, exp: Experiment, trained: Trained, fitted: Fit
 
     :return: (results for the report, keyed by weight vectors (tuples); action samples per held-out vector and method).
     """
-    run = RunDir.of(spec, run_root)
-    anchor_metas = [json.loads((run.anchor(w) / "meta.json").read_text()) for w in spec.anchors]
-    retrained_metas = {w: [json.loads((run.retrained(w, i) / "meta.json").read_text()) for i in range(exp.retrained_seeds)]
-                       for w in spec.held_out}
-    env = spec.make_env(spec.anchors[0])
-    anchor_rolls = [rollouts(a, spec, exp) for a in fitted.actors]
-    random_rolls = rollouts(RandomPolicy(env.action_space, exp.seed), spec, exp)
-    rng = np.random.default_rng(exp.seed)
-    dataset = fitted.dataset
-    states = dataset.obs[rng.choice(len(dataset.obs), size=min(exp.w2_states, len(dataset.obs)), replace=False)]
-    bench = Bench(spec, exp, states, random_rolls, env, anchor_rolls)
-    results: dict[str, Any] = {"weights": list(spec.held_out), "rows": {}, "floor": {}, "retrained": {}, "random": {}}
-    histograms: dict[Any, dict[str, np.ndarray]] = {}
-    for w in spec.held_out:
-        actors = [load_agent_actor(spec, run.retrained(w, i), lambda: spec.make_env(w)) for i in range(exp.retrained_seeds)]
-        samples = retrained_at(bench, w, actors, results)
-        histograms[w] = {"retrained seed 0": samples[0]}
-        methods_at(bench, w, fitted, samples, results, histograms[w])
-    results["anchor_at"] = {a: {w: mean_ci(bench.returns(r, w)) for w in spec.held_out} for a, r in zip(spec.anchors, anchor_rolls)}
-    results["own_weight"] = {"scratch": {a: mean_ci(bench.returns(r, a)) for a, r in zip(spec.anchors, anchor_rolls)}}
+    bench, results, histograms = held_out_rows(spec, exp, fitted, run_root)
+    results["anchor_at"] = {a: {w: mean_ci(bench.returns(r, w)) for w in spec.held_out} for a, r in zip(spec.anchors, bench.anchor_rolls)}
+    results["own_weight"] = {"scratch": {a: mean_ci(bench.returns(r, a)) for a, r in zip(spec.anchors, bench.anchor_rolls)}}
     if "deployed" in fitted.policies:
         results["plane"] = plane(bench, fitted.policies["deployed"], results)
-    env.close()
-    results.update(anchor_metas=anchor_metas, retrained_metas=retrained_metas, conditioned_metas=trained.conditioned_metas,
-                   w2_states=len(states), gamma=gamma_of(spec))
+    bench.env.close()
+    results.update(conditioned_metas=trained.conditioned_metas, **agent_metas(spec, exp, run_root))
     return results, histograms
 
 

@@ -25,7 +25,11 @@ from hti_rl.methods.baselines import (
     fit_regression,
 )
 from hti_rl.methods.conditioned import ConditionedPolicy
-from hti_rl.methods.grid import fit_grid_multilinear, fit_grid_nearest, fit_grid_regression
+from hti_rl.methods.grid import (
+    fit_grid_multilinear,
+    fit_grid_nearest,
+    fit_grid_regression,
+)
 from hti_rl.methods.surrogate import SurrogatePolicy
 
 
