@@ -101,7 +101,8 @@ def plane_section(results: dict[str, Any]) -> list[str]:
         f"on this comparison's {results['episodes']} episodes: the return of `deployed` and of the anchor with the best mean there "
         "(a choice made on these episodes, so it favours the anchor). Where `deployed` deploys an anchor, its episodes are that "
         f"anchor's rollouts (the same deterministic actions): checked at {shortcut['checked']} held-out vectors where it deploys an "
-        f"anchor and rolled out itself ({shortcut['held']} equal); {shortcut['rolled_out']} plane vectors were rolled out with `deployed`.",
+        f"anchor and rolled out itself ({shortcut['held']} equal; where one differs, e.g. float differences between the two code paths "
+        f"that a chaotic simulator amplifies, every plane vector is rolled out); {shortcut['rolled_out']} plane vectors were rolled out with `deployed`.",
         "",
         f"`deployed` below the best anchor with the two CIs apart at: {', '.join(below) if below else 'no vector'}.",
         "",
