@@ -10,7 +10,7 @@ from hti_rl.compare.report import markdown_table, verdict, write_report
 
 
 def _results() -> dict:
-    spec = SimpleNamespace(name="toy", env_id="Toy-v0", path=Path("envs/toy.yaml"), anchors=[1.0, 5.0], held_out=[3.0],
+    spec = SimpleNamespace(name="toy", is_vector=False, env_id="Toy-v0", path=Path("envs/toy.yaml"), anchors=[1.0, 5.0], held_out=[3.0],
                            weight_scale="linear", algo="ppo", hyperparams_key="toy", hyperparams_file="agents/ppo.yml", seeds_per_anchor=1,
                            fingerprint=lambda: "0123456789abcdef")
     exp = SimpleNamespace(name="toy", path=Path("experiments/toy.yaml"), eval_episodes=10, eval_seeds=(0, 1), retrained_seeds=2, w2_samples=8)
