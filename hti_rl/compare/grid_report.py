@@ -14,7 +14,6 @@ import numpy as np
 
 from hti_rl.compare.report import fmt, markdown_table
 from hti_rl.io import atomic_write
-from hti_rl.runs import weight_label
 
 FIGURE = "plane.png"
 
@@ -84,6 +83,11 @@ def write_plane_figure(results: dict[str, Any], out: Path) -> Path:
     return path
 
 
+def short_label(weight: Any) -> str:
+    """A weight vector for people: each entry to 4 significant digits (results.json keeps them exact)."""
+    return ",".join(f"{float(x):.4g}" for x in weight)
+
+
 def plane_section(results: dict[str, Any]) -> list[str]:
     """The report's section: what was measured, where ``deployed`` is below the best anchor (95% CIs apart), the table."""
     plane = results["plane"]
@@ -93,8 +97,8 @@ def plane_section(results: dict[str, Any]) -> list[str]:
         d, b = plane["deployed"][k], plane["best_anchor"][k]
         diff = d["mean"] - b["mean"]
         if diff + d["ci"] + b["ci"] < 0:
-            below.append(weight_label(w))
-        rows.append([weight_label(w), d["candidate"], f"{fmt(d['mean'])} ± {fmt(d['ci'], 2)}", f"{b['name']} {fmt(b['mean'])} ± {fmt(b['ci'], 2)}",
+            below.append(short_label(w))
+        rows.append([short_label(w), d["candidate"], f"{fmt(d['mean'])} ± {fmt(d['ci'], 2)}", f"{b['name']} {fmt(b['mean'])} ± {fmt(b['ci'], 2)}",
                      fmt(diff, 3)] + ([f"{fmt(plane['optimum'][k]['mean'])}"] if "optimum" in plane else []))
     lines = [
         f"At every vector of the deployed policy's calibration grid ({len(plane['weights'])} vectors, the product of the axes' grids), "
