@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hti_rl.compare.report import fmt, markdown_table
+from hti_rl.deploy.figure import heat_map
 from hti_rl.io import atomic_write
 
 FIGURE = "plane.png"
@@ -53,20 +54,12 @@ def plane_figure(results: dict[str, Any]) -> Any:
     high = max(np.nanmax(maps[m]) for m in shared)
     fig, panels = plt.subplots(1, len(maps), figsize=(4.6 * len(maps), 4.4), squeeze=False)
     for ax, (title, values) in zip(panels[0], maps.items()):
-        if title == "deployed − best anchor":
-            bound = float(np.nanmax(np.abs(values))) or 1.0
-            image = ax.imshow(values, origin="lower", cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
-        else:
-            image = ax.imshow(values, origin="lower", cmap="viridis", vmin=low, vmax=high, aspect="auto")
-        for i, a in enumerate(axes[0]):
-            for j, b in enumerate(axes[1]):
-                mark = "★ " if (a, b) in anchors else "○ " if (a, b) in held_out else ""
-                ax.text(j, i, f"{mark}{fmt(values[i, j], 3)}", ha="center", va="center", fontsize=7,
-                        color="black" if title == "deployed − best anchor" else "white")
-        ax.set_xticks(range(len(axes[1])), [f"{b:g}" for b in axes[1]], fontsize=7)
-        ax.set_yticks(range(len(axes[0])), [f"{a:g}" for a in axes[0]], fontsize=7)
-        ax.set(title=title, xlabel=f"λ {names[1]}", ylabel=f"λ {names[0]}")
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        difference = title == "deployed − best anchor"
+        bound = float(np.nanmax(np.abs(values))) or 1.0
+        text = {(i, j): ("★ " if (a, b) in anchors else "○ " if (a, b) in held_out else "") + fmt(values[i, j], 3)
+                for i, a in enumerate(axes[0]) for j, b in enumerate(axes[1])}
+        heat_map(ax, values, axes, list(names), title, text, (-bound, bound) if difference else (low, high),
+                 cmap="RdBu" if difference else "viridis", text_color="black" if difference else "white")
     fig.suptitle(f"{spec.name}: return over the weight plane ({results['episodes']} episodes per cell; ★ anchor, ○ held out)")
     fig.tight_layout()
     return fig

@@ -69,17 +69,24 @@ def grid_figure(calibration: Calibration) -> Any:
     high = max(np.nanmax(m) for m in maps.values())
     fig, panels = plt.subplots(1, 2, figsize=(11, 4.6))
     for ax, (title, values) in zip(panels, maps.items()):
-        image = ax.imshow(values, origin="lower", cmap="viridis", vmin=low, vmax=high, aspect="auto")
-        for (i, j), name in chosen.items():
-            label = f"{values[i, j]:.4g}" + (f"\n{name}" if title.startswith("deployed") else "")
-            ax.text(j, i, label, ha="center", va="center", fontsize=6, color="white")
-        ax.set_xticks(range(len(axes[1])), [f"{b:g}" for b in axes[1]], fontsize=7)
-        ax.set_yticks(range(len(axes[0])), [f"{a:g}" for a in axes[0]], fontsize=7)
-        ax.set(title=title, xlabel=f"λ {names[1]}", ylabel=f"λ {names[0]}")
-        fig.colorbar(image, ax=ax, shrink=0.8)
+        text = {key: f"{values[key]:.4g}" + (f"\n{name}" if title.startswith("deployed") else "") for key, name in chosen.items()}
+        heat_map(ax, values, axes, names, title, text, (low, high))
     fig.suptitle(f"{calibration.task}: calibration ({calibration.episodes} estimating episodes per vector; a<w>: anchor deployed, s: surrogate)")
     fig.tight_layout()
     return fig
+
+
+def heat_map(ax: Any, values: np.ndarray, axes: list[list[float]], names: list[str], title: str, text: dict[tuple[int, int], str],
+             limits: tuple[float, float], cmap: str = "viridis", text_color: str = "white") -> None:
+    """One panel over a two-axis weight grid: values [n1, n2] (rows: axis 1's values ``axes[0]``, columns: axis 2's),
+    ``text[(i, j)]`` written in cell (i, j), a colour bar over ``limits``."""
+    image = ax.imshow(values, origin="lower", cmap=cmap, vmin=limits[0], vmax=limits[1], aspect="auto")
+    for (i, j), label in text.items():
+        ax.text(j, i, label, ha="center", va="center", fontsize=6, color=text_color)
+    ax.set_xticks(range(len(axes[1])), [f"{b:g}" for b in axes[1]], fontsize=7)
+    ax.set_yticks(range(len(axes[0])), [f"{a:g}" for a in axes[0]], fontsize=7)
+    ax.set(title=title, xlabel=f"λ {names[1]}", ylabel=f"λ {names[0]}")
+    ax.figure.colorbar(image, ax=ax, shrink=0.8)
 
 
 def write_figure(calibration: Calibration, path: str | Path) -> Path:
