@@ -169,7 +169,47 @@ def _check_weight(weight: float) -> float:
     return weight
 
 
-class WeightInObservation(gym.Wrapper):
+class _WeightObserved(gym.Wrapper):
+    """What both weight-in-observation wrappers share: each ``reset`` takes the episode's weight (``fixed``, else
+    :meth:`_draw` from the wrapper's own generator, reseeded by ``reset(seed=...)``), hands it to the wrapped
+    :class:`RewardWeightWrapper` and appends its coordinates (:meth:`_coordinates`) to every observation."""
+
+    fixed: Any
+    _weight: Any
+
+    def _extend(self, box: gym.spaces.Space, low: Sequence[float], high: Sequence[float]) -> None:
+        """The observation space: the 1-D Box ``box`` with the coordinates' bounds ``low``, ``high`` appended."""
+        if not isinstance(box, gym.spaces.Box) or len(box.shape) != 1:
+            raise SpecError(f"{type(self).__name__} needs a 1-D Box observation space, got {box}.")
+        self.observation_space = gym.spaces.Box(low=np.append(box.low, np.asarray(low, dtype=box.dtype)),
+                                                high=np.append(box.high, np.asarray(high, dtype=box.dtype)), dtype=box.dtype)
+
+    def _draw(self) -> Any:
+        """The weight of an episode without a fixed one, from ``self._rng``."""
+        raise NotImplementedError
+
+    def _coordinates(self, weight: Any) -> list[float]:
+        """The observed coordinates of ``weight``."""
+        raise NotImplementedError
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        if seed is not None:
+            self._rng = np.random.default_rng([seed, WEIGHT_DRAWS])
+        weight = self.fixed if self.fixed is not None else self._draw()
+        self.env.get_wrapper_attr("set_weight")(weight)
+        self._weight = weight
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._observe(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._observe(obs), reward, terminated, truncated, info
+
+    def _observe(self, obs: np.ndarray) -> np.ndarray:
+        return np.append(obs, np.asarray(self._coordinates(self._weight), dtype=self.observation_space.dtype))
+
+
+class WeightInObservation(_WeightObserved):
     """Append the reward weight, in the task's weight-scale coordinate, to a Box observation.
 
     The coordinate is ``log λ`` on a ``"log"`` scale and ``λ`` on a ``"linear"`` one, so a network sees
@@ -223,15 +263,7 @@ class WeightInObservation(gym.Wrapper):
         self.fixed = None if fixed is None else self._checked(fixed)
         self._rng = np.random.default_rng(seed)
         self._weight = self.fixed if self.fixed is not None else lo
-        box = env.observation_space
-        if not isinstance(box, gym.spaces.Box) or len(box.shape) != 1:
-            raise SpecError(f"WeightInObservation needs a 1-D Box observation space, got {box}.")
-        c_lo, c_hi = self.coordinate_range
-        self.observation_space = gym.spaces.Box(
-            low=np.append(box.low, np.asarray(c_lo, dtype=box.dtype)),
-            high=np.append(box.high, np.asarray(c_hi, dtype=box.dtype)),
-            dtype=box.dtype,
-        )
+        self._extend(env.observation_space, [self.coordinate_range[0]], [self.coordinate_range[1]])
 
     def coordinate(self, weight: float) -> float:
         """λ -> the observed coordinate: ``log λ`` (log scale) or ``λ``.
@@ -252,27 +284,13 @@ class WeightInObservation(gym.Wrapper):
         """Use ``weight`` in every episode from the next ``reset`` on (``None``: sample again)."""
         self.fixed = None if weight is None else self._checked(weight)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        if seed is not None:
-            self._rng = np.random.default_rng([seed, WEIGHT_DRAWS])
-        if self.fixed is not None:
-            weight = self.fixed
-        elif self.choices is not None:
-            weight = self.choices[int(self._rng.integers(len(self.choices)))]
-        else:
-            c = self._rng.uniform(*self.coordinate_range)
-            weight = self.axis.from_coord(c)
-        self.env.get_wrapper_attr("set_weight")(weight)
-        self._weight = weight
-        obs, info = self.env.reset(seed=seed, options=options)
-        return self._observe(obs), info
+    def _draw(self) -> float:
+        if self.choices is not None:
+            return self.choices[int(self._rng.integers(len(self.choices)))]
+        return self.axis.from_coord(self._rng.uniform(*self.coordinate_range))
 
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return self._observe(obs), reward, terminated, truncated, info
-
-    def _observe(self, obs: np.ndarray) -> np.ndarray:
-        return np.append(obs, np.asarray(self.coordinate(self._weight), dtype=self.observation_space.dtype))
+    def _coordinates(self, weight: float) -> list[float]:
+        return [self.coordinate(weight)]
 
     def _checked(self, weight: float) -> float:
         weight = _check_weight(weight)
@@ -280,7 +298,7 @@ class WeightInObservation(gym.Wrapper):
         return weight
 
 
-class GridWeightInObservation(gym.Wrapper):
+class GridWeightInObservation(_WeightObserved):
     """Append a weight vector, each entry in its axis's coordinate (``log λ_i`` on a log axis), to a Box
     observation: :class:`WeightInObservation` for a task that weighs several components (docs/method.md §12).
 
@@ -304,15 +322,8 @@ class GridWeightInObservation(gym.Wrapper):
         self.fixed = None if fixed is None else grid.check(fixed)
         self._rng = np.random.default_rng(seed)
         self._weight = self.fixed if self.fixed is not None else grid.points[0]
-        box = env.observation_space
-        if not isinstance(box, gym.spaces.Box) or len(box.shape) != 1:
-            raise SpecError(f"GridWeightInObservation needs a 1-D Box observation space, got {box}.")
         self.coordinate_range = [(min(a.times), max(a.times)) for a in grid.axes]
-        self.observation_space = gym.spaces.Box(
-            low=np.append(box.low, np.asarray([lo for lo, _ in self.coordinate_range], dtype=box.dtype)),
-            high=np.append(box.high, np.asarray([hi for _, hi in self.coordinate_range], dtype=box.dtype)),
-            dtype=box.dtype,
-        )
+        self._extend(env.observation_space, [lo for lo, _ in self.coordinate_range], [hi for _, hi in self.coordinate_range])
 
     @property
     def weight(self) -> tuple[float, ...]:
@@ -323,22 +334,8 @@ class GridWeightInObservation(gym.Wrapper):
         """Use ``weight`` in every episode from the next ``reset`` on (``None``: sample again)."""
         self.fixed = None if weight is None else self.grid.check(weight)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        if seed is not None:
-            self._rng = np.random.default_rng([seed, WEIGHT_DRAWS])
-        if self.fixed is not None:
-            weight = self.fixed
-        else:
-            weight = tuple(a.from_coord(self._rng.uniform(lo, hi)) for a, (lo, hi) in zip(self.grid.axes, self.coordinate_range))
-        self.env.get_wrapper_attr("set_weight")(weight)
-        self._weight = weight
-        obs, info = self.env.reset(seed=seed, options=options)
-        return self._observe(obs), info
+    def _draw(self) -> tuple[float, ...]:
+        return tuple(a.from_coord(self._rng.uniform(lo, hi)) for a, (lo, hi) in zip(self.grid.axes, self.coordinate_range))
 
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        return self._observe(obs), reward, terminated, truncated, info
-
-    def _observe(self, obs: np.ndarray) -> np.ndarray:
-        coords = [a.coord(w) for a, w in zip(self.grid.axes, self._weight)]
-        return np.append(obs, np.asarray(coords, dtype=self.observation_space.dtype))
+    def _coordinates(self, weight: Sequence[float]) -> list[float]:
+        return [a.coord(w) for a, w in zip(self.grid.axes, weight)]
