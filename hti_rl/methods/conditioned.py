@@ -19,13 +19,39 @@ from hti_rl.training.conditioned import check_conditioned_meta, make_conditioned
 from hti_rl.training.store import load_agent_actor
 
 
-class ConditionedPolicy(AnchoredPolicy):
+class _Conditioned:
+    """What both conditioned policies share: the one conditioned actor in every anchor slot (its observation has
+    C + n entries, so the file format and ``AnchoredPolicy.load`` are unchanged), and ``predict`` appending the
+    current weight's coordinates (:meth:`_coordinates`, ``[n]``) to each raw observation before the agent sees it."""
+
+    @classmethod
+    def _wrap(cls, spec: TaskSpec, actor: AnchorActor, weights: Any, scales: Any, header: dict[str, Any] | None, weight: Any) -> Any:
+        """Wrap a conditioned actor for ``spec``'s env (its raw observation space and action space)."""
+        env = spec.make_env(spec.anchors[0])
+        try:
+            obs_space, action_space = env.observation_space, env.action_space
+        finally:
+            env.close()
+        c = int(np.prod(obs_space.shape))
+        return cls(obs_space, action_space, [actor] * len(spec.anchors), weights, scales,
+                   x_mean=np.zeros(c, dtype=np.float32), x_std=np.ones(c, dtype=np.float32), header=header, weight=weight)
+
+    def _coordinates(self) -> list[float]:
+        raise NotImplementedError
+
+    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """obs [B, C] (raw env observations) -> env actions [B, D]."""
+        obs = observation.float().reshape(observation.shape[0], -1)
+        coords = torch.tensor(self._coordinates(), dtype=torch.float32)
+        conditioned = torch.cat([obs, coords.expand(obs.shape[0], -1)], dim=1)
+        actor = self.actors[0]  # type: ignore[attr-defined]
+        return actor.to_env_action(self.anchor_draw(actor, conditioned, deterministic)[0])  # type: ignore[attr-defined]
+
+
+class ConditionedPolicy(_Conditioned, AnchoredPolicy):
     """The weight-conditioned agent with SurrogatePolicy's interface: ``predict`` takes raw env
     observations ``[C]`` / ``[B, C]`` and appends the current weight's coordinate (``log λ`` on a log
     scale) before the agent sees them. The weight must lie in the range the agent was trained on.
-
-    The base class keeps one actor per anchor weight; here every slot holds the one conditioned actor
-    (its observation has C + 1 entries), so the file format and ``AnchoredPolicy.load`` are unchanged.
 
     Example::
 
@@ -37,52 +63,29 @@ class ConditionedPolicy(AnchoredPolicy):
     @classmethod
     def from_actor(cls, spec: TaskSpec, actor: AnchorActor, header: dict[str, Any] | None = None, weight: float | None = None) -> "ConditionedPolicy":
         """Wrap a conditioned actor for ``spec``'s env (its raw observation space and action space)."""
-        env = spec.make_env(spec.anchors[0])
-        try:
-            obs_space, action_space = env.observation_space, env.action_space
-        finally:
-            env.close()
-        c = int(np.prod(obs_space.shape))
-        return cls(obs_space, action_space, [actor] * len(spec.anchors), spec.anchors, spec.weight_scale,
-                   x_mean=np.zeros(c, dtype=np.float32), x_std=np.ones(c, dtype=np.float32), header=header, weight=weight)
+        return cls._wrap(spec, actor, spec.anchors, spec.weight_scale, header, weight)
 
     @property
     def coordinate(self) -> float:
         """The current weight in the observed coordinate."""
         return self.axis.coord(self.weight)
 
-    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """obs [B, C] (raw env observations) -> env actions [B, D]."""
-        obs = observation.float().reshape(observation.shape[0], -1)
-        conditioned = torch.cat([obs, torch.full((obs.shape[0], 1), self.coordinate)], dim=1)
-        actor = self.actors[0]
-        return actor.to_env_action(self.anchor_draw(actor, conditioned, deterministic)[0])
+    def _coordinates(self) -> list[float]:
+        return [self.coordinate]
 
 
-class GridConditionedPolicy(GridPolicy):
+class GridConditionedPolicy(_Conditioned, GridPolicy):
     """:class:`ConditionedPolicy` on a task that weighs several components: the agent's observation carries the
     weight vector, one coordinate per axis (:class:`~hti_rl.envs.wrappers.GridWeightInObservation`)."""
 
     @classmethod
     def from_actor(cls, spec: TaskSpec, actor: AnchorActor, header: dict[str, Any] | None = None, weight: Any = None) -> "GridConditionedPolicy":
         """Wrap a conditioned actor for ``spec``'s env (its raw observation space and action space)."""
-        env = spec.make_env(spec.anchors[0])
-        try:
-            obs_space, action_space = env.observation_space, env.action_space
-        finally:
-            env.close()
-        c = int(np.prod(obs_space.shape))
         header = {**(header or {}), "weight_names": list(spec.grid.names)}
-        return cls(obs_space, action_space, [actor] * len(spec.anchors), spec.grid.points, list(spec.grid.scales),
-                   x_mean=np.zeros(c, dtype=np.float32), x_std=np.ones(c, dtype=np.float32), header=header, weight=weight)
+        return cls._wrap(spec, actor, spec.grid.points, list(spec.grid.scales), header, weight)
 
-    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """obs [B, C] (raw env observations) -> env actions [B, D]."""
-        obs = observation.float().reshape(observation.shape[0], -1)
-        coords = torch.tensor([a.coord(w) for a, w in zip(self.grid.axes, self.weight)], dtype=torch.float32)
-        actor = self.actors[0]
-        conditioned = torch.cat([obs, coords.expand(obs.shape[0], -1)], dim=1)
-        return actor.to_env_action(self.anchor_draw(actor, conditioned, deterministic)[0])
+    def _coordinates(self) -> list[float]:
+        return [a.coord(w) for a, w in zip(self.grid.axes, self.weight)]
 
 
 def load_conditioned_actor(spec: TaskSpec, factor: float, run_root: str | Path = DEFAULT_ROOT) -> AnchorActor:
