@@ -101,8 +101,9 @@ def load_experiment(path: str | Path) -> Experiment:
         raise top.error("task", f"is {task!r}: no such file (looked in {path.parent} and {path.parent.parent}).")
     from hti_rl.spec.load import load_task
 
-    is_vector = load_task(found).is_vector
-    if not load_task(found).held_out:
+    task_spec = load_task(found)
+    is_vector = task_spec.is_vector
+    if not task_spec.held_out:
         raise top.error("task", f"is {task!r}, which has no held-out weights (`held_out` in {found}), so there is nothing to "
                                 "compare; add held_out weights inside the anchor range.")
     defaults = {name: f.default for name, f in Experiment.__dataclass_fields__.items()}
