@@ -85,6 +85,16 @@ def _save_exact(spec, weight, directory, log_std=-2.0):
                                          "steps": 0, "seed": 0, "wall_time_s": 1.0})
 
 
+def _save_exact_runs(spec, exp, runs, spread=0.1):
+    """Exact-gain agents as every anchor and every retrained seed of ``exp`` (no training); retrained seed i has
+    log-std −2 + spread·i, so the seeds differ when ``spread`` ≠ 0."""
+    for w in spec.anchors:
+        _save_exact(spec, w, RunDir.of(spec, runs).anchor(w))
+    for w in spec.held_out:
+        for i in range(exp.retrained_seeds):
+            _save_exact(spec, w, RunDir.of(spec, runs).retrained(w, i), log_std=-2.0 + spread * i)
+
+
 def test_whole_comparison_on_exact_agents(tmp_path):
     path = _experiment(
         tmp_path, eval_episodes=10, eval_seeds=[0], methods=["surrogate", "deployed", "nearest", "linear", "optimum"],
@@ -93,11 +103,7 @@ def test_whole_comparison_on_exact_agents(tmp_path):
     exp = load_experiment(path)
     spec = load_task(exp.task)
     runs = tmp_path / "runs"
-    for w in spec.anchors:
-        _save_exact(spec, w, RunDir.of(spec, runs).anchor(w))
-    for w in spec.held_out:
-        for i in range(exp.retrained_seeds):
-            _save_exact(spec, w, RunDir.of(spec, runs).retrained(w, i), log_std=-2.0 + 0.1 * i)
+    _save_exact_runs(spec, exp, runs)
     results = run_compare(exp, runs, progress=False, log=lambda _: None)
     report = (tmp_path / "experiments" / "x" / "report.md").read_text()
     assert (tmp_path / "experiments" / "x" / "returns.png").stat().st_size > 10_000
@@ -152,11 +158,7 @@ def test_comparison_with_shared_start_anchors(tmp_path):
     scratch = load_task(exp.task)
     scratch = dataclasses.replace(scratch, shared_start=None)
     runs = tmp_path / "runs"
-    for w in scratch.anchors:
-        _save_exact(scratch, w, RunDir.of(scratch, runs).anchor(w))
-    for w in scratch.held_out:
-        for i in range(exp.retrained_seeds):
-            _save_exact(scratch, w, RunDir.of(scratch, runs).retrained(w, i))
+    _save_exact_runs(scratch, exp, runs, spread=0.0)
     results = run_compare(exp, runs, workers=2, progress=False, log=lambda _: None)
     rows = results["rows"]
     assert {"shared/clot/full", "shared/param_interp", "shared/fine-tuned"} <= set(rows)
@@ -180,11 +182,7 @@ def test_comparison_with_refining_rows(tmp_path):
     exp = load_experiment(path)
     spec = load_task(exp.task)
     runs = tmp_path / "runs"
-    for w in spec.anchors:
-        _save_exact(spec, w, RunDir.of(spec, runs).anchor(w))
-    for w in spec.held_out:
-        for i in range(exp.retrained_seeds):
-            _save_exact(spec, w, RunDir.of(spec, runs).retrained(w, i))
+    _save_exact_runs(spec, exp, runs, spread=0.0)
     results = run_compare(exp, runs, progress=False, log=lambda _: None)
     names = ["refined@0.1", "refined@0.25", "nearest-finetune@0.25", "scratch@0.25"]
     budget = int(spec.hyperparams()["n_timesteps"])

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import yaml
 from conftest import write_lqr_spec
-from test_compare import _save_exact
+from test_compare import _save_exact_runs
 from test_grid_cli import VECTOR_LQR
 
 from hti_rl.compare.experiment import load_experiment
 from hti_rl.compare.run import run_compare
-from hti_rl.runs import RunDir
 from hti_rl.spec.load import load_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,11 +32,7 @@ def test_whole_grid_comparison_on_exact_agents(tmp_path):
     exp = load_experiment(path)
     spec = load_task(exp.task)
     runs = tmp_path / "runs"
-    for w in spec.anchors:
-        _save_exact(spec, w, RunDir.of(spec, runs).anchor(w))
-    for w in spec.held_out:
-        for i in range(exp.retrained_seeds):
-            _save_exact(spec, w, RunDir.of(spec, runs).retrained(w, i), log_std=-2.0 + 0.1 * i)
+    _save_exact_runs(spec, exp, runs)
     results = run_compare(exp, runs, progress=False, log=lambda _: None)
     out = tmp_path / "experiments" / "x"
     report = (out / "report.md").read_text()
