@@ -94,7 +94,6 @@ def _deploy_vector(args: argparse.Namespace, spec) -> int:
     """``deploy`` of a grid surrogate (or another grid policy) at a weight vector."""
     from hti_rl.evaluate import evaluate_at
     from hti_rl.methods.base import AnchoredPolicy
-    from hti_rl.methods.grid_surrogate import GridSurrogatePolicy  # noqa: F401  (registers the class that load finds)
     from hti_rl.runs import weight_label
 
     if args.render or args.video:
