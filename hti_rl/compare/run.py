@@ -115,7 +115,7 @@ def run_compare(exp: Experiment, run_root: str | Path = DEFAULT_ROOT, workers: i
         _refining_report(results, fitted.refine_metas, run, out)
     if results.get("plane"):
         write_plane_figure(results, out)
-        results["sections"] = [("Return over the weight plane", plane_section(results))]
+        results.setdefault("sections", []).append(("Return over the weight plane", plane_section(results)))
     report = write_report(results, out)
     log_tensorboard(results, histograms, run.tb("compare"), report)
     log(f"wrote {report} and {report.with_name(FIGURE if spec.is_vector else 'returns.png')}; TensorBoard: {run.tb('compare')}")
@@ -130,7 +130,7 @@ def _refining_report(results: dict[str, Any], metas: dict[str, Any], run: RunDir
     from hti_rl.io import atomic_write
 
     results["refine_metas"] = metas
-    results["sections"] = [("Refining at the held-out weights", refine_section(results))]
+    results.setdefault("sections", []).append(("Refining at the held-out weights", refine_section(results)))
     fig = curves_figure(results, run.tb())
     with atomic_write(out / "refine_curves.png") as f:
         fig.savefig(f, format="png", dpi=110)
