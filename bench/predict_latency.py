@@ -124,7 +124,7 @@ def six_d_task(tmp: Path, steps: int) -> dict[str, Any]:
             samples.append(mean[:, None] + log_std.exp()[:, None] * torch.randn(1000, 8, act_space.shape[0], generator=gen))
     x_mean, x_std = standardiser(obs)
     weights = [0.1, 1.0, 10.0]
-    data = CLOTData(x=torch.from_numpy((obs - x_mean) / x_std), times=torch.log10(torch.tensor(weights)), y=torch.stack(samples))
+    data = CLOTData(x=torch.from_numpy((obs - x_mean) / x_std), times=torch.log(torch.tensor(weights)), y=torch.stack(samples))
     clot = fit_clot(data, clot_config({"steps": steps}), progress=False)
     surrogate = SurrogatePolicy(obs_space, act_space, actors, weights, "log", x_mean, x_std,
                                 header={"task": "halfcheetah-spaces", "task_fingerprint": "halfcheetah-spaces", "seed": 0}, clot=clot)

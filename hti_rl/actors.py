@@ -128,7 +128,7 @@ class AnchorActor(nn.Module):
     def to_env_action(self, y: Tensor) -> Tensor:
         """unsquashed y [B, D] -> env action [B, D], as SB3's ``predict`` maps its policy's output."""
         if not self.squashes:
-            return torch.maximum(torch.minimum(y, self.action_high), self.action_low)
+            return torch.clamp(y, self.action_low, self.action_high)  # min(max(y, low), high): one operation
         return self.action_low + 0.5 * (torch.tanh(y) + 1.0) * (self.action_high - self.action_low)
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:

@@ -156,7 +156,8 @@ def synthetic_surrogate(obs_dim: int, act_dim: int, algo: str = "ppo", steps: in
             mean, log_std = actor.distribution(torch.from_numpy(obs))
             draws.append(mean[:, None] + log_std.exp()[:, None] * torch.randn(states, 4, act_dim, generator=torch.Generator().manual_seed(1)))
     x_mean, x_std = standardiser(obs)
-    data = CLOTData(x=torch.from_numpy((obs - x_mean) / x_std), times=torch.tensor([-1.0, 0.0, 1.0]), y=torch.stack(draws))
+    data = CLOTData(x=torch.from_numpy((obs - x_mean) / x_std), times=torch.tensor(np.log([0.1, 1.0, 10.0]), dtype=torch.float32),
+                    y=torch.stack(draws))  # the policy's times: the log of its weights
     model = fit_clot(data, clot_config({"steps": steps, "mode": mode, **clot}), progress=False)
     return SurrogatePolicy(Env.observation_space, Env.action_space, actors, [0.1, 1.0, 10.0], "log", x_mean, x_std,
                            header={"task": "synthetic", "task_fingerprint": "synthetic", "seed": 0}, clot=model)

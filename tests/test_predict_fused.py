@@ -1,6 +1,7 @@
 """The fused, traced predict (AtWeight) gives the unfused computation's actions: exactly when
-deterministic below FAST_TANH_BATCH, within 1e-6 from it on (tanh as 2σ(2z) − 1; measured ≤ 4.8e-8),
-the same draws when stochastic, at every weight, batch size and anchor kind."""
+deterministic below FAST_BATCH, within 1e-6 from it on (the fast arrangement: tanh as 2σ(2z) − 1, both
+anchors in one stack, folded standardisation; measured ≤ 4.8e-7), the same draws when stochastic, at every
+weight, batch size and anchor kind."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from conftest import synthetic_surrogate
 
 from hti_rl.methods.base import AnchoredPolicy
-from hti_rl.methods.deployed import FAST_TANH_BATCH
+from hti_rl.methods.deployed import FAST_BATCH
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +40,7 @@ def test_deterministic_actions_equal_the_unfused_ones(policy, trace):
         policy.set_weight(weight)
         for batch in (obs, obs[:1], obs[:7], obs[:31]):  # traces made at one batch size serve the others
             fused, expected = policy.predict(batch, deterministic=True)[0], unfused(policy, batch, True)
-            if len(batch) < FAST_TANH_BATCH:
+            if len(batch) < FAST_BATCH:
                 np.testing.assert_array_equal(fused, expected)
             else:
                 np.testing.assert_allclose(fused, expected, rtol=0, atol=1e-6)
@@ -47,8 +48,9 @@ def test_deterministic_actions_equal_the_unfused_ones(policy, trace):
     policy.trace = True
 
 
-def test_stochastic_actions_are_the_unfused_draws(policy):
-    obs = np.random.default_rng(1).normal(size=(16, 5)).astype(np.float32)
+@pytest.mark.parametrize("batch", [16, 40], ids=["below-fast-batch", "fast-arrangement"])
+def test_stochastic_actions_are_the_unfused_draws(policy, batch):
+    obs = np.random.default_rng(1).normal(size=(batch, 5)).astype(np.float32)
     for weight in WEIGHTS:
         policy.set_weight(weight)
         policy.generator.manual_seed(7)
@@ -56,6 +58,18 @@ def test_stochastic_actions_are_the_unfused_draws(policy):
         policy.generator.manual_seed(7)
         np.testing.assert_allclose(fused, unfused(policy, obs, False), rtol=0, atol=1e-6)
         assert not np.array_equal(fused, policy.predict(obs, deterministic=False)[0])  # the generator advances
+
+
+def test_the_fast_arrangement_serves_endpoint_paths_between_like_anchors(policy):
+    """It is built for every endpoint path here (the anchors share one layer description), not in map mode, and
+    not for anchors whose layers differ (they run one after the other, as below FAST_BATCH)."""
+    from hti_rl.methods.deployed import _Pair
+
+    policy.set_weight(0.5)
+    at = policy.at_weight
+    assert (at.pair is not None) == policy.clot.endpoint
+    wider = dict(at.end.arch, trunk=[{**at.end.arch["trunk"][0], "out": 17}, *at.end.arch["trunk"][1:]])
+    assert _Pair.fits(at.start, at.end) and not _Pair.fits(at.start, type(at.end)(wider))
 
 
 def test_set_weight_leaves_the_policy_state_dict_alone(policy):
