@@ -93,3 +93,13 @@ def test_observation_checks_and_sb3_shapes_remain(policy):
         policy.predict(np.array([1e300, 0, 0, 0, 0]))
     big = policy.predict(np.full((4, 5), 50.0, np.float32), deterministic=False)[0]
     assert np.all(np.abs(big) <= policy.action_space.high)
+
+
+def test_a_clot_model_fitted_on_other_anchor_times_is_refused(policy):
+    """The path's local time comes from the policy's times: a CLOT model fitted on others would extrapolate silently."""
+    from hti_rl.errors import FileFormatError
+    from hti_rl.methods.surrogate import SurrogatePolicy
+
+    with pytest.raises(FileFormatError, match="anchor times .* are not this policy's"):
+        SurrogatePolicy(policy.observation_space, policy.action_space, list(policy.actors), policy.weights, "linear",
+                        policy.x_mean, policy.x_std, header=policy.header, clot=policy.clot)
