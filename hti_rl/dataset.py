@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -316,21 +316,35 @@ def rollout_states(spec: TaskSpec, weight: float, actor: AnchorActor, episodes: 
     """Run ``episodes`` episodes of ``actor`` (sampled actions) at ``weight`` -> visited obs [T, C] float32."""
     env_seed, torch_seed = (int(s) for s in stream.generate_state(2))
     generator = torch.Generator().manual_seed(torch_seed)
-    env = spec.make_env(weight, seed=env_seed)
-    visited = []
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        mean, log_std = actor.distribution(torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(-1))[None])
+        y = mean if actor.kind == "deterministic" else mean + log_std.exp() * torch.randn(mean.shape, generator=generator)
+        return actor.to_env_action(y)[0].numpy()
+
+    return visit_states(spec, weight, episodes, env_seed, act, bar)
+
+
+def visit_states(spec: TaskSpec, weight: float, episodes: int, seed: int, act: Callable[[np.ndarray], np.ndarray],
+                 bar: tqdm | None = None) -> np.ndarray:
+    """Run ``episodes`` episodes at ``weight``, reset with ``seed + i``, acting with ``act`` (a raw observation ->
+    an env action) -> the visited observations [T, C] float32.
+
+    :raises ObservationError: the env returned a non-finite observation.
+    """
+    env = spec.make_env(weight, seed=seed)
+    visited: list[np.ndarray] = []
     try:
         for episode in range(episodes):
-            obs, _ = env.reset(seed=env_seed + episode)
+            obs, _ = env.reset(seed=seed + episode)
             done = False
             while not done:
                 _check_finite(obs, spec, weight, episode, len(visited))
                 visited.append(np.asarray(obs, dtype=np.float32).reshape(-1))
-                mean, log_std = actor.distribution(torch.as_tensor(visited[-1])[None])
-                y = mean if actor.kind == "deterministic" else mean + log_std.exp() * torch.randn(mean.shape, generator=generator)
-                action = actor.to_env_action(y)[0].numpy()
-                obs, _, terminated, truncated, _ = env.step(action)
+                obs, _, terminated, truncated, _ = env.step(act(obs))
                 done = terminated or truncated
-            bar.update(1)
+            if bar is not None:
+                bar.update(1)
     finally:
         env.close()
     return np.stack(visited)

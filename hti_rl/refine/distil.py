@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hti_rl.dataset import visit_states
 from hti_rl.evaluate import Predictor
 from hti_rl.spec.task import TaskSpec
 from hti_rl.threads import stage
@@ -23,20 +24,7 @@ HELD_OUT_SHARE = 0.1  # states kept out of the fit, on which the distillation er
 
 def visited_states(policy: Predictor, spec: TaskSpec, weight: float, episodes: int, seed: int) -> np.ndarray:
     """States ``[T, C]`` that ``policy`` visits at ``weight`` (sampled actions), ``episodes`` episodes reset with ``seed + i``."""
-    env = spec.make_env(weight, seed=seed)
-    states = []
-    try:
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            done = False
-            while not done:
-                states.append(np.asarray(obs, dtype=np.float32).reshape(-1))
-                action, _ = policy.predict(obs, deterministic=False)
-                obs, _, terminated, truncated, _ = env.step(action)
-                done = terminated or truncated
-    finally:
-        env.close()
-    return np.stack(states)
+    return visit_states(spec, weight, episodes, seed, lambda obs: policy.predict(obs, deterministic=False)[0])
 
 
 @stage
