@@ -166,3 +166,17 @@ def test_one_dimensional_outputs_fit():
     d = make_data()
     model = fit_clot(CLOTData(d.x, d.times, d.y[..., :1]), TINY, progress=False)
     assert model.push(d.y[0, :3, 0, :1], d.x[:3], torch.full((3,), 0.5)).shape == (3, 1)
+
+
+def test_map_mode_bounds_each_map_by_its_data_and_older_fits_load_unbounded():
+    data = make_data()
+    model = fit_clot(data, TINY, progress=False)
+    y = (data.y - model.y_shift) / model.y_scale
+    for k, transport in enumerate(model.maps):
+        brute = max(float(torch.cdist(a, b).max()) for a, b in zip(y[k], y[k + 1]))
+        assert transport.bounded and transport.max_shift.item() == pytest.approx(brute, rel=1e-5)
+    state = model.state()
+    del state["config"]["bound_maps"]  # a file written before the bound existed
+    state["weights"] = {k: v for k, v in state["weights"].items() if not k.endswith("max_shift")}
+    assert not any(t.bounded for t in CLOTModel.from_state(state).maps)
+    assert not any(t.bounded for t in fit_clot(data, dataclasses.replace(TINY, bound_maps=False), progress=False).maps)

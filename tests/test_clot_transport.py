@@ -10,6 +10,7 @@ from hti_rl.clot.transport import (
     IntervalTransport,
     at_conditions,
     euclidean_cost,
+    largest_shift,
     refine,
     semi_dual_losses,
 )
@@ -80,3 +81,22 @@ def test_map_matches_closed_form_gaussian_map():
     error = (mapped - expected).norm(dim=-1)[inside].mean().item()
     displacement = (expected - y).norm(dim=-1)[inside].mean().item()
     assert error < 0.1 and displacement > 0.8, (error, displacement)
+
+
+def test_largest_shift_is_the_farthest_pair_at_one_condition():
+    g = torch.Generator().manual_seed(0)
+    y0, y1 = torch.randn(37, 5, 2, generator=g), 3 * torch.randn(37, 6, 2, generator=g)
+    brute = max(float((a[:, None] - b[None]).norm(dim=-1).max()) for a, b in zip(y0, y1))
+    assert largest_shift(y0, y1, max_elements=64).item() == pytest.approx(brute, rel=1e-6)  # chunked: 2 conditions a block
+    assert largest_shift(y0, y1).item() == pytest.approx(brute, rel=1e-6)
+
+
+def test_a_bounded_map_moves_no_sample_beyond_its_bound():
+    transport = IntervalTransport(2, 1, 16, 2, bounded=True)
+    transport.max_shift.fill_(0.5)
+    with torch.no_grad():
+        transport.t_net.out.bias.fill_(100.0)  # an MLP gone far: the unbounded map would move samples by 141
+        y = torch.randn(64, 2)
+        shift = (transport(y, torch.zeros(64, 1)) - y).norm(dim=-1)
+    assert shift.max().item() <= 0.5 * 2**0.5 + 1e-6
+    assert not IntervalTransport(2, 1, 16, 2).bounded  # the default (and fits made before the bound) is unbounded

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from hti_rl.clot.model import CLOTModel
 from hti_rl.clot.paths import action, curve_grid
 from hti_rl.clot.potential import KDEPotential
-from hti_rl.clot.transport import semi_dual_losses
+from hti_rl.clot.transport import largest_shift, semi_dual_losses
 from hti_rl.errors import HTIError, SpecError
 
 
@@ -63,6 +63,9 @@ class CLOTConfig:
         per step.
     :param mode: "map" (learn T_k) or "endpoint" (ends given by anchor k+1's own samples, paired by
         exact Euclidean OT among the M samples at each condition; only paths and metric are learned).
+    :param bound_maps: in map mode, bound each T_k's displacement by the largest distance between a sample of
+        anchor k and one of anchor k+1 at the same condition (``IntervalTransport``): no coupling of the two
+        moves a sample farther, and unbounded maps ran off at most seeds of the semicircle benchmark.
     :param ref_conditions: stored conditions for :meth:`CLOTModel.sample`.
     :param seed: seed of every random draw and of the network initialisation.
     """
@@ -96,6 +99,7 @@ class CLOTConfig:
     path_every: int = 25
     path_steps: int = 10
     mode: str = "map"
+    bound_maps: bool = True
     ref_conditions: int = 1024
     seed: int = 0
 
@@ -122,8 +126,9 @@ class CLOTConfig:
             raise SpecError(f"CLOTConfig.metric = {self.metric!r}: must be 'learned' or 'euclidean'.")
         if self.mode not in ("map", "endpoint"):
             raise SpecError(f"CLOTConfig.mode = {self.mode!r}: must be 'map' or 'endpoint'.")
-        if not isinstance(self.potential, bool):
-            raise SpecError(f"CLOTConfig.potential = {self.potential!r}: must be True or False.")
+        for name in ("potential", "bound_maps"):
+            if not isinstance(getattr(self, name), bool):
+                raise SpecError(f"CLOTConfig.{name} = {getattr(self, name)!r}: must be True or False.")
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,9 @@ def fit_clot(
     model.y_scale.copy_(y_scale)
     model.ref_x.copy_(x[ref])
     model.ref_y.copy_(data.y[:, ref])
+    for k, transport in enumerate(model.maps):
+        if transport.bounded:
+            transport.max_shift.copy_(largest_shift(y[k], y[k + 1]))
     model.pairing.copy_(pairing[:, ref])
     model.train()
 

@@ -42,7 +42,8 @@ class CLOTModel(nn.Module):
         c = config
         self.maps = nn.ModuleList(
             [] if self.endpoint else
-            [IntervalTransport(dim, cond_dim, c["hidden"], c["depth"]) for _ in range(n_anchors - 1)]
+            [IntervalTransport(dim, cond_dim, c["hidden"], c["depth"], bounded=c.get("bound_maps", False))
+             for _ in range(n_anchors - 1)]
         )
         self.path_net = PathNet(dim, cond_dim, c["n_knots"], c["path_hidden"], c["path_depth"],
                                 c.get("max_bend"))

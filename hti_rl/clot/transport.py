@@ -40,12 +40,17 @@ class IntervalTransport(nn.Module):
     :param cond_dim: condition dimension C.
     :param hidden: width of both MLPs.
     :param depth: hidden layers of both MLPs.
+    :param bounded: T's displacement is ``max_shift · tanh(MLP / max_shift)``, below the buffer ``max_shift``
+        (set by the fit: :func:`largest_shift`); unbounded, it is the MLP's output (fits before the bound).
     """
 
-    def __init__(self, dim: int, cond_dim: int, hidden: int, depth: int):
+    def __init__(self, dim: int, cond_dim: int, hidden: int, depth: int, bounded: bool = False):
         super().__init__()
         self.g_net = FiLMMLP(dim, cond_dim, 1, hidden, depth)
         self.t_net = FiLMMLP(dim, cond_dim, dim, hidden, depth)
+        self.bounded = bounded
+        if bounded:
+            self.register_buffer("max_shift", torch.ones(()))
 
     def g(self, y: Tensor, x: Tensor) -> Tensor:
         """Kantorovich potential. y [B, D], x [B, C] -> [B]"""
@@ -58,8 +63,19 @@ class IntervalTransport(nn.Module):
         return lambda y: self.g_net.apply(y, gb).squeeze(-1)
 
     def forward(self, y: Tensor, x: Tensor) -> Tensor:
-        """The map T(y|x) = y + MLP(y|x). y [B, D], x [B, C] -> [B, D]"""
-        return y + self.t_net(y, x)
+        """The map T(y|x) = y + MLP(y|x), the displacement bounded if ``bounded``. y [B, D], x [B, C] -> [B, D]"""
+        shift = self.t_net(y, x)
+        if self.bounded:
+            shift = self.max_shift * torch.tanh(shift / self.max_shift)
+        return y + shift
+
+
+def largest_shift(y0: Tensor, y1: Tensor, max_elements: int = 2**24) -> Tensor:
+    """The largest distance between a sample of y0 and one of y1 at the same condition: no coupling of the two
+    conditional distributions moves a sample farther. y0, y1 [N, M, D] -> scalar; no [rows, M, M] block
+    exceeds ``max_elements``."""
+    rows = max(1, max_elements // (y0.shape[1] * y1.shape[1]))
+    return torch.stack([torch.cdist(a, b).amax() for a, b in zip(y0.split(rows), y1.split(rows))]).amax()
 
 
 def refine(y0: Tensor, guess: Tensor, g: Callable[[Tensor], Tensor], cost: BoundCost, steps: int,
