@@ -11,7 +11,7 @@ miss the circle by up to 1 − cos 45° ≈ 0.29 at the held-out times. The pote
 anchors' samples pooled across neighbouring conditions, is high on the circle; the learned metric
 then makes motion along the circle cheap. Neither sees the held-out times.
 
-Run: python bench/clot_semicircle.py [--steps N] [--quick]
+Run: python bench/clot_semicircle.py [--steps N] [--quick] [--seed N] [--variants full,eucpot,...]
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ from hti_rl.clot import CLOTConfig, CLOTData, fit_clot
 NOISE = 0.05
 ANCHORS = (0.0, 0.5, 1.0)
 HELD_OUT = (0.25, 0.75)
+# key -> (name, CLOTConfig overrides)
+VARIANTS = {
+    "full": ("full (learned metric + potential)", dict()),
+    "straight": ("euclidean, no potential", dict(metric="euclidean", potential=False)),
+    "eucpot": ("euclidean + potential", dict(metric="euclidean")),
+    "metric": ("learned metric, no potential", dict(potential=False)),
+    "endpoint": ("full, endpoint mode", dict(mode="endpoint")),
+}
 
 
 def condition(phi: torch.Tensor) -> torch.Tensor:
@@ -59,7 +67,19 @@ def main() -> None:
     parser.add_argument("--conditions", type=int, default=250)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="only the full method and the straight-line variant")
+    parser.add_argument("--seed", type=int, default=0, help="CLOT fit seed (CLOTConfig.seed); the data stay the same")
+    parser.add_argument("--variants", default=None,
+                        help=f"comma-separated variants to fit, by name or key ({', '.join(VARIANTS)}); default all "
+                             "(with --quick: full, straight)")
     args = parser.parse_args()
+    if args.variants is None:
+        keys = ["full", "straight"] if args.quick else list(VARIANTS)
+    else:
+        by_name = {name: key for key, (name, _) in VARIANTS.items()}
+        keys = [by_name.get(v.strip(), v.strip()) for v in args.variants.split(",") if v.strip()]
+        unknown = [k for k in keys if k not in VARIANTS]
+        if unknown:
+            parser.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)} or their names")
     torch.set_num_threads(1)  # small networks: one thread (see hti_rl/threads.py)
     gen = torch.Generator().manual_seed(0)
     phi = 2 * math.pi * torch.rand(args.conditions, generator=gen)
@@ -67,25 +87,16 @@ def main() -> None:
     data = CLOTData(x=condition(phi), times=torch.tensor(ANCHORS), y=y)
     test_phi = 2 * math.pi * torch.rand(20, generator=gen)
 
-    variants = {
-        "full (learned metric + potential)": dict(),
-        "euclidean, no potential": dict(metric="euclidean", potential=False),
-    }
-    if not args.quick:
-        variants |= {
-            "euclidean + potential": dict(metric="euclidean"),
-            "learned metric, no potential": dict(potential=False),
-            "full, endpoint mode": dict(mode="endpoint"),
-        }
     rows = []
-    for name, overrides in variants.items():
+    for key in keys:
+        name, overrides = VARIANTS[key]
         start = time.perf_counter()
-        model = fit_clot(data, CLOTConfig(steps=args.steps, **overrides), progress=False)
+        model = fit_clot(data, CLOTConfig(steps=args.steps, seed=args.seed, **overrides), progress=False)
         fit_s = time.perf_counter() - start
         scores = [score(model, test_phi, t, 200, torch.Generator().manual_seed(1)) for t in HELD_OUT]
         rows.append((name, *np.mean(scores, 0), fit_s))
     print(f"conditional semicircles: N={args.conditions} conditions x M={args.samples} samples, anchors t={ANCHORS}, "
-          f"held out t={HELD_OUT}, {args.steps} steps, noise {NOISE}")
+          f"held out t={HELD_OUT}, {args.steps} steps, noise {NOISE}" + (f", seed {args.seed}" if args.seed else ""))
     print(f"{'variant':36s} {'held-out W2':>12s} {'dist to circle':>15s} {'fit s':>7s}")
     for name, w2, dist, fit_s in rows:
         print(f"{name:36s} {w2:12.4f} {dist:15.4f} {fit_s:7.1f}")
