@@ -327,11 +327,8 @@ def rollout_states(spec: TaskSpec, weight: float, actor: AnchorActor, episodes: 
 
 def visit_states(spec: TaskSpec, weight: float, episodes: int, seed: int, act: Callable[[np.ndarray], np.ndarray],
                  bar: tqdm | None = None) -> np.ndarray:
-    """Run ``episodes`` episodes at ``weight``, reset with ``seed + i``, acting with ``act`` (a raw observation ->
-    an env action) -> the visited observations [T, C] float32.
-
-    :raises ObservationError: the env returned a non-finite observation.
-    """
+    """Run ``episodes`` episodes at ``weight``, reset with ``seed + i``, acting with ``act`` (raw observation ->
+    env action) -> the visited observations [T, C] float32; :class:`ObservationError` on a non-finite one."""
     env = spec.make_env(weight, seed=seed)
     visited: list[np.ndarray] = []
     try:
