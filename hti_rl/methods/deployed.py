@@ -109,18 +109,18 @@ class _Pair(nn.Module):
     """Anchors k and k+1 side by side (the fast arrangement): their trunks' layers stacked, one batched matmul
     per layer for both ([2, B, ·]), then each anchor's own head (narrow heads are faster as two matmuls).
 
-    Only for two actors of one layer description (:meth:`fits`); the tanh layers run as in :class:`_Actor`'s fast copies.
+    Only for two actors of one layer description (:meth:`fits`); built from the two :class:`_Actor`'s fast copies
+    (their tanh layers as 2σ(2z) − 1), whose heads it shares.
     """
 
-    def __init__(self, start: AnchorActor, end: AnchorActor):
+    def __init__(self, start: _Actor, end: _Actor):
         super().__init__()
-        self.actors = (start, end)
+        self.actors = (start.actor, end.actor)
         self.trunk = nn.Sequential(*[
-            _TwinLinear(a, b) if isinstance(a, nn.Linear) else a
-            for a, b in zip(fast_tanh_layers(start.trunk), fast_tanh_layers(end.trunk))
+            _TwinLinear(a, b) if isinstance(a, nn.Linear) else a for a, b in zip(start.fast_trunk, end.fast_trunk)
         ])
-        self.heads = nn.ModuleList([fast_tanh_layers(start.mean_head), fast_tanh_layers(end.mean_head)])
-        self.shared_input = start.arch["obs_norm"] is None and end.arch["obs_norm"] is None
+        self.heads = (start.fast_head, end.fast_head)
+        self.shared_input = start.actor.arch["obs_norm"] is None and end.actor.arch["obs_norm"] is None
 
     @staticmethod
     def fits(start: AnchorActor, end: AnchorActor) -> bool:
@@ -202,7 +202,7 @@ class AtWeight(nn.Module):
             self.move_to(t)
         self.pair = None  # the fast arrangement (module docstring), where it applies
         if clot is not None and clot.endpoint and end is not None and _Pair.fits(start, end):
-            self.pair = _Pair(start, end)
+            self.pair = _Pair(self.draw_start, self.draw_end)
             net = clot.path_net.net
             self.fast_film = _folded_film(net.film, net.depth, net.hidden, x_mean, x_std)
             # The bound's tanh as 2σ(2z) − 1, the doubling folded into a copy of the output layer (as the anchors' tanh layers).
