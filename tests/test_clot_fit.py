@@ -65,6 +65,10 @@ def test_config_validation():
         CLOTConfig(metric_floor=1.0)
     with pytest.raises(SpecError, match="steps"):
         CLOTConfig(steps=0)
+    with pytest.raises(SpecError, match="transport.*'assignment' or 'semi_dual'"):
+        CLOTConfig(transport="sinkhorn")
+    with pytest.raises(SpecError, match="assign_samples"):
+        CLOTConfig(assign_samples=0)
 
 
 def test_interval_and_local_time(fitted):
@@ -151,15 +155,27 @@ def test_ot_pairing_is_the_optimal_assignment():
     assert ot_pairing(y).tolist() == [[[1, 0]]]
 
 
-def test_logs_to_tensorboard(tmp_path):
-    fit_clot(make_data(), TINY, log_dir=tmp_path, progress=False)
+@pytest.mark.parametrize("transport", ["assignment", "semi_dual"])
+def test_logs_to_tensorboard(tmp_path, transport):
+    fit_clot(make_data(), dataclasses.replace(TINY, transport=transport), log_dir=tmp_path, progress=False)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"transport/cost_0", "transport/cost_1", "loss/g_0", "loss/T_1", "metric/eigenvalue_0",
+    assert {"transport/cost_0", "transport/cost_1", "loss/T_1", "metric/eigenvalue_0",
             "metric/eigenvalue_1", "path/action"} <= tags
+    assert ("loss/g_0" in tags) == (transport == "semi_dual")  # the assignment has no Kantorovich potential
+
+
+def test_assignment_maps_learn_the_shift_between_anchors():
+    # Anchor k+1 is anchor k shifted by t_{k+1} - t_k at every condition: the OT map is that shift.
+    d = make_data(n=60, m=8)
+    model = fit_clot(d, dataclasses.replace(TINY, steps=150, hidden=32), progress=False)
+    with torch.no_grad():
+        y0, xs = d.y[0].reshape(-1, 2), d.x.repeat_interleave(8, 0)
+        shift = model.y_scale * (model.maps[0]((y0 - model.y_shift) / model.y_scale, xs) - (y0 - model.y_shift) / model.y_scale)
+    assert (shift - 1.0).abs().mean().item() < 0.1, shift.mean(0)
 
 
 def test_one_dimensional_outputs_fit():

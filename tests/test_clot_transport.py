@@ -1,4 +1,5 @@
-"""Semi-dual transport against exact answers: POT's emd2 on samples, the closed-form Gaussian OT map."""
+"""Transport against exact answers: POT's emd2 on samples, the closed-form Gaussian OT map (semi-dual and
+assignment)."""
 
 import numpy as np
 import ot
@@ -8,6 +9,7 @@ from scipy.linalg import sqrtm
 
 from hti_rl.clot.transport import (
     IntervalTransport,
+    assignment_loss,
     at_conditions,
     euclidean_cost,
     largest_shift,
@@ -81,6 +83,52 @@ def test_map_matches_closed_form_gaussian_map():
     error = (mapped - expected).norm(dim=-1)[inside].mean().item()
     displacement = (expected - y).norm(dim=-1)[inside].mean().item()
     assert error < 0.1 and displacement > 0.8, (error, displacement)
+
+
+def gaussian_map_problem(seed: int):
+    """Two correlated 2-D Gaussians and the closed-form OT map between them:
+    (draw n [..., 2] from the source, from the target; A [2, 2], target mean [2])."""
+    g = torch.Generator().manual_seed(seed)
+    m1 = np.array([1.0, -0.5])
+    s0 = np.array([[1.0, 0.3], [0.3, 0.5]])
+    s1 = np.array([[0.6, -0.4], [-0.4, 1.2]])
+    r0 = np.real(sqrtm(s0))
+    r0_inv = np.linalg.inv(r0)
+    A = torch.tensor(r0_inv @ np.real(sqrtm(r0 @ s1 @ r0)) @ r0_inv, dtype=torch.float32)
+    L0, L1 = (torch.tensor(np.linalg.cholesky(s), dtype=torch.float32) for s in (s0, s1))
+    mean1 = torch.tensor(m1, dtype=torch.float32)
+    source = lambda *shape: torch.randn(*shape, 2, generator=g) @ L0.T  # noqa: E731
+    target = lambda *shape: torch.randn(*shape, 2, generator=g) @ L1.T + mean1  # noqa: E731
+    return source, target, A, mean1
+
+
+def test_assignment_couples_each_condition_exactly():
+    g = torch.Generator().manual_seed(0)
+    y0, y1 = torch.randn(5, 6, 2, generator=g), 2 * torch.randn(5, 6, 2, generator=g) + 1
+    transport = IntervalTransport(2, 1, 16, 2)
+    _, matched = assignment_loss(transport, y0, y1, torch.zeros(5, 1), at_conditions(euclidean_cost))
+    exact = np.mean([ot.emd2([], [], ot.dist(a.double().numpy(), b.double().numpy()) / 2) for a, b in zip(y0, y1)])
+    assert matched.item() == pytest.approx(exact, rel=1e-5)
+
+
+def test_assignment_trained_map_matches_closed_form_gaussian_map():
+    torch.manual_seed(1)
+    source, target, A, mean1 = gaussian_map_problem(1)
+    transport = IntervalTransport(2, 1, 64, 3)
+    opt = torch.optim.Adam(transport.parameters(), lr=1e-3)
+    for _ in range(600):  # 2 conditions x 256 samples of each side a step
+        loss, _ = assignment_loss(transport, source(2, 256), target(2, 256), torch.zeros(2, 1), at_conditions(euclidean_cost))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    y = source(2000)
+    with torch.no_grad():
+        error = (transport(y, torch.zeros(2000, 1)) - (y @ A.T + mean1)).norm(dim=-1)
+    # Where the source is dense (|y| < 2σ), off by under 0.06 on average (measured 0.031), against
+    # displacements of about 1.2. (On sets of 8 samples it is 0.22: the partner among 8 is a noisy draw
+    # of the map's image, and the regression contracts the pushed spread to 0.68 of the target's.)
+    inside = (y @ torch.linalg.inv(torch.tensor([[1.0, 0.3], [0.3, 0.5]])) * y).sum(-1) < 4
+    assert error[inside].mean().item() < 0.06, error[inside].mean().item()
 
 
 def test_largest_shift_is_the_farthest_pair_at_one_condition():

@@ -1,6 +1,7 @@
-"""Fitting CLOT (docs/method.md §5.8): build the potential once, then per step update each interval's g_k and
-T_k on the semi-dual, every few steps lower the total transport cost over the metric (least action),
-and every few more steps refit the path net on the pairs (y_k, T_k(y_k))."""
+"""Fitting CLOT (docs/method.md §5.8): build the potential once, then per step train each interval's map T_k
+(by exact assignment at shared conditions, or on the semi-dual with a potential g_k), every few steps lower
+the total transport cost over the metric (least action), and every few more steps refit the path net on
+the pairs (y_k, T_k(y_k))."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from hti_rl.clot.model import CLOTModel
 from hti_rl.clot.paths import action, curve_grid
 from hti_rl.clot.potential import KDEPotential
-from hti_rl.clot.transport import largest_shift, semi_dual_losses
+from hti_rl.clot.transport import assignment_loss, assignments, largest_shift, semi_dual_losses
 from hti_rl.errors import HTIError, SpecError
 
 
@@ -63,6 +63,12 @@ class CLOTConfig:
         per step.
     :param mode: "map" (learn T_k) or "endpoint" (ends given by anchor k+1's own samples, paired by
         exact Euclidean OT among the M samples at each condition; only paths and metric are learned).
+    :param transport: in map mode, how T_k is trained: "assignment" (regressed onto the exact OT partners of
+        anchor k's samples among anchor k+1's at each condition, under the current cost) or "semi_dual"
+        (the paper's: a Kantorovich potential g_k and the c-transform's argmin; its fits depend far more on
+        the seed, docs/method.md §5.7).
+    :param assign_samples: samples of each anchor per condition in an assignment (all M where M is
+        smaller): a step couples ``batch_size // assign_samples`` conditions on all their pairs.
     :param bound_maps: in map mode, bound each T_k's displacement by the largest distance between a sample of
         anchor k and one of anchor k+1 at the same condition (``IntervalTransport``): no coupling of the two
         moves a sample farther, and unbounded maps ran off at most seeds of the semicircle benchmark.
@@ -99,6 +105,8 @@ class CLOTConfig:
     path_every: int = 25
     path_steps: int = 10
     mode: str = "map"
+    transport: str = "assignment"
+    assign_samples: int = 8
     bound_maps: bool = True
     ref_conditions: int = 1024
     seed: int = 0
@@ -106,7 +114,7 @@ class CLOTConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size", "hidden", "depth", "metric_hidden", "metric_depth", "metric_every",
                      "kde_max_ref", "kde_neighbours", "n_knots", "n_points", "path_hidden", "path_depth", "path_every",
-                     "path_steps", "ref_conditions"):
+                     "path_steps", "ref_conditions", "assign_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise SpecError(f"CLOTConfig.{name} = {value!r}: must be an integer >= 1.")
@@ -126,6 +134,8 @@ class CLOTConfig:
             raise SpecError(f"CLOTConfig.metric = {self.metric!r}: must be 'learned' or 'euclidean'.")
         if self.mode not in ("map", "endpoint"):
             raise SpecError(f"CLOTConfig.mode = {self.mode!r}: must be 'map' or 'endpoint'.")
+        if self.transport not in ("assignment", "semi_dual"):
+            raise SpecError(f"CLOTConfig.transport = {self.transport!r}: must be 'assignment' or 'semi_dual'.")
         for name in ("potential", "bound_maps"):
             if not isinstance(getattr(self, name), bool):
                 raise SpecError(f"CLOTConfig.{name} = {getattr(self, name)!r}: must be True or False.")
@@ -177,15 +187,8 @@ def ot_pairing(y: Tensor) -> Tensor:
     """Exact Euclidean OT pairing of adjacent anchors' samples within each condition.
     y [K, N, M, D] -> pairing [K-1, N, M] long: sample m of anchor k goes to sample pairing[k, n, m] of k+1.
     """
-    K, N, M, _ = y.shape
-    pairing = torch.zeros(K - 1, N, M, dtype=torch.long)
-    if M == 1:
-        return pairing
     cost = torch.cdist(y[:-1], y[1:]).square().numpy()  # [K-1, N, M, M]
-    for k in range(K - 1):
-        for n in range(N):
-            pairing[k, n] = torch.from_numpy(linear_sum_assignment(cost[k, n])[1])
-    return pairing
+    return torch.from_numpy(np.stack([assignments(c) for c in cost])).long()
 
 
 def fit_clot(
@@ -266,6 +269,18 @@ def fit_clot(
         m1 = pairing[k, n, m0] if config.mode == "endpoint" else torch.randint(M, (config.batch_size,), generator=gen)
         return y[k, n, m0], y[k + 1, n, m1], x[n], n
 
+    def draw_sets(k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Sample sets at shared conditions for an assignment: (y_k [B, m, D], y_{k+1} [B, m, D], x [B, C], n [B]),
+        m = min(M, assign_samples) samples of each anchor at each of B = batch_size // m conditions."""
+        m = min(M, config.assign_samples)
+        n = torch.randint(N, (max(1, config.batch_size // m),), generator=gen)
+        pick = (lambda: torch.rand(len(n), M, generator=gen).argsort(-1)[:, :m]) if m < M else (lambda: None)
+        sets = []
+        for j in (k, k + 1):
+            chosen = pick()
+            sets.append(y[j, n] if chosen is None else y[j, n[:, None], chosen])
+        return sets[0], sets[1], x[n], n
+
     def path_ends(k: int) -> tuple[Tensor, Tensor, Tensor]:
         """Pairs the metric and path net are trained on: (y_k, end, n), end = T_k(y_k) or the OT partner."""
         y0, y1, xb, n = draw(k)
@@ -290,15 +305,21 @@ def fit_clot(
             maps_opt.zero_grad()
             costs = []
             for k in range(K - 1):
-                y0, y1, xb, n = draw(k)
-                loss_g, loss_t, dual, c = semi_dual_losses(
-                    model.maps[k], y0, y1, xb, cost_at, config.refine_steps, config.refine_lr, conditions=n
-                )
-                (loss_g + loss_t).backward(inputs=list(model.maps[k].parameters()))
+                if config.transport == "assignment":
+                    y0, y1, xb, n = draw_sets(k)
+                    loss, c = assignment_loss(model.maps[k], y0, y1, xb, cost_at, conditions=n)
+                    log(f"loss/T_{k}", loss.item(), step)
+                else:
+                    y0, y1, xb, n = draw(k)
+                    loss_g, loss_t, dual, c = semi_dual_losses(
+                        model.maps[k], y0, y1, xb, cost_at, config.refine_steps, config.refine_lr, conditions=n
+                    )
+                    loss = loss_g + loss_t
+                    log(f"loss/g_{k}", loss_g.item(), step)
+                    log(f"loss/T_{k}", loss_t.item(), step)
+                    log(f"transport/dual_{k}", dual.item(), step)
+                loss.backward(inputs=list(model.maps[k].parameters()))
                 costs.append(c.item())
-                log(f"loss/g_{k}", loss_g.item(), step)
-                log(f"loss/T_{k}", loss_t.item(), step)
-                log(f"transport/dual_{k}", dual.item(), step)
                 log(f"transport/cost_{k}", c.item(), step)
             maps_opt.step()
             bar.set_postfix(cost=" ".join(f"{c:.3f}" for c in costs), refresh=False)

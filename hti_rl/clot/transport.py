@@ -1,7 +1,10 @@
-"""Per-interval conditional transport: Kantorovich potential g_k(y|x) and map T_k(y|x), trained with
-the semi-dual of OT under a cost c(y0, y1|x) (docs/method.md §5.7).
+"""Per-interval conditional transport: the map T_k(y|x), and for the semi-dual a Kantorovich potential
+g_k(y|x), under a cost c(y0, y1|x) (docs/method.md §5.7).
 
-The semi-dual maximises E[c(y_k, T(y_k)) − g(T(y_k))] + E[g(y_{k+1})], where T(y_k) stands for the
+Two ways to train T_k. By assignment (the default): at each condition of a batch, the exact OT coupling of
+anchor k's samples to anchor k+1's under c (an assignment problem, solved exactly), and T_k regressed onto
+each sample's partner. This needs the anchors' samples at shared conditions, which every hti-rl dataset
+has. By the semi-dual (the paper's training, for marginals without shared conditions): the semi-dual maximises E[c(y_k, T(y_k)) − g(T(y_k))] + E[g(y_{k+1})], where T(y_k) stands for the
 c-transform's argmin_y' c(y_k, y') − g(y'). T's guess is refined by a few gradient steps on that
 objective and T is regressed onto the refined point, so T tracks the argmin without being the thing
 that g plays against directly.
@@ -12,6 +15,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import numpy as np
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from hti_rl.clot.film import FiLMMLP
@@ -76,6 +81,39 @@ def largest_shift(y0: Tensor, y1: Tensor, max_elements: int = 2**24) -> Tensor:
     exceeds ``max_elements``."""
     rows = max(1, max_elements // (y0.shape[1] * y1.shape[1]))
     return torch.stack([torch.cdist(a, b).amax() for a, b in zip(y0.split(rows), y1.split(rows))]).amax()
+
+
+def assignments(cost: np.ndarray) -> np.ndarray:
+    """Exact OT between equal-size uniform sample sets, one problem per row: cost [B, M, M] ->
+    partner [B, M] (sample m of the first set goes to sample partner[b, m] of the second)."""
+    return np.stack([linear_sum_assignment(c)[1] for c in cost]) if cost.shape[1] > 1 else np.zeros(cost.shape[:2], int)
+
+
+def assignment_loss(
+    transport: IntervalTransport, y0: Tensor, y1: Tensor, x: Tensor, cost_at: CostAt, conditions: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """T's regression onto the exact OT partners of anchor k's samples among anchor k+1's, condition by condition.
+    y0, y1 [B, M, D] (M samples of anchors k and k+1 at each of B conditions), x [B, C] ->
+    (loss_T, mean cost of the coupling), both scalars.
+
+    The coupling is computed under the cost as it stands (no gradient to it), on all M × M pairs at each
+    condition: the exact argmin of the transport cost among couplings of the two sample sets, which the
+    semi-dual's potential only approximates.
+
+    :param cost_at: the cost at a batch's conditions (:func:`at_conditions` of a :data:`Cost`).
+    :param conditions: what ``cost_at`` reads the conditions from, one row per condition (default: x).
+    """
+    B, M, D = y0.shape
+    conditions = x if conditions is None else conditions
+    with torch.no_grad():
+        rows = conditions.repeat_interleave(M * M, 0)
+        c = cost_at(rows)(y0[:, :, None].expand(B, M, M, D).reshape(-1, D),
+                          y1[:, None].expand(B, M, M, D).reshape(-1, D)).view(B, M, M)
+        partner = torch.from_numpy(assignments(c.double().numpy()))
+        target = y1.gather(1, partner[..., None].expand(B, M, D))
+        matched = c.gather(2, partner[..., None]).mean()
+    mapped = transport(y0.reshape(B * M, D), x.repeat_interleave(M, 0))
+    return (mapped - target.reshape(B * M, D)).square().sum(-1).mean(), matched
 
 
 def refine(y0: Tensor, guess: Tensor, g: Callable[[Tensor], Tensor], cost: BoundCost, steps: int,
