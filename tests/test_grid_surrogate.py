@@ -108,6 +108,21 @@ def test_save_load_and_vector_checks(lqr2w, tmp_path):
     assert stochastic.shape == (5, 2) and np.isfinite(stochastic).all()
 
 
+def test_a_clot_model_fitted_on_other_anchor_times_is_refused(lqr2w, tmp_path):
+    """A row model fitted on other times (log10 instead of the axis's natural log, say) would put every weight
+    at the wrong local time without a word: loading refuses it and names the axis."""
+    import copy
+
+    from hti_rl.errors import FileFormatError
+
+    spec, _, _, _, policy = lqr2w
+    other = copy.deepcopy(policy)
+    other.rows[1].times.div_(np.log(10.0))
+    other.save(tmp_path / "other.zip")
+    with pytest.raises(FileFormatError, match=r"anchor times .* are not those of the .* axis \(row model 1"):
+        AnchoredPolicy.load(tmp_path / "other.zip", expect_fingerprint=spec.fingerprint())
+
+
 def test_baselines_on_the_grid(lqr2w, tmp_path):
     spec, _, dataset, actors, _ = lqr2w
     obs = dataset.obs[np.linalg.norm(dataset.obs, axis=1) > 0.3]

@@ -76,6 +76,16 @@ class CLOTModel(nn.Module):
                 out[rows] = m(y[rows], x[rows])
         return out
 
+    def check_times(self, times: list[float], whose: str) -> None:
+        """Raise a FileFormatError unless this model's anchor times are ``times`` (to 1e-5): a model fitted on
+        other times would extrapolate, or interpolate at the wrong local time, without a word.
+
+        :param whose: what the times belong to, for the message (e.g. "this policy's (its weights ...)").
+        """
+        if self.times.shape != (len(times),) or not torch.allclose(self.times.double(), torch.tensor(times, dtype=torch.float64), atol=1e-5):
+            raise FileFormatError(f"the CLOT model's anchor times {self.times.tolist()} are not {whose}, "
+                                  f"{[round(t, 6) for t in times]}; refit it with `hti-rl fit`.")
+
     def interval(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """Local time. t [B] in the anchors' time coordinate -> (k [B] long, s [B]).
 

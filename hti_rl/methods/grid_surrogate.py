@@ -66,6 +66,11 @@ class GridSurrogatePolicy(Calibrated, GridPolicy):
         if len(shape) > MAX_AXES or (len(rows), len(columns)) != expected:
             raise FileFormatError(f"a grid surrogate on a {self.grid.shape_text()} grid needs {expected[0]} row and {expected[1]} "
                                   f"column CLOT models, got {len(rows)} and {len(columns)}; refit it with `hti-rl fit`.")
+        for kind, models, a in (("row", rows, 0), ("column", columns, len(shape) - 1)):
+            axis = self.grid.axes[a]
+            for i, model in enumerate(models):
+                model.check_times(list(axis.times), f"those of the {self.grid.names[a]} axis ({kind} model {i}; its anchors "
+                                                    f"{list(axis.anchors)} on the {axis.scale} scale)")
         self.rows = nn.ModuleList(rows)
         self.columns = nn.ModuleList(columns)
         if calibration is not None:

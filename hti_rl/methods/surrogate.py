@@ -61,10 +61,7 @@ class SurrogatePolicy(Calibrated, AnchoredPolicy):
         self._init_calibration()
         self.clot = None  # set before the base constructor's set_weight builds the module at that weight
         super().__init__(*args, **base)
-        if clot.times.shape != (len(self.times),) or not torch.allclose(clot.times.double(), torch.tensor(self.times, dtype=torch.float64), atol=1e-5):
-            raise FileFormatError(f"the CLOT model's anchor times {clot.times.tolist()} are not this policy's, "
-                                  f"{[round(t, 6) for t in self.times]} (its weights {self.weights} on the {self.axis.scale} scale); "
-                                  "refit it with `hti-rl fit`.")
+        clot.check_times(list(self.times), f"this policy's (its weights {self.weights} on the {self.axis.scale} scale)")
         self.clot = clot
         self._at_weight()
         if calibration is not None:
