@@ -196,3 +196,14 @@ def test_map_mode_bounds_each_map_by_its_data_and_older_fits_load_unbounded():
     state["weights"] = {k: v for k, v in state["weights"].items() if not k.endswith("max_shift")}
     assert not any(t.bounded for t in CLOTModel.from_state(state).maps)
     assert not any(t.bounded for t in fit_clot(data, dataclasses.replace(TINY, bound_maps=False), progress=False).maps)
+
+
+@pytest.mark.parametrize("m", [1, 20])
+def test_assignment_fits_dirac_anchors_and_subsamples_large_sets(m):
+    # M = 1: each condition's coupling is the pair itself; M = 20 > assign_samples: random 8-sample subsets.
+    d = make_data(m=m)
+    model = fit_clot(d, dataclasses.replace(TINY, steps=20), progress=False)
+    out = model.push(d.y[0, :3, 0], d.x[:3], torch.full((3,), 0.5))
+    assert out.shape == (3, 2) and torch.isfinite(out).all()
+    again = fit_clot(d, dataclasses.replace(TINY, steps=20), progress=False)
+    torch.testing.assert_close(again.push(d.y[0, :3, 0], d.x[:3], torch.full((3,), 0.5)), out, rtol=0, atol=0)
