@@ -274,12 +274,11 @@ def fit_clot(
         m = min(M, assign_samples) samples of each anchor at each of B = batch_size // m conditions."""
         m = min(M, config.assign_samples)
         n = torch.randint(N, (max(1, config.batch_size // m),), generator=gen)
-        pick = (lambda: torch.rand(len(n), M, generator=gen).argsort(-1)[:, :m]) if m < M else (lambda: None)
-        sets = []
-        for j in (k, k + 1):
-            chosen = pick()
-            sets.append(y[j, n] if chosen is None else y[j, n[:, None], chosen])
-        return sets[0], sets[1], x[n], n
+
+        def samples(j: int) -> Tensor:  # all M samples of anchor j at each condition, or a random m of them
+            return y[j, n] if m == M else y[j, n[:, None], torch.rand(len(n), M, generator=gen).argsort(-1)[:, :m]]
+
+        return samples(k), samples(k + 1), x[n], n
 
     def path_ends(k: int) -> tuple[Tensor, Tensor, Tensor]:
         """Pairs the metric and path net are trained on: (y_k, end, n), end = T_k(y_k) or the OT partner."""

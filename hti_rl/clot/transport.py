@@ -4,18 +4,19 @@ g_k(y|x), under a cost c(y0, y1|x) (docs/method.md §5.7).
 Two ways to train T_k. By assignment (the default): at each condition of a batch, the exact OT coupling of
 anchor k's samples to anchor k+1's under c (an assignment problem, solved exactly), and T_k regressed onto
 each sample's partner. This needs the anchors' samples at shared conditions, which every hti-rl dataset
-has. By the semi-dual (the paper's training, for marginals without shared conditions): the semi-dual maximises E[c(y_k, T(y_k)) − g(T(y_k))] + E[g(y_{k+1})], where T(y_k) stands for the
-c-transform's argmin_y' c(y_k, y') − g(y'). T's guess is refined by a few gradient steps on that
-objective and T is regressed onto the refined point, so T tracks the argmin without being the thing
-that g plays against directly.
+has. By the semi-dual (the paper's training, for marginals without shared conditions): it maximises
+E[c(y_k, T(y_k)) − g(T(y_k))] + E[g(y_{k+1})], where T(y_k) stands for the c-transform's
+argmin_y' c(y_k, y') − g(y'). T's guess is refined by a few gradient steps on that objective and T is
+regressed onto the refined point, so T tracks the argmin without being the thing that g plays against
+directly.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-import torch
 import numpy as np
+import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
