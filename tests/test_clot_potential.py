@@ -1,10 +1,10 @@
-"""KDE potential: exact values against the formula, conditioning, chunking, truncation."""
+"""KDE potential: exact values against the formula, conditioning, chunking, truncation, the clamped log-sum-exp."""
 
 import math
 
 import torch
 
-from hti_rl.clot.potential import KDEPotential, log_kde
+from hti_rl.clot.potential import KDEPotential, LogSumExp, log_kde
 
 
 def brute_log_kde(y, x, ref_y, ref_x, h_y, h_x):
@@ -69,3 +69,21 @@ def test_from_samples_pools_and_caps_the_reference_set():
     assert pairs == {(float(n), float(y[k, n, m, 0])) for k in range(2) for n in range(3) for m in range(4)}
     capped = KDEPotential.from_samples(x, y, 10, torch.Generator(), h_y=1.0, h_x=1.0, alpha=1.0, eps=1e-3)
     assert capped.ref_y.shape == (10, 1)
+
+
+def test_clamped_logsumexp_equals_torch_to_the_bit_with_its_gradient():
+    # Rows spread over hundreds of nats, as the kernel sums are: most terms lie below the clamp, none may count.
+    g = torch.Generator().manual_seed(0)
+    a = (torch.randn(64, 12, 256, generator=g) * 150).requires_grad_(True)
+    a.data[0, 0] = -1e4  # a row with every exponent far below the clamp but its largest
+    a.data[1, 0, :3] = math.inf * torch.tensor([-1.0, -1.0, -1.0])  # torch's treatment of -inf entries
+    b = a.detach().clone().requires_grad_(True)
+    ours, theirs = LogSumExp.apply(a), torch.logsumexp(b, dim=-1)
+    assert torch.equal(ours, theirs)
+    w = torch.randn(theirs.shape, generator=g)
+    (ours * w).sum().backward()
+    (theirs * w).sum().backward()
+    # Gradient terms below 2^-125 of a row's largest are zero here and subnormal in torch's; nothing else differs.
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-37)
+    big = b.grad.abs() > 1e-30
+    assert torch.equal(a.grad[big], b.grad[big])
