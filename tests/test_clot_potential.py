@@ -76,10 +76,13 @@ def test_clamped_logsumexp_equals_torch_to_the_bit_with_its_gradient():
     g = torch.Generator().manual_seed(0)
     a = (torch.randn(64, 12, 256, generator=g) * 150).requires_grad_(True)
     a.data[0, 0] = -1e4  # a row with every exponent far below the clamp but its largest
-    a.data[1, 0, :3] = math.inf * torch.tensor([-1.0, -1.0, -1.0])  # torch's treatment of -inf entries
+    a.data[1, 0, :3] = -math.inf  # torch's treatment of -inf entries
+    a.data[2, 0] = -math.inf  # and of a row of them only
     b = a.detach().clone().requires_grad_(True)
     ours, theirs = LogSumExp.apply(a), torch.logsumexp(b, dim=-1)
-    assert torch.equal(ours, theirs)
+    assert torch.equal(ours, theirs) and ours[2, 0] == -math.inf
+    a.data[2, 0], b.data[2, 0] = 0.0, 0.0  # both gradients are NaN on an empty row
+    ours, theirs = LogSumExp.apply(a), torch.logsumexp(b, dim=-1)
     w = torch.randn(theirs.shape, generator=g)
     (ours * w).sum().backward()
     (theirs * w).sum().backward()

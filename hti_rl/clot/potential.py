@@ -32,8 +32,9 @@ class LogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor) -> Tensor:
         top = a.amax(-1, keepdim=True)
+        empty = top.squeeze(-1) == -math.inf  # rows of -inf only: their sum is 0, not the clamp's floor
         top.masked_fill_(top.abs() == math.inf, 0)
-        out = (a - top).clamp_min_(UNDERFLOW).exp_().sum(-1).log_().add_(top.squeeze(-1))
+        out = (a - top).clamp_min_(UNDERFLOW).exp_().sum(-1).log_().add_(top.squeeze(-1)).masked_fill_(empty, -math.inf)
         ctx.save_for_backward(a, out)
         return out
 
