@@ -9,8 +9,9 @@ clipping into the action Box, with the same operations in the same order as
 
 From :data:`FAST_BATCH` observations on, an endpoint-mode path between two anchors of the same layer
 description runs a faster arrangement of the same arithmetic instead (:class:`_Pair`, :meth:`AtWeight._fast_push`):
-both anchors' trunks as one stack of batched layers, the condition's standardisation folded into the FiLM
-head's first layer and FiLM's 1 + γ into its last bias, the path's bound and contraction in fused operations.
+both anchors' trunks as one stack of batched layers, tanh as σ with its affine parts folded into the layers around
+it, the condition's standardisation folded into the FiLM head's first layer and FiLM's 1 + γ into its last bias,
+the path's bound and its contraction over the knots as one matrix product.
 Its actions differ from the unfused ones by float rounding only (bounded in tests/test_predict_fused.py).
 """
 
@@ -25,23 +26,30 @@ from torch.nn import functional as F
 from hti_rl.actors import AnchorActor
 from hti_rl.clot import CLOTModel
 
-# From this batch size on, the anchors' tanh layers run as 2σ(2z) − 1 (:class:`TanhOfDoubled`), and a path between
-# two anchors of one layer description runs the fast arrangement (module docstring). torch's tanh is the
-# slowest operation of the whole predict here (torch 2.13, AMD EPYC, one thread, [256, 64] floats:
-# tanh 222-253 µs, sigmoid 25-31 µs, 2σ(2z) − 1 55-59 µs; numpy's tanh 21 µs); below it the one-op tanh
-# is cheaper. The two differ by at most 1.8e-7 (measured over 100,000 z ~ N(0, 25)); deterministic actions
-# by at most 4.8e-8 (4,096 states, six weights, PPO anchors 2-D and 6-D). The path's bounding tanh runs the same
-# way in the fast arrangement: on the demo's surrogate, at six held-out weights, the deterministic actions moved by at
-# most 1.2e-7 over its 1,000 recorded states and 4.8e-7 over 4,000 states drawn ten times wider. (An earlier
-# attempt measured 8e-5 there; taking σ(z) for σ(2z) gives differences of that kind, 4e-2 here.)
+# From this batch size on, the anchors' tanh layers run through σ (tanh(z) = 2σ(2z) − 1), and a path between two
+# anchors of one layer description runs the fast arrangement (module docstring). torch's tanh is MKL's where torch
+# is built with MKL, and MKL takes a generic code path on CPUs other than Intel's: on an AMD EPYC, one thread,
+# [256, 64] floats, tanh took 222-253 µs, sigmoid 25-31 µs, 2σ(2z) − 1 55-59 µs; on an Intel Xeon tanh took 5 µs
+# and sigmoid 6 µs, and tanh took 37 µs once MKL was made to take its generic path there (MKL_CBWR=COMPATIBLE),
+# sigmoid still 6 µs. So σ is the choice that is fast on both; its 2· goes into the layer before (exact: a power of
+# two) and its − 1 into the layer after (:func:`_fed_sigmoid`), so that it costs σ alone, and only a trunk's last
+# tanh, whose output the heads read, is computed as 2σ(2z) − 1 (:class:`TanhOfDoubled`). Below this batch size
+# the one-op tanh is cheaper. Deterministic actions move by float rounding only (tests/test_predict_fused.py).
 FAST_BATCH = 32
+
+
+class SigmoidInPlace(nn.Module):
+    """σ, written over its input (a fresh layer output: no allocation)."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.sigmoid_(z)
 
 
 class TanhOfDoubled(nn.Module):
     """tanh(z) from 2z: 2σ(2z) − 1. The doubling is folded into the layer before (exact in binary)."""
 
     def forward(self, z2: Tensor) -> Tensor:
-        return torch.sigmoid(z2).mul_(2.0).sub_(1.0)
+        return torch.sigmoid_(z2).mul_(2.0).sub_(1.0)
 
 
 def _doubled(layer: nn.Linear) -> nn.Linear:
@@ -54,13 +62,26 @@ def _doubled(layer: nn.Linear) -> nn.Linear:
     return twin
 
 
+def _fed_sigmoid(layer: nn.Linear) -> nn.Linear:
+    """A copy of ``layer`` that reads s = σ(2z) where it read tanh(z) = 2s − 1: weight 2W (exact), bias b − W·1."""
+    twin = nn.Linear(layer.in_features, layer.out_features)
+    with torch.no_grad():
+        twin.weight.copy_(2.0 * layer.weight)
+        twin.bias.copy_((layer.bias if layer.bias is not None else 0.0) - layer.weight.sum(1))
+    return twin
+
+
 def fast_tanh_layers(layers: nn.Sequential) -> nn.Sequential:
-    """``layers`` with each Linear → Tanh pair as doubled Linear → :class:`TanhOfDoubled`; the rest shared."""
-    out: list[nn.Module] = []
-    for layer in layers:
+    """``layers`` with each Linear → Tanh as doubled Linear → σ and the Linear after it reading σ
+    (:func:`_fed_sigmoid`); a Tanh that no Linear follows as doubled Linear → :class:`TanhOfDoubled`. The rest shared."""
+    items, out = list(layers), []
+    for i, layer in enumerate(items):
         if isinstance(layer, nn.Tanh) and out and isinstance(out[-1], nn.Linear):
             out[-1] = _doubled(out[-1])
-            layer = TanhOfDoubled()
+            followed = i + 1 < len(items) and isinstance(items[i + 1], nn.Linear)
+            layer = SigmoidInPlace() if followed else TanhOfDoubled()
+        elif isinstance(layer, nn.Linear) and i > 0 and isinstance(items[i - 1], nn.Tanh) and isinstance(out[-1], SigmoidInPlace):
+            layer = _fed_sigmoid(layer)
         out.append(layer)
     return nn.Sequential(*out)
 
@@ -195,6 +216,12 @@ class AtWeight(nn.Module):
             self.map = None if clot.endpoint else clot.maps[k]
             self.register_buffer("s", torch.zeros(1, 1))
             self.register_buffer("b", torch.zeros(clot.basis.n))
+            # The fast arrangement's contraction over the knots, Σ_j b_j k_j, as knots [B, n·D] @ kron(b, I_D) [n·D, D];
+            # bounded, Σ_j b_j tanh(r_j) = 2 Σ_j b_j σ(2 r_j) − Σ_j b_j: the matrix doubled, minus Σ_j b_j.
+            dim, bounded = clot.path_net.dim, clot.path_net.max_bend is not None
+            self.register_buffer("contract", torch.zeros(clot.basis.n * dim, dim))
+            self.register_buffer("contract_shift", torch.zeros(dim))
+            self._contract_scale = 2.0 if bounded else 1.0
             self.register_buffer("y_shift", clot.y_shift.clone())
             self.register_buffer("y_scale", clot.y_scale.clone())
             self.register_buffer("x_mean", x_mean.clone())
@@ -205,9 +232,9 @@ class AtWeight(nn.Module):
             self.pair = _Pair(self.draw_start, self.draw_end)
             net = clot.path_net.net
             self.fast_film = _folded_film(net.film, net.depth, net.hidden, x_mean, x_std)
-            # The bound's tanh as 2σ(2z) − 1, the doubling folded into a copy of the output layer (as the anchors' tanh layers).
-            bounded = clot.path_net.max_bend is not None
-            self.fast_out, self.fast_tanh = (_doubled(net.out), TanhOfDoubled()) if bounded else (net.out, None)
+            # Bounded, the knots' tanh through σ as the anchors' (fast_tanh_layers): the doubling in a copy of the
+            # output layer, the 2· and − 1 in the contraction (``contract``).
+            self.fast_out = _doubled(net.out) if clot.path_net.max_bend is not None else net.out
 
     @torch.no_grad()
     def move_to(self, t: float) -> None:
@@ -216,6 +243,10 @@ class AtWeight(nn.Module):
         _, s = self.clot.interval(torch.tensor([t], dtype=torch.float32))
         self.s.copy_(s.unsqueeze(-1))
         self.b.copy_(self.clot.basis(s)[0][0])
+        dim = self.contract.shape[1]
+        self.contract.copy_(self._contract_scale * torch.kron(self.b[:, None], torch.eye(dim)))
+        if self._contract_scale == 2.0:
+            self.contract_shift.fill_(-float(self.b.sum()))
 
     def run(self, obs: Tensor, noise: Tensor | None = None, end_noise: Tensor | None = None) -> Tensor:
         """:meth:`forward` through a TorchScript trace of this module, made on the first call with each
@@ -261,20 +292,20 @@ class AtWeight(nn.Module):
 
         The same formula with fewer operations: FiLM's modulation from the raw observation through the folded
         head, h = silu((1 + γ) ⊙ W·h + β) as one ``addcmul``, and the bend ``max_bend·‖y1 − y0‖·Σ_j b_j tanh(raw_j)``
-        contracted before it is scaled by the chord, its tanh as 2σ(2z) − 1.
+        contracted (one matrix product with ``contract``) before it is scaled by the chord, its tanh through σ.
         """
         net, bound = self.path_net.net, self.path_net.max_bend
         y0, y1 = (y - self.y_shift) / self.y_scale, (y_end - self.y_shift) / self.y_scale
         gb = self.fast_film(obs).view(obs.shape[0], 2 * net.depth, net.hidden).unbind(1)
         h = torch.cat([y0, y1], -1)
         for i, layer in enumerate(net.layers):
-            h = F.silu(torch.addcmul(gb[2 * i + 1], gb[2 * i], layer(h)))
-        raw = self.fast_out(h).view(obs.shape[0], self.path_net.n_knots, self.path_net.dim)
+            h = F.silu(torch.addcmul(gb[2 * i + 1], gb[2 * i], layer(h)), inplace=True)
+        raw = self.fast_out(h)  # [B, n·D]: the knots, or twice them where bounded
         chord = y1 - y0
         if bound is None:
-            displacement = self.s * chord + torch.matmul(self.b, raw)
+            displacement = torch.addmm(self.s * chord, raw, self.contract)
         else:
-            bend = torch.matmul(self.b, self.fast_tanh(raw))  # fast_out gave 2·raw
+            bend = torch.addmm(self.contract_shift, torch.sigmoid_(raw), self.contract)
             displacement = torch.addcmul(self.s * chord, chord.norm(dim=-1, keepdim=True), bend, value=bound)
         return y + self.y_scale * displacement
 
