@@ -1,6 +1,6 @@
 """The fused, traced predict (AtWeight) gives the unfused computation's actions: exactly when
-deterministic below FAST_BATCH, within 1e-6 from it on (the fast arrangement: tanh as 2σ(2z) − 1, both
-anchors in one stack, folded standardisation; measured ≤ 4.8e-7), the same draws when stochastic, at every
+deterministic below FAST_BATCH, within 1e-6 from it on (the fast arrangement: tanh through σ, both
+anchors in one stack, folded standardisations, the push in env units), the same draws when stochastic, at every
 weight, batch size and anchor kind."""
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def unfused(policy, obs: np.ndarray, deterministic: bool) -> np.ndarray:
 
 @pytest.fixture(scope="module", params=[
     dict(algo="ppo"), dict(algo="sac", normalize=True), dict(algo="ppo", mode="map", normalize=True),
-], ids=["ppo", "sac-vecnormalize", "map-mode"])
+    dict(algo="ppo", max_bend=None),
+], ids=["ppo", "sac-vecnormalize", "map-mode", "unbounded-path"])
 def policy(request):
     return synthetic_surrogate(5, 3, **request.param)
 

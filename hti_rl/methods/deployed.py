@@ -142,6 +142,9 @@ class _Pair(nn.Module):
         ])
         self.heads = (start.fast_head, end.fast_head)
         self.shared_input = start.actor.arch["obs_norm"] is None and end.actor.arch["obs_norm"] is None
+        # One log-std for every state: its exp once, here, and each draw mean + std · noise as one addcmul.
+        for name, actor in (("std_start", start.actor), ("std_end", end.actor)):
+            self.register_buffer(name, actor.log_std.detach().exp() if actor.arch["std"]["type"] == "param" else None)
 
     @staticmethod
     def fits(start: AnchorActor, end: AnchorActor) -> bool:
@@ -157,8 +160,15 @@ class _Pair(nn.Module):
         else:
             h = torch.stack([start.normalize(obs), end.normalize(obs)])
         latent = self.trunk(h)
-        return (_draw(start, latent[0], self.heads[0](latent[0]), noise),
-                _draw(end, latent[1], self.heads[1](latent[1]), end_noise))
+        return (self._draw(start, self.std_start, latent[0], self.heads[0](latent[0]), noise),
+                self._draw(end, self.std_end, latent[1], self.heads[1](latent[1]), end_noise))
+
+    @staticmethod
+    def _draw(actor: AnchorActor, std: Tensor | None, latent: Tensor, mean: Tensor, noise: Tensor | None) -> Tensor:
+        """:func:`_draw` with the anchor's std precomputed where it is one for every state."""
+        if noise is None or std is None:
+            return _draw(actor, latent, mean, noise)
+        return torch.addcmul(mean, std, noise)
 
 
 def _folded_film(film: nn.Sequential, depth: int, hidden: int, x_mean: Tensor, x_std: Tensor) -> nn.Sequential:
@@ -176,6 +186,17 @@ def _folded_film(film: nn.Sequential, depth: int, hidden: int, x_mean: Tensor, x
         bias[0::2] += 1.0  # rows 2i hold layer i's γ
         tail.bias.copy_(bias.view(-1))
     return nn.Sequential(head, act, tail)
+
+
+def _folded_first(layer: nn.Linear, y_shift: Tensor, y_scale: Tensor) -> nn.Linear:
+    """A copy of the path net's first layer that reads [y, y_end] in env units where it read their standardised
+    [y0, y1] = ([y, y_end] − y_shift) / y_scale: weight W / y_scale, bias b − (W / y_scale)·[y_shift, y_shift]."""
+    w = layer.weight.detach() / y_scale
+    twin = nn.Linear(layer.in_features, layer.out_features)
+    with torch.no_grad():
+        twin.weight.copy_(w)
+        twin.bias.copy_(layer.bias - w @ torch.cat([y_shift, y_shift]))
+    return twin
 
 
 class AtWeight(nn.Module):
@@ -232,6 +253,7 @@ class AtWeight(nn.Module):
             self.pair = _Pair(self.draw_start, self.draw_end)
             net = clot.path_net.net
             self.fast_film = _folded_film(net.film, net.depth, net.hidden, x_mean, x_std)
+            self.fast_first = _folded_first(net.layers[0], clot.y_shift, clot.y_scale)
             # Bounded, the knots' tanh through σ as the anchors' (fast_tanh_layers): the doubling in a copy of the
             # output layer, the 2· and − 1 in the contraction (``contract``).
             self.fast_out = _doubled(net.out) if clot.path_net.max_bend is not None else net.out
@@ -244,7 +266,9 @@ class AtWeight(nn.Module):
         self.s.copy_(s.unsqueeze(-1))
         self.b.copy_(self.clot.basis(s)[0][0])
         dim = self.contract.shape[1]
-        self.contract.copy_(self._contract_scale * torch.kron(self.b[:, None], torch.eye(dim)))
+        # Bounded, the bend is scaled by the chord's length, which _fast_push takes in env units: no y_scale here.
+        scale = 2.0 if self._contract_scale == 2.0 else self.y_scale
+        self.contract.copy_(scale * torch.kron(self.b[:, None], torch.eye(dim)))
         if self._contract_scale == 2.0:
             self.contract_shift.fill_(-float(self.b.sum()))
 
@@ -290,24 +314,23 @@ class AtWeight(nn.Module):
     def _fast_push(self, y: Tensor, y_end: Tensor, obs: Tensor) -> Tensor:
         """:meth:`_push` in the fast arrangement: anchor k's y [B, D], anchor k+1's [B, D], raw obs [B, C] -> [B, D].
 
-        The same formula with fewer operations: FiLM's modulation from the raw observation through the folded
-        head, h = silu((1 + γ) ⊙ W·h + β) as one ``addcmul``, and the bend ``max_bend·‖y1 − y0‖·Σ_j b_j tanh(raw_j)``
-        contracted (one matrix product with ``contract``) before it is scaled by the chord, its tanh through σ.
+        The same formula with fewer operations, in the env's units (y_scale is one positive scalar, so
+        y_scale · (s·(y1 − y0) + bend) = s·(y_end − y) + y_scale · bend, and y_scale·‖y1 − y0‖ = ‖y_end − y‖): the path
+        net's standardisation folded into its first layer, FiLM's modulation from the raw observation through the
+        folded head, h = silu((1 + γ) ⊙ W·h + β) as one ``addcmul``, and the bend ``Σ_j b_j knot_j`` (bounded:
+        ``max_bend·‖y1 − y0‖·Σ_j b_j tanh(raw_j)``, its tanh through σ) as one matrix product with ``contract``.
         """
         net, bound = self.path_net.net, self.path_net.max_bend
-        y0, y1 = (y - self.y_shift) / self.y_scale, (y_end - self.y_shift) / self.y_scale
         gb = self.fast_film(obs).view(obs.shape[0], 2 * net.depth, net.hidden).unbind(1)
-        h = torch.cat([y0, y1], -1)
+        h = torch.cat([y, y_end], -1)
         for i, layer in enumerate(net.layers):
-            h = F.silu(torch.addcmul(gb[2 * i + 1], gb[2 * i], layer(h)), inplace=True)
+            h = F.silu(torch.addcmul(gb[2 * i + 1], gb[2 * i], (self.fast_first if i == 0 else layer)(h)), inplace=True)
         raw = self.fast_out(h)  # [B, n·D]: the knots, or twice them where bounded
-        chord = y1 - y0
+        chord = y_end - y
         if bound is None:
-            displacement = torch.addmm(self.s * chord, raw, self.contract)
-        else:
-            bend = torch.addmm(self.contract_shift, torch.sigmoid_(raw), self.contract)
-            displacement = torch.addcmul(self.s * chord, chord.norm(dim=-1, keepdim=True), bend, value=bound)
-        return y + self.y_scale * displacement
+            return y + torch.addmm(self.s * chord, raw, self.contract)
+        bend = torch.addmm(self.contract_shift, torch.sigmoid_(raw), self.contract)
+        return y + torch.addcmul(self.s * chord, chord.norm(dim=-1, keepdim=True), bend, value=bound)
 
 
 class _Inputs(nn.Module):
