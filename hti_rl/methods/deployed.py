@@ -131,16 +131,22 @@ class _Pair(nn.Module):
     per layer for both ([2, B, ·]), then each anchor's own head (narrow heads are faster as two matmuls).
 
     Only for two actors of one layer description (:meth:`fits`); built from the two :class:`_Actor`'s fast copies
-    (their tanh layers as 2σ(2z) − 1), whose heads it shares.
+    (their tanh layers through σ), whose heads it shares unless it folds the trunk's last tanh into them.
     """
 
     def __init__(self, start: _Actor, end: _Actor):
         super().__init__()
         self.actors = (start.actor, end.actor)
-        self.trunk = nn.Sequential(*[
-            _TwinLinear(a, b) if isinstance(a, nn.Linear) else a for a, b in zip(start.fast_trunk, end.fast_trunk)
-        ])
-        self.heads = (start.fast_head, end.fast_head)
+        layers = list(zip(start.fast_trunk, end.fast_trunk))
+        heads = [start.fast_head, end.fast_head]
+        # Where only the mean heads read the trunk's output (std one for every state, or none), its last tanh
+        # goes through σ too, its − 1 into the heads' first layers (fast_tanh_layers).
+        if (all(a.arch["std"]["type"] in ("param", "none") for a in self.actors) and layers
+                and isinstance(layers[-1][0], TanhOfDoubled) and all(isinstance(h[0], nn.Linear) for h in heads)):
+            layers[-1] = (SigmoidInPlace(), None)
+            heads = [nn.Sequential(_fed_sigmoid(h[0]), *h[1:]) for h in heads]
+        self.trunk = nn.Sequential(*[_TwinLinear(a, b) if isinstance(a, nn.Linear) else a for a, b in layers])
+        self.heads = nn.ModuleList(heads)
         self.shared_input = start.actor.arch["obs_norm"] is None and end.actor.arch["obs_norm"] is None
         # One log-std for every state: its exp once, here, and each draw mean + std · noise as one addcmul.
         for name, actor in (("std_start", start.actor), ("std_end", end.actor)):
