@@ -52,23 +52,26 @@ class TanhOfDoubled(nn.Module):
         return torch.sigmoid_(z2).mul_(2.0).sub_(1.0)
 
 
+@torch.no_grad()
+def _linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
+    """A Linear layer holding copies of ``weight`` [out, in] and ``bias`` [out] (None: no bias)."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    layer.weight.copy_(weight)
+    if bias is not None:
+        layer.bias.copy_(bias)
+    return layer
+
+
+@torch.no_grad()
 def _doubled(layer: nn.Linear) -> nn.Linear:
     """A copy of ``layer`` with weight and bias times 2 (exact: a power of two)."""
-    twin = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    with torch.no_grad():
-        twin.weight.copy_(2.0 * layer.weight)
-        if layer.bias is not None:
-            twin.bias.copy_(2.0 * layer.bias)
-    return twin
+    return _linear(2.0 * layer.weight, None if layer.bias is None else 2.0 * layer.bias)
 
 
+@torch.no_grad()
 def _fed_sigmoid(layer: nn.Linear) -> nn.Linear:
     """A copy of ``layer`` that reads s = σ(2z) where it read tanh(z) = 2s − 1: weight 2W (exact), bias b − W·1."""
-    twin = nn.Linear(layer.in_features, layer.out_features)
-    with torch.no_grad():
-        twin.weight.copy_(2.0 * layer.weight)
-        twin.bias.copy_((layer.bias if layer.bias is not None else 0.0) - layer.weight.sum(1))
-    return twin
+    return _linear(2.0 * layer.weight, (layer.bias if layer.bias is not None else 0.0) - layer.weight.sum(1))
 
 
 def fast_tanh_layers(layers: nn.Sequential) -> nn.Sequential:
@@ -80,7 +83,7 @@ def fast_tanh_layers(layers: nn.Sequential) -> nn.Sequential:
             out[-1] = _doubled(out[-1])
             followed = i + 1 < len(items) and isinstance(items[i + 1], nn.Linear)
             layer = SigmoidInPlace() if followed else TanhOfDoubled()
-        elif isinstance(layer, nn.Linear) and i > 0 and isinstance(items[i - 1], nn.Tanh) and isinstance(out[-1], SigmoidInPlace):
+        elif isinstance(layer, nn.Linear) and out and isinstance(out[-1], SigmoidInPlace):  # after a converted Tanh
             layer = _fed_sigmoid(layer)
         out.append(layer)
     return nn.Sequential(*out)
@@ -181,28 +184,19 @@ def _folded_film(film: nn.Sequential, depth: int, hidden: int, x_mean: Tensor, x
     """A copy of a FiLM head (Linear, SiLU, Linear) that takes the raw observation and gives 1 + γ where it gave γ:
     the standardisation (obs − x_mean) / x_std folded into the first layer, the 1 into the last layer's γ biases."""
     first, act, last = film
-    w = first.weight.detach() / x_std
-    head = nn.Linear(first.in_features, first.out_features)
-    tail = nn.Linear(last.in_features, last.out_features)
     with torch.no_grad():
-        head.weight.copy_(w)
-        head.bias.copy_(first.bias - w @ x_mean)
-        tail.weight.copy_(last.weight)
-        bias = last.bias.detach().clone().view(2 * depth, hidden)
+        w = first.weight / x_std
+        bias = last.bias.clone().view(2 * depth, hidden)
         bias[0::2] += 1.0  # rows 2i hold layer i's γ
-        tail.bias.copy_(bias.view(-1))
-    return nn.Sequential(head, act, tail)
+        return nn.Sequential(_linear(w, first.bias - w @ x_mean), act, _linear(last.weight, bias.view(-1)))
 
 
+@torch.no_grad()
 def _folded_first(layer: nn.Linear, y_shift: Tensor, y_scale: Tensor) -> nn.Linear:
     """A copy of the path net's first layer that reads [y, y_end] in env units where it read their standardised
     [y0, y1] = ([y, y_end] − y_shift) / y_scale: weight W / y_scale, bias b − (W / y_scale)·[y_shift, y_shift]."""
-    w = layer.weight.detach() / y_scale
-    twin = nn.Linear(layer.in_features, layer.out_features)
-    with torch.no_grad():
-        twin.weight.copy_(w)
-        twin.bias.copy_(layer.bias - w @ torch.cat([y_shift, y_shift]))
-    return twin
+    w = layer.weight / y_scale
+    return _linear(w, layer.bias - w @ torch.cat([y_shift, y_shift]))
 
 
 class AtWeight(nn.Module):
@@ -245,10 +239,9 @@ class AtWeight(nn.Module):
             self.register_buffer("b", torch.zeros(clot.basis.n))
             # The fast arrangement's contraction over the knots, Σ_j b_j k_j, as knots [B, n·D] @ kron(b, I_D) [n·D, D];
             # bounded, Σ_j b_j tanh(r_j) = 2 Σ_j b_j σ(2 r_j) − Σ_j b_j: the matrix doubled, minus Σ_j b_j.
-            dim, bounded = clot.path_net.dim, clot.path_net.max_bend is not None
+            dim = clot.path_net.dim
             self.register_buffer("contract", torch.zeros(clot.basis.n * dim, dim))
             self.register_buffer("contract_shift", torch.zeros(dim))
-            self._contract_scale = 2.0 if bounded else 1.0
             self.register_buffer("y_shift", clot.y_shift.clone())
             self.register_buffer("y_scale", clot.y_scale.clone())
             self.register_buffer("x_mean", x_mean.clone())
@@ -259,7 +252,8 @@ class AtWeight(nn.Module):
             self.pair = _Pair(self.draw_start, self.draw_end)
             net = clot.path_net.net
             self.fast_film = _folded_film(net.film, net.depth, net.hidden, x_mean, x_std)
-            self.fast_first = _folded_first(net.layers[0], clot.y_shift, clot.y_scale)
+            # The path net's hidden layers, the first reading [y, y_end] in env units.
+            self.fast_layers = nn.ModuleList([_folded_first(net.layers[0], clot.y_shift, clot.y_scale), *net.layers[1:]])
             # Bounded, the knots' tanh through σ as the anchors' (fast_tanh_layers): the doubling in a copy of the
             # output layer, the 2· and − 1 in the contraction (``contract``).
             self.fast_out = _doubled(net.out) if clot.path_net.max_bend is not None else net.out
@@ -271,11 +265,11 @@ class AtWeight(nn.Module):
         _, s = self.clot.interval(torch.tensor([t], dtype=torch.float32))
         self.s.copy_(s.unsqueeze(-1))
         self.b.copy_(self.clot.basis(s)[0][0])
-        dim = self.contract.shape[1]
-        # Bounded, the bend is scaled by the chord's length, which _fast_push takes in env units: no y_scale here.
-        scale = 2.0 if self._contract_scale == 2.0 else self.y_scale
-        self.contract.copy_(scale * torch.kron(self.b[:, None], torch.eye(dim)))
-        if self._contract_scale == 2.0:
+        kron = torch.kron(self.b[:, None], torch.eye(self.contract.shape[1]))
+        if self.path_net.max_bend is None:  # the bend in env units
+            self.contract.copy_(self.y_scale * kron)
+        else:  # scaled by the chord's length, which _fast_push takes in env units: no y_scale here
+            self.contract.copy_(2.0 * kron)
             self.contract_shift.fill_(-float(self.b.sum()))
 
     def run(self, obs: Tensor, noise: Tensor | None = None, end_noise: Tensor | None = None) -> Tensor:
@@ -329,8 +323,8 @@ class AtWeight(nn.Module):
         net, bound = self.path_net.net, self.path_net.max_bend
         gb = self.fast_film(obs).view(obs.shape[0], 2 * net.depth, net.hidden).unbind(1)
         h = torch.cat([y, y_end], -1)
-        for i, layer in enumerate(net.layers):
-            h = F.silu(torch.addcmul(gb[2 * i + 1], gb[2 * i], (self.fast_first if i == 0 else layer)(h)), inplace=True)
+        for i, layer in enumerate(self.fast_layers):
+            h = F.silu(torch.addcmul(gb[2 * i + 1], gb[2 * i], layer(h)), inplace=True)
         raw = self.fast_out(h)  # [B, n·D]: the knots, or twice them where bounded
         chord = y_end - y
         if bound is None:
